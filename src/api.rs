@@ -1,0 +1,370 @@
+//! The gRPC boundary: generated protobuf types, their conversion to and from domain types,
+//! request validation, and the mapping of library errors to gRPC status codes. This is the
+//! only module that knows both worlds.
+use prost_types::Timestamp;
+use tonic::Status;
+
+use crate::domain::{
+    CheckOutcome, HashKind, ImageEvidence, ImageFingerprint, ImageInput, Listing, ListingFingerprints, ListingInfo,
+    Match, Registered, Takedown, Verdict,
+};
+use crate::error::Error;
+use crate::fingerprint::pdq::{Dihedral, PdqHash};
+use crate::matcher::MAX_IMAGES;
+
+/// Types and service stubs generated from `proto/relist/v1/relist.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("relist.v1");
+}
+
+/// Encoded descriptor set of our protos, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/relist_descriptor.bin"));
+
+/// Size limits on request text fields (bytes for ids, characters for free text).
+pub const MAX_LISTING_ID_BYTES: usize = 256;
+pub const MAX_MARKETPLACE_BYTES: usize = 64;
+pub const MAX_SELLER_ID_BYTES: usize = 256;
+pub const MAX_TITLE_CHARS: usize = 1_000;
+pub const MAX_DESCRIPTION_CHARS: usize = 20_000;
+pub const MAX_REASON_CHARS: usize = 1_000;
+
+/// The one mapping from library errors to gRPC status codes.
+pub fn status(e: Error) -> Status {
+    match &e {
+        Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+        Error::NotFound(_) => Status::not_found(e.to_string()),
+        Error::ResourceExhausted(_) => Status::resource_exhausted(e.to_string()),
+        Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => {
+            tracing::error!(error = %e, "request failed");
+            Status::unavailable(e.to_string())
+        }
+    }
+}
+
+fn check_len(field: &str, value: &str, max: usize, unit_chars: bool) -> Result<(), Error> {
+    let n = if unit_chars { value.chars().count() } else { value.len() };
+    if n > max {
+        let unit = if unit_chars { "characters" } else { "bytes" };
+        return Err(Error::invalid(field, format!("is {n} {unit}, over the limit of {max}")));
+    }
+    Ok(())
+}
+
+fn parse_hex_u64(field: &str, s: &str) -> Result<u64, Error> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(field, "must be exactly 16 hex characters"));
+    }
+    u64::from_str_radix(s, 16).map_err(|_| Error::invalid(field, "must be exactly 16 hex characters"))
+}
+
+/// Validates a request's listing and turns it into a domain [`Listing`].
+pub fn listing_from_proto(p: Option<pb::Listing>) -> Result<Listing, Error> {
+    let p = p.ok_or_else(|| Error::invalid("listing", "is required"))?;
+    let marketplace = p.marketplace.trim().to_lowercase();
+    if marketplace.is_empty() {
+        return Err(Error::invalid("listing.marketplace", "is required"));
+    }
+    if marketplace.contains('\0') {
+        return Err(Error::invalid("listing.marketplace", "must not contain NUL"));
+    }
+    check_len("listing.marketplace", &marketplace, MAX_MARKETPLACE_BYTES, false)?;
+    if p.listing_id.is_empty() {
+        return Err(Error::invalid("listing.listing_id", "is required"));
+    }
+    check_len("listing.listing_id", &p.listing_id, MAX_LISTING_ID_BYTES, false)?;
+    check_len("listing.seller_id", &p.seller_id, MAX_SELLER_ID_BYTES, false)?;
+    check_len("listing.title", &p.title, MAX_TITLE_CHARS, true)?;
+    check_len("listing.description", &p.description, MAX_DESCRIPTION_CHARS, true)?;
+    if p.images.len() > MAX_IMAGES {
+        return Err(Error::invalid(
+            "listing.images",
+            format!("has {} images, over the limit of {MAX_IMAGES}", p.images.len()),
+        ));
+    }
+    if p.title.trim().is_empty() && p.images.is_empty() {
+        return Err(Error::invalid("listing", "needs a title or at least one image"));
+    }
+    let images = p
+        .images
+        .into_iter()
+        .enumerate()
+        .map(|(i, img)| image_from_proto(i, img))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Listing {
+        listing_id: p.listing_id,
+        marketplace,
+        seller_id: p.seller_id,
+        title: p.title,
+        description: p.description,
+        images,
+    })
+}
+
+fn image_from_proto(i: usize, img: pb::Image) -> Result<ImageInput, Error> {
+    let has_hashes = !img.pdq.is_empty() || !img.phash.is_empty();
+    if !img.data.is_empty() {
+        if has_hashes {
+            return Err(Error::invalid(
+                format!("listing.images[{i}]"),
+                "send either data or precomputed hashes, not both",
+            ));
+        }
+        return Ok(ImageInput::Encoded(img.data));
+    }
+    if !has_hashes {
+        return Err(Error::invalid(
+            format!("listing.images[{i}]"),
+            "needs data or a pdq or phash hash",
+        ));
+    }
+    let pdq =
+        if img.pdq.is_empty() {
+            None
+        } else {
+            Some(PdqHash::from_hex(&img.pdq).ok_or_else(|| {
+                Error::invalid(format!("listing.images[{i}].pdq"), "must be exactly 64 hex characters")
+            })?)
+        };
+    let phash = if img.phash.is_empty() {
+        None
+    } else {
+        Some(parse_hex_u64(&format!("listing.images[{i}].phash"), &img.phash)?)
+    };
+    let pdq_quality = match img.pdq_quality {
+        Some(q) if q > 100 => {
+            return Err(Error::invalid(
+                format!("listing.images[{i}].pdq_quality"),
+                "must be 0-100",
+            ));
+        }
+        Some(q) if pdq.is_none() => {
+            let _ = q;
+            return Err(Error::invalid(
+                format!("listing.images[{i}].pdq_quality"),
+                "given without a pdq hash",
+            ));
+        }
+        q => q.map(|q| q as u8),
+    };
+    Ok(ImageInput::Hashes {
+        pdq,
+        pdq_quality,
+        phash,
+    })
+}
+
+/// Validates a free-text reason.
+pub fn reason_from_proto(reason: &str) -> Result<(), Error> {
+    check_len("reason", reason, MAX_REASON_CHARS, true)
+}
+
+/// Milliseconds since the Unix epoch from an optional timestamp.
+pub fn ms_from_timestamp(field: &str, t: Option<Timestamp>) -> Result<Option<i64>, Error> {
+    match t {
+        None => Ok(None),
+        Some(t) if !(0..1_000_000_000).contains(&t.nanos) => Err(Error::invalid(field, "nanos out of range")),
+        Some(t) => t
+            .seconds
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(i64::from(t.nanos / 1_000_000)))
+            .map(Some)
+            .ok_or_else(|| Error::invalid(field, "out of range")),
+    }
+}
+
+/// A timestamp from milliseconds since the Unix epoch.
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn ts_ms(t: &Option<Timestamp>) -> Option<i64> {
+    t.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+}
+
+// ---- domain -> proto (server replies) ----
+
+pub fn fingerprints_to_proto(f: &ListingFingerprints) -> pb::Fingerprints {
+    pb::Fingerprints {
+        images: f
+            .images
+            .iter()
+            .map(|i| pb::ImageFingerprint {
+                pdq: i.pdq.map(|p| p.to_hex()).unwrap_or_default(),
+                pdq_quality: u32::from(i.pdq_quality),
+                phash: i.phash.map(|h| format!("{h:016x}")).unwrap_or_default(),
+            })
+            .collect(),
+        title_simhash: f.title_simhash.map(|h| format!("{h:016x}")).unwrap_or_default(),
+        normalized_title: f.normalized_title.clone(),
+    }
+}
+
+pub fn registered_to_proto(r: &Registered) -> pb::RegisterTakedownResponse {
+    pb::RegisterTakedownResponse {
+        takedown_id: r.takedown_id,
+        updated: r.updated,
+        fingerprints: Some(fingerprints_to_proto(&r.fingerprints)),
+    }
+}
+
+pub fn takedown_to_proto(t: &Takedown) -> pb::Takedown {
+    pb::Takedown {
+        takedown_id: t.id,
+        listing: Some(pb::Listing {
+            listing_id: t.listing.listing_id.clone(),
+            marketplace: t.listing.marketplace.clone(),
+            seller_id: t.listing.seller_id.clone(),
+            title: t.listing.title.clone(),
+            description: t.listing.description.clone(),
+            images: Vec::new(),
+        }),
+        reason: t.reason.clone(),
+        taken_down_at: Some(timestamp(t.taken_down_at_ms)),
+        registered_at: Some(timestamp(t.registered_at_ms)),
+        updated_at: Some(timestamp(t.updated_at_ms)),
+        removed_at: t.removed_at_ms.map(timestamp),
+        fingerprints: Some(fingerprints_to_proto(&t.fingerprints)),
+    }
+}
+
+fn verdict_to_proto(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Clear => pb::Verdict::Clear,
+        Verdict::Review => pb::Verdict::Review,
+        Verdict::Reupload => pb::Verdict::Reupload,
+    }
+}
+
+pub fn check_to_proto(c: &CheckOutcome) -> pb::CheckListingResponse {
+    pb::CheckListingResponse {
+        verdict: verdict_to_proto(c.verdict) as i32,
+        score: c.score,
+        matches: c
+            .matches
+            .iter()
+            .map(|m| pb::Match {
+                takedown_id: m.takedown_id,
+                marketplace: m.marketplace.clone(),
+                listing_id: m.listing_id.clone(),
+                seller_id: m.seller_id.clone(),
+                images: m
+                    .images
+                    .iter()
+                    .map(|e| pb::ImageEvidence {
+                        candidate_image_index: e.candidate_image_index,
+                        stored_image_index: e.stored_image_index,
+                        hash_kind: match e.kind {
+                            HashKind::Pdq => pb::HashKind::Pdq,
+                            HashKind::Phash => pb::HashKind::Phash,
+                        } as i32,
+                        distance: e.distance,
+                        transform: e.transform.map(|t| t.name().to_string()).unwrap_or_default(),
+                    })
+                    .collect(),
+                text_distance: m.text_distance,
+                same_seller: m.same_seller,
+                verdict: verdict_to_proto(m.verdict) as i32,
+                score: m.score,
+            })
+            .collect(),
+        match_id: c.match_id.unwrap_or(0),
+        fingerprints: Some(fingerprints_to_proto(&c.fingerprints)),
+    }
+}
+
+// ---- proto -> domain (client side: the CLI prints domain types) ----
+
+fn fingerprints_from_proto(f: Option<pb::Fingerprints>) -> ListingFingerprints {
+    let f = f.unwrap_or_default();
+    ListingFingerprints {
+        images: f
+            .images
+            .iter()
+            .map(|i| ImageFingerprint {
+                pdq: PdqHash::from_hex(&i.pdq),
+                pdq_quality: i.pdq_quality.min(100) as u8,
+                phash: u64::from_str_radix(&i.phash, 16).ok(),
+            })
+            .collect(),
+        title_simhash: u64::from_str_radix(&f.title_simhash, 16).ok(),
+        normalized_title: f.normalized_title,
+    }
+}
+
+fn verdict_from_proto(v: i32) -> Verdict {
+    match pb::Verdict::try_from(v) {
+        Ok(pb::Verdict::Reupload) => Verdict::Reupload,
+        Ok(pb::Verdict::Review) => Verdict::Review,
+        _ => Verdict::Clear,
+    }
+}
+
+pub fn registered_from_proto(r: pb::RegisterTakedownResponse) -> Registered {
+    Registered {
+        takedown_id: r.takedown_id,
+        updated: r.updated,
+        fingerprints: fingerprints_from_proto(r.fingerprints),
+    }
+}
+
+pub fn takedown_from_proto(t: pb::Takedown) -> Takedown {
+    let l = t.listing.unwrap_or_default();
+    Takedown {
+        id: t.takedown_id,
+        listing: ListingInfo {
+            listing_id: l.listing_id,
+            marketplace: l.marketplace,
+            seller_id: l.seller_id,
+            title: l.title,
+            description: l.description,
+        },
+        reason: t.reason,
+        taken_down_at_ms: ts_ms(&t.taken_down_at).unwrap_or(0),
+        registered_at_ms: ts_ms(&t.registered_at).unwrap_or(0),
+        updated_at_ms: ts_ms(&t.updated_at).unwrap_or(0),
+        removed_at_ms: ts_ms(&t.removed_at),
+        fingerprints: fingerprints_from_proto(t.fingerprints),
+    }
+}
+
+pub fn check_from_proto(c: pb::CheckListingResponse) -> CheckOutcome {
+    CheckOutcome {
+        verdict: verdict_from_proto(c.verdict),
+        score: c.score,
+        matches: c
+            .matches
+            .into_iter()
+            .map(|m| Match {
+                takedown_id: m.takedown_id,
+                marketplace: m.marketplace,
+                listing_id: m.listing_id,
+                seller_id: m.seller_id,
+                images: m
+                    .images
+                    .into_iter()
+                    .map(|e| ImageEvidence {
+                        candidate_image_index: e.candidate_image_index,
+                        stored_image_index: e.stored_image_index,
+                        kind: if e.hash_kind == pb::HashKind::Phash as i32 {
+                            HashKind::Phash
+                        } else {
+                            HashKind::Pdq
+                        },
+                        distance: e.distance,
+                        transform: Dihedral::ALL.into_iter().find(|d| d.name() == e.transform),
+                    })
+                    .collect(),
+                text_distance: m.text_distance,
+                same_seller: m.same_seller,
+                verdict: verdict_from_proto(m.verdict),
+                score: m.score,
+            })
+            .collect(),
+        match_id: (c.match_id != 0).then_some(c.match_id),
+        fingerprints: fingerprints_from_proto(c.fingerprints),
+    }
+}

@@ -1,0 +1,213 @@
+//! The takedown bank: the store, the live index and the policy behind one API that the gRPC
+//! server (and the evaluation) call. Methods are blocking; the server runs them off the
+//! async runtime.
+//!
+//! Consistency: writes go to sled first (one transaction, then fsync), then to the index,
+//! under one writer lock. A crash between the two loses nothing, since the index is rebuilt
+//! from sled at start. A check that sees an index entry whose takedown was just removed finds
+//! the record marked removed and drops it.
+use std::path::Path;
+
+use parking_lot::{Mutex, RwLock};
+use tracing::info;
+
+use crate::domain::{
+    now_ms, CheckOutcome, Listing, ListingInfo, Match, MatchRecord, Registered, Source, Takedown, TakedownId, Verdict,
+};
+use crate::error::{Error, Result};
+use crate::fingerprint::{DecodeLimits, Fingerprinter};
+use crate::history;
+use crate::matcher::{IndexSizes, LiveIndex};
+use crate::policy::Thresholds;
+use crate::store::Store;
+
+/// The bank and everything needed to check listings against it.
+pub struct Bank {
+    store: Store,
+    index: RwLock<LiveIndex>,
+    writer: Mutex<()>,
+    fingerprinter: Fingerprinter,
+    thresholds: Thresholds,
+}
+
+impl Bank {
+    /// Opens the store in `dir` and loads every live takedown into the index.
+    pub fn open(dir: &Path, thresholds: Thresholds, limits: DecodeLimits) -> Result<Bank> {
+        thresholds.validate().map_err(Error::Internal)?;
+        let started = std::time::Instant::now();
+        let store = Store::open(dir)?;
+        let mut index = LiveIndex::default();
+        let mut n = 0usize;
+        for item in store.live_fingerprints() {
+            let (id, f) = item?;
+            index.add(id, &f, thresholds.pdq_min_quality);
+            n += 1;
+        }
+        let sizes = index.sizes();
+        info!(
+            takedowns = n,
+            pdq = sizes.pdq,
+            phash = sizes.phash,
+            titles = sizes.title,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded takedown bank"
+        );
+        Ok(Bank {
+            store,
+            index: RwLock::new(index),
+            writer: Mutex::new(()),
+            fingerprinter: Fingerprinter::new(limits),
+            thresholds,
+        })
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    pub fn index_sizes(&self) -> IndexSizes {
+        self.index.read().sizes()
+    }
+
+    /// Stores a takedown (or updates the one registered for the same listing), durably.
+    pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
+        let (_, fingerprints) = self.fingerprinter.listing(listing)?;
+        let _w = self.writer.lock();
+        let existing = match self
+            .store
+            .takedown_id_by_listing(&listing.marketplace, &listing.listing_id)?
+        {
+            Some(id) => Some(
+                self.store
+                    .takedown(id)?
+                    .ok_or_else(|| Error::Corrupt(format!("listing key points at missing takedown {id}")))?,
+            ),
+            None => None,
+        };
+        let now = now_ms();
+        let id = match &existing {
+            Some(td) => td.id,
+            None => self.store.next_id()?,
+        };
+        let td = Takedown {
+            id,
+            listing: ListingInfo::from(listing),
+            reason: reason.to_string(),
+            taken_down_at_ms: taken_down_at_ms.unwrap_or(now),
+            registered_at_ms: existing.as_ref().map_or(now, |t| t.registered_at_ms),
+            updated_at_ms: now,
+            removed_at_ms: None,
+            fingerprints,
+        };
+        self.store.put_takedown(&td)?;
+        self.store.flush()?;
+        let mut index = self.index.write();
+        if let Some(old) = existing.as_ref().filter(|t| t.removed_at_ms.is_none()) {
+            index.remove(old.id, &old.fingerprints);
+        }
+        index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
+        Ok(Registered {
+            takedown_id: id,
+            updated: existing.is_some(),
+            fingerprints: td.fingerprints,
+        })
+    }
+
+    /// Reverses a takedown: it stops matching before this returns. Returns when it was removed.
+    pub fn remove(&self, id: TakedownId) -> Result<i64> {
+        let _w = self.writer.lock();
+        let mut td = self
+            .store
+            .takedown(id)?
+            .ok_or_else(|| Error::NotFound(format!("takedown {id}")))?;
+        if let Some(at) = td.removed_at_ms {
+            return Ok(at);
+        }
+        let now = now_ms();
+        td.removed_at_ms = Some(now);
+        td.updated_at_ms = now;
+        self.store.put_takedown(&td)?;
+        self.store.flush()?;
+        self.index.write().remove(id, &td.fingerprints);
+        Ok(now)
+    }
+
+    /// A stored takedown, removed ones included.
+    pub fn get(&self, id: TakedownId) -> Result<Takedown> {
+        self.store
+            .takedown(id)?
+            .ok_or_else(|| Error::NotFound(format!("takedown {id}")))
+    }
+
+    /// Checks a listing against every live takedown; records non-clear results.
+    pub fn check(&self, listing: &Listing) -> Result<CheckOutcome> {
+        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
+        let found = self
+            .index
+            .read()
+            .find(&images, fingerprints.title_simhash, &self.thresholds);
+        let mut matches = Vec::with_capacity(found.len());
+        for (id, evidence) in found {
+            let (verdict, score) = self.thresholds.decide(&evidence.images, evidence.text_distance);
+            if verdict == Verdict::Clear {
+                continue;
+            }
+            // Removed between the index read and now: it must not match.
+            let Some(td) = self.store.takedown(id)?.filter(|t| t.removed_at_ms.is_none()) else {
+                continue;
+            };
+            matches.push(Match {
+                takedown_id: id,
+                same_seller: !listing.seller_id.is_empty()
+                    && td.listing.seller_id == listing.seller_id
+                    && td.listing.marketplace == listing.marketplace,
+                marketplace: td.listing.marketplace,
+                listing_id: td.listing.listing_id,
+                seller_id: td.listing.seller_id,
+                images: evidence.images,
+                text_distance: evidence.text_distance,
+                verdict,
+                score,
+            });
+        }
+        matches.sort_by(|a, b| {
+            b.verdict
+                .cmp(&a.verdict)
+                .then(b.score.total_cmp(&a.score))
+                .then(a.takedown_id.cmp(&b.takedown_id))
+        });
+        matches.truncate(self.thresholds.max_matches);
+        let (verdict, score) = matches.first().map_or((Verdict::Clear, 0.0), |m| (m.verdict, m.score));
+        let match_id = if verdict == Verdict::Clear {
+            None
+        } else {
+            Some(history::record(
+                &self.store,
+                Source::Upload,
+                listing,
+                verdict,
+                score,
+                &matches,
+            )?)
+        };
+        Ok(CheckOutcome {
+            verdict,
+            score,
+            matches,
+            match_id,
+            fingerprints,
+        })
+    }
+
+    /// A recorded match (history queries proper are their own feature).
+    pub fn get_match(&self, id: u64) -> Result<MatchRecord> {
+        self.store
+            .get_match(id)?
+            .ok_or_else(|| Error::NotFound(format!("match {id}")))
+    }
+
+    /// Makes everything durable; called on shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.store.flush()
+    }
+}

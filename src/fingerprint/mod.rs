@@ -1,0 +1,77 @@
+//! Fingerprints: what relist remembers of a listing instead of the listing itself.
+//!
+//! - [`pdq`]: Meta's 256-bit PDQ hash with its 0-100 quality and its 8 rotations/flips.
+//! - [`image`]: decoding with limits and EXIF orientation, and the 64-bit DCT pHash.
+//! - [`text`]: title normalisation and the 64-bit simhash.
+//!
+//! Every stored fingerprint is pinned by golden-value tests: a change of output is a change of
+//! stored format and needs a schema migration.
+pub mod image;
+pub mod pdq;
+pub mod text;
+
+use crate::domain::{CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints};
+use crate::error::{Error, Result};
+
+pub use self::image::DecodeLimits;
+
+/// Computes the fingerprints of listings. Cheap to share; holds no per-call state.
+pub struct Fingerprinter {
+    limits: DecodeLimits,
+    phasher: image::PHasher,
+}
+
+impl Fingerprinter {
+    pub fn new(limits: DecodeLimits) -> Self {
+        Fingerprinter {
+            limits,
+            phasher: image::PHasher::default(),
+        }
+    }
+
+    /// Decodes and hashes one encoded image.
+    pub fn image_bytes(&self, bytes: &[u8]) -> Result<CandidateImage, image::DecodeError> {
+        let img = image::decode(bytes, self.limits)?;
+        let (variants, quality) = pdq::pdq_dihedral(&img);
+        Ok(CandidateImage {
+            fingerprint: ImageFingerprint {
+                pdq: Some(variants[0]),
+                pdq_quality: quality,
+                phash: Some(self.phasher.hash(&img)),
+            },
+            pdq_variants: Some(variants),
+        })
+    }
+
+    /// Fingerprints every image and the title of a listing. CPU-bound: call it off the async
+    /// runtime. Errors name the offending field, e.g. `listing.images[1].data`.
+    pub fn listing(&self, listing: &Listing) -> Result<(Vec<CandidateImage>, ListingFingerprints)> {
+        let mut images = Vec::with_capacity(listing.images.len());
+        for (i, input) in listing.images.iter().enumerate() {
+            let candidate = match input {
+                ImageInput::Encoded(bytes) => self
+                    .image_bytes(bytes)
+                    .map_err(|e| Error::invalid(format!("listing.images[{i}].data"), e.to_string()))?,
+                ImageInput::Hashes {
+                    pdq,
+                    pdq_quality,
+                    phash,
+                } => CandidateImage {
+                    fingerprint: ImageFingerprint {
+                        pdq: *pdq,
+                        pdq_quality: if pdq.is_some() { pdq_quality.unwrap_or(100) } else { 0 },
+                        phash: *phash,
+                    },
+                    pdq_variants: None,
+                },
+            };
+            images.push(candidate);
+        }
+        let fingerprints = ListingFingerprints {
+            images: images.iter().map(|c| c.fingerprint).collect(),
+            title_simhash: text::simhash(&listing.title),
+            normalized_title: text::normalize(&listing.title),
+        };
+        Ok((images, fingerprints))
+    }
+}

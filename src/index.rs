@@ -1,0 +1,702 @@
+//! Exact in-memory Hamming range index (multi-index hashing, Norouzi et al.).
+//!
+//! A code of `W` 64-bit words is split into `4 * W` disjoint 16-bit substrings,
+//! one hash table per substring position. Each table has 65,536 buckets of slot
+//! numbers into a dense arena of codes and ids.
+//!
+//! Pigeonhole: if `hamming(code, query) <= r` then for at least one table `t`
+//! the substrings differ in at most `s = floor(r / (4 * W))` bits. A query
+//! therefore probes, in every table, all keys within distance `s` of the query's
+//! substring and verifies each candidate with the full distance. A candidate
+//! found in table `t` is reported only if no earlier table `t' < t` also has
+//! substring distance `<= s`, which makes results duplicate-free without a
+//! visited set. When probing would cost more than a scan (large radius or a
+//! tiny index) the query falls back to a linear scan; results are always exact.
+//!
+//! Insert and remove are O(bucket size); there are no rebuilds.
+
+use std::mem::size_of;
+
+/// Bits per substring / table key.
+const SUB_BITS: usize = 16;
+/// Buckets per table.
+const BUCKETS: usize = 1 << SUB_BITS;
+/// `CUM_BINOM[s]` = number of 16-bit masks with popcount `<= s`.
+const CUM_BINOM: [u64; 17] = {
+    let mut out = [0u64; 17];
+    let mut c = 1u64; // C(16, k)
+    let mut acc = 0u64;
+    let mut k = 0;
+    while k <= 16 {
+        acc += c;
+        out[k] = acc;
+        c = c * (16 - k as u64) / (k as u64 + 1);
+        k += 1;
+    }
+    out
+};
+
+/// Hamming distance between two `W`-word codes.
+#[inline]
+pub fn hamming<const W: usize>(a: &[u64; W], b: &[u64; W]) -> u32 {
+    let mut d = 0;
+    for i in 0..W {
+        d += (a[i] ^ b[i]).count_ones();
+    }
+    d
+}
+
+/// The `t`-th 16-bit substring of `code` (table key).
+#[inline]
+fn substring<const W: usize>(code: &[u64; W], t: usize) -> usize {
+    ((code[t / 4] >> ((t % 4) * SUB_BITS)) & 0xFFFF) as usize
+}
+
+/// Calls `f` with every 16-bit mask of popcount `<= max_weight`, lowest weight
+/// first, without allocating (Gosper's hack per weight).
+#[inline]
+fn for_each_mask(max_weight: u32, mut f: impl FnMut(usize)) {
+    f(0);
+    for k in 1..=max_weight.min(SUB_BITS as u32) {
+        let mut m: u32 = (1u32 << k) - 1;
+        while m < (1u32 << SUB_BITS) {
+            f(m as usize);
+            let c = m & m.wrapping_neg();
+            let r = m + c;
+            m = (((r ^ m) >> 2) >> c.trailing_zeros()) | r;
+        }
+    }
+}
+
+/// Compact growable list of slot numbers. Element 0 of the boxed slice holds
+/// the length, the rest is storage (capacity = `buf.len() - 1`). 16 bytes
+/// inline; an empty bucket owns no heap memory.
+#[derive(Default)]
+struct Bucket(Box<[u32]>);
+
+impl Bucket {
+    #[inline]
+    fn as_slice(&self) -> &[u32] {
+        match self.0.split_first() {
+            Some((&n, rest)) => &rest[..n as usize],
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.0.first().map_or(0, |&n| n as usize)
+    }
+
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.0.len().saturating_sub(1)
+    }
+
+    /// Heap words (u32) currently held.
+    #[inline]
+    fn heap_words(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Re-allocates to exactly `new_cap` entries (`new_cap >= len`).
+    fn set_capacity(&mut self, new_cap: usize) {
+        let len = self.len();
+        debug_assert!(new_cap >= len);
+        if new_cap == 0 {
+            self.0 = Box::default();
+            return;
+        }
+        let mut v = Vec::with_capacity(new_cap + 1);
+        if len == 0 {
+            v.push(0);
+        } else {
+            v.extend_from_slice(&self.0[..=len]);
+        }
+        v.resize(new_cap + 1, 0);
+        self.0 = v.into_boxed_slice();
+    }
+
+    /// Rounds a capacity up so that the allocation (`4 * (cap + 1)` bytes)
+    /// plus a typical 8-byte malloc header is a multiple of 16: no rounding
+    /// waste in the allocator.
+    #[inline]
+    fn fit(cap: usize) -> usize {
+        (cap.max(1) + 2) / 4 * 4 + 1
+    }
+
+    /// Appends `v`. Growth is by max(4, cap/8) entries: O(bucket size) per
+    /// insert at worst, with little unused capacity.
+    #[inline]
+    fn push(&mut self, v: u32) {
+        let len = self.len();
+        let cap = self.capacity();
+        if len == cap {
+            self.set_capacity(Self::fit(cap + 4.max(cap / 8)));
+        }
+        self.0[1 + len] = v;
+        self.0[0] = len as u32 + 1;
+    }
+
+    /// Swap-removes the first occurrence of `v`; shrinks when mostly empty.
+    fn remove_value(&mut self, v: u32) -> bool {
+        let len = self.len();
+        let Some(pos) = self.0[1..=len].iter().position(|&x| x == v) else {
+            return false;
+        };
+        self.0[1 + pos] = self.0[len];
+        let len = len - 1;
+        self.0[0] = len as u32;
+        let cap = self.capacity();
+        if len == 0 {
+            self.0 = Box::default();
+        } else if cap > 8 && len * 2 < cap {
+            self.set_capacity(Self::fit(len + len / 8));
+        }
+        true
+    }
+}
+
+/// Exact Hamming-radius index over W-word (64*W-bit) codes.
+pub struct HammingIndex<const W: usize> {
+    /// Slot arena: code per slot (stale for free slots).
+    codes: Vec<[u64; W]>,
+    /// Slot arena: id per slot (stale for free slots).
+    ids: Vec<u64>,
+    /// Liveness bitset over slots.
+    live: Vec<u64>,
+    /// Free slots, reused by `insert`.
+    free: Vec<u32>,
+    /// Number of live entries.
+    len: usize,
+    /// `4 * W` tables of `BUCKETS` buckets each, flattened; empty until the
+    /// first insert.
+    tables: Vec<Bucket>,
+    /// Sum of `heap_words()` over all buckets.
+    bucket_words: usize,
+}
+
+impl<const W: usize> Default for HammingIndex<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const W: usize> HammingIndex<W> {
+    /// Number of tables (16-bit substrings per code).
+    const TABLES: usize = 4 * W;
+
+    /// Creates an empty index. Tables are allocated lazily on first insert.
+    pub fn new() -> Self {
+        assert!(W > 0, "HammingIndex requires W >= 1");
+        Self {
+            codes: Vec::new(),
+            ids: Vec::new(),
+            live: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            tables: Vec::new(),
+            bucket_words: 0,
+        }
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the index holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn is_live(&self, slot: usize) -> bool {
+        self.live[slot / 64] >> (slot % 64) & 1 == 1
+    }
+
+    #[inline]
+    fn bucket(&self, t: usize, key: usize) -> &Bucket {
+        &self.tables[t * BUCKETS + key]
+    }
+
+    /// Slot holding exactly `(code, id)`, if any.
+    fn find_slot(&self, code: &[u64; W], id: u64) -> Option<u32> {
+        if self.tables.is_empty() {
+            return None;
+        }
+        self.bucket(0, substring(code, 0))
+            .as_slice()
+            .iter()
+            .copied()
+            .find(|&s| self.ids[s as usize] == id && self.codes[s as usize] == *code)
+    }
+
+    /// Grows a Vec by ~1/8 when full (bounded slack instead of doubling).
+    #[inline]
+    fn reserve_small<T>(v: &mut Vec<T>) {
+        if v.len() == v.capacity() {
+            v.reserve_exact(v.capacity() / 8 + 64);
+        }
+    }
+
+    /// Adds `(code, id)`. Inserting an identical `(code, id)` pair again is a
+    /// no-op; the same id with a different code (or vice versa) is a new entry.
+    pub fn insert(&mut self, code: [u64; W], id: u64) {
+        if self.find_slot(&code, id).is_some() {
+            return;
+        }
+        if self.tables.is_empty() {
+            self.tables = (0..Self::TABLES * BUCKETS).map(|_| Bucket::default()).collect();
+        }
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.codes[s as usize] = code;
+                self.ids[s as usize] = id;
+                s
+            }
+            None => {
+                let s = u32::try_from(self.codes.len())
+                    .ok()
+                    .filter(|&s| s != u32::MAX)
+                    .expect("HammingIndex: too many slots");
+                Self::reserve_small(&mut self.codes);
+                Self::reserve_small(&mut self.ids);
+                self.codes.push(code);
+                self.ids.push(id);
+                if self.live.len() * 64 < self.codes.len() {
+                    self.live.push(0);
+                }
+                s
+            }
+        };
+        let su = slot as usize;
+        self.live[su / 64] |= 1 << (su % 64);
+        for t in 0..Self::TABLES {
+            let b = &mut self.tables[t * BUCKETS + substring(&code, t)];
+            let before = b.heap_words();
+            b.push(slot);
+            self.bucket_words = self.bucket_words + b.heap_words() - before;
+        }
+        self.len += 1;
+    }
+
+    /// Removes the entry `(code, id)`; returns whether it was present.
+    pub fn remove(&mut self, code: &[u64; W], id: u64) -> bool {
+        let Some(slot) = self.find_slot(code, id) else {
+            return false;
+        };
+        for t in 0..Self::TABLES {
+            let b = &mut self.tables[t * BUCKETS + substring(code, t)];
+            let before = b.heap_words();
+            let found = b.remove_value(slot);
+            debug_assert!(found, "slot missing from table {t}");
+            self.bucket_words = self.bucket_words + b.heap_words() - before;
+        }
+        let su = slot as usize;
+        self.live[su / 64] &= !(1 << (su % 64));
+        self.free.push(slot);
+        self.len -= 1;
+        true
+    }
+
+    /// Whether a linear scan is expected to be cheaper than probing with
+    /// substring radius `s`.
+    fn prefer_linear(&self, s: u32) -> bool {
+        if s >= SUB_BITS as u32 {
+            return true;
+        }
+        let n = self.len as u64;
+        let probes = Self::TABLES as u64 * CUM_BINOM[s as usize];
+        // Expected candidates (with the usual uniformity assumption).
+        let cands = n.saturating_mul(probes) / BUCKETS as u64;
+        // Random bucket probes and candidate verifications cost several
+        // sequential scan steps each.
+        probes.saturating_mul(2).saturating_add(cands.saturating_mul(4)) >= n
+    }
+
+    /// Every `(id, distance)` with `hamming(code, query) <= radius`, appended
+    /// to `out` (any order, no duplicates).
+    pub fn range(&self, query: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
+        if self.len == 0 {
+            return;
+        }
+        let s = radius / Self::TABLES as u32;
+        if self.prefer_linear(s) {
+            return self.range_linear(query, radius, out);
+        }
+        self.range_probe(query, radius, s, out);
+    }
+
+    /// The multi-index probe path with substring radius `s`
+    /// (requires `s == radius / TABLES` and non-empty tables).
+    fn range_probe(&self, query: &[u64; W], radius: u32, s: u32, out: &mut Vec<(u64, u32)>) {
+        for t in 0..Self::TABLES {
+            let q = substring(query, t);
+            let table = &self.tables[t * BUCKETS..(t + 1) * BUCKETS];
+            for_each_mask(s, |mask| {
+                for &slot in table[q ^ mask].as_slice() {
+                    let code = &self.codes[slot as usize];
+                    let mut x = [0u64; W];
+                    let mut d = 0;
+                    for i in 0..W {
+                        x[i] = code[i] ^ query[i];
+                        d += x[i].count_ones();
+                    }
+                    if d > radius {
+                        continue;
+                    }
+                    // Report only from the first table whose substring is
+                    // within `s`; earlier tables would have found it already.
+                    let earlier = (0..t).any(|t2| (substring(&x, t2) as u32).count_ones() <= s);
+                    if !earlier {
+                        out.push((self.ids[slot as usize], d));
+                    }
+                }
+            });
+        }
+    }
+
+    /// Brute-force scan with the same contract as [`range`](Self::range).
+    pub fn range_linear(&self, query: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
+        for (slot, (code, &id)) in self.codes.iter().zip(&self.ids).enumerate() {
+            let d = hamming(code, query);
+            if d <= radius && self.is_live(slot) {
+                out.push((id, d));
+            }
+        }
+    }
+
+    /// Approximate heap bytes held, for metrics.
+    pub fn heap_bytes(&self) -> usize {
+        self.codes.capacity() * size_of::<[u64; W]>()
+            + self.ids.capacity() * size_of::<u64>()
+            + self.live.capacity() * size_of::<u64>()
+            + self.free.capacity() * size_of::<u32>()
+            + self.tables.capacity() * size_of::<Bucket>()
+            + self.bucket_words * size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+
+    fn brute<const W: usize>(live: &[([u64; W], u64)], q: &[u64; W], r: u32) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> = live
+            .iter()
+            .map(|(c, id)| (*id, hamming(c, q)))
+            .filter(|&(_, d)| d <= r)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn query_sorted<const W: usize>(ix: &HammingIndex<W>, q: &[u64; W], r: u32) -> Vec<(u64, u32)> {
+        let mut v = Vec::new();
+        ix.range(q, r, &mut v);
+        v.sort_unstable();
+        v
+    }
+
+    /// Checks `range`, `range_linear` and the probe path (bypassing the cost
+    /// model) against brute force over the model.
+    fn check_all<const W: usize>(ix: &HammingIndex<W>, model: &[([u64; W], u64)], q: &[u64; W], r: u32) {
+        let expect = brute(model, q, r);
+        let got = query_sorted(ix, q, r);
+        assert_eq!(got, expect, "range mismatch r={r}");
+        let mut lin = Vec::new();
+        ix.range_linear(q, r, &mut lin);
+        lin.sort_unstable();
+        assert_eq!(lin, expect, "range_linear mismatch r={r}");
+        let mut probed = Vec::new();
+        ix.range_probe_for_test(q, r, &mut probed);
+        probed.sort_unstable();
+        assert_eq!(probed, expect, "probe path mismatch r={r}");
+    }
+
+    impl<const W: usize> HammingIndex<W> {
+        /// The MIH probe path without the linear fallback (test only).
+        fn range_probe_for_test(&self, query: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
+            let s = radius / Self::TABLES as u32;
+            if self.tables.is_empty() || s >= 3 {
+                // Probing is exact for any s but slow in debug tests.
+                return self.range_linear(query, radius, out);
+            }
+            self.range_probe(query, radius, s, out);
+        }
+
+        fn check_invariants(&self) {
+            let mut total = 0;
+            for (i, b) in self.tables.iter().enumerate() {
+                let t = i / BUCKETS;
+                let key = i % BUCKETS;
+                for &s in b.as_slice() {
+                    assert!(self.is_live(s as usize));
+                    assert_eq!(substring(&self.codes[s as usize], t), key);
+                }
+                total += b.len();
+            }
+            assert_eq!(total, self.len * Self::TABLES);
+            let words: usize = self.tables.iter().map(|b| b.heap_words()).sum();
+            assert_eq!(words, self.bucket_words);
+            assert_eq!(self.codes.len(), self.len + self.free.len());
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op<const W: usize> {
+        Insert([u64; W], u64),
+        /// Remove the live entry at this index (mod len), or an absent one.
+        Remove(usize),
+        RemoveAbsent([u64; W], u64),
+        /// Query near a live entry (index mod len) with these bit flips.
+        QueryNear(usize, Vec<u16>, u32),
+        Query([u64; W], u32),
+    }
+
+    fn code_strategy<const W: usize>() -> impl Strategy<Value = [u64; W]> {
+        prop::array::uniform::<_, W>(any::<u64>())
+    }
+
+    fn op_strategy<const W: usize>(radii: Vec<u32>) -> impl Strategy<Value = Op<W>> {
+        let bits = (W * 64) as u16;
+        let r1 = prop::sample::select(radii.clone());
+        let r2 = prop::sample::select(radii);
+        prop_oneof![
+            4 => (code_strategy::<W>(), 0u64..50).prop_map(|(c, id)| Op::Insert(c, id)),
+            2 => any::<usize>().prop_map(Op::Remove),
+            1 => (code_strategy::<W>(), 0u64..50).prop_map(|(c, id)| Op::RemoveAbsent(c, id)),
+            3 => (any::<usize>(), prop::collection::vec(0..bits, 0..40), r1)
+                .prop_map(|(i, f, r)| Op::QueryNear(i, f, r)),
+            1 => (code_strategy::<W>(), r2).prop_map(|(c, r)| Op::Query(c, r)),
+        ]
+    }
+
+    fn run_ops<const W: usize>(ops: Vec<Op<W>>) {
+        let mut ix = HammingIndex::<W>::new();
+        let mut model: Vec<([u64; W], u64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Insert(c, id) => {
+                    ix.insert(c, id);
+                    if !model.contains(&(c, id)) {
+                        model.push((c, id));
+                    }
+                    // Also insert a near-copy sometimes to create clusters.
+                    if id % 3 == 0 {
+                        let mut c2 = c;
+                        c2[0] ^= 1 << (id % 64);
+                        ix.insert(c2, id + 1000);
+                        if !model.contains(&(c2, id + 1000)) {
+                            model.push((c2, id + 1000));
+                        }
+                    }
+                }
+                Op::Remove(i) => {
+                    if !model.is_empty() {
+                        let (c, id) = model.swap_remove(i % model.len());
+                        assert!(ix.remove(&c, id));
+                        assert!(!ix.remove(&c, id));
+                    }
+                }
+                Op::RemoveAbsent(c, id) => {
+                    let present = model.contains(&(c, id));
+                    assert_eq!(ix.remove(&c, id), present);
+                    model.retain(|e| *e != (c, id));
+                }
+                Op::QueryNear(i, flips, r) => {
+                    if !model.is_empty() {
+                        let mut q = model[i % model.len()].0;
+                        for f in flips {
+                            q[f as usize / 64] ^= 1 << (f % 64);
+                        }
+                        check_all(&ix, &model, &q, r);
+                    }
+                }
+                Op::Query(q, r) => check_all(&ix, &model, &q, r),
+            }
+            assert_eq!(ix.len(), model.len());
+        }
+        ix.check_invariants();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn prop_matches_brute_force_w1(ops in prop::collection::vec(op_strategy::<1>((0..=16).collect()), 1..200)) {
+            run_ops(ops);
+        }
+
+        #[test]
+        fn prop_matches_brute_force_w4(ops in prop::collection::vec(op_strategy::<4>(vec![0, 1, 4, 8, 12, 31]), 1..200)) {
+            run_ops(ops);
+        }
+    }
+
+    #[test]
+    fn mask_enumeration_counts() {
+        for s in 0..=16u32 {
+            let mut n = 0u64;
+            let mut seen = std::collections::HashSet::new();
+            for_each_mask(s, |m| {
+                assert!(m < BUCKETS);
+                assert!((m as u32).count_ones() <= s);
+                assert!(seen.insert(m));
+                n += 1;
+            });
+            assert_eq!(n, CUM_BINOM[s as usize], "s={s}");
+        }
+        assert_eq!(CUM_BINOM[16], 65536);
+    }
+
+    /// Large random index: exercises the MIH path through `range` itself
+    /// (the cost model picks probing at this size).
+    fn large_random<const W: usize>(n: usize, radii: &[u32], seed: u64) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut ix = HammingIndex::<W>::new();
+        let mut model = Vec::new();
+        for id in 0..n as u64 {
+            let mut c = [0u64; W];
+            for w in c.iter_mut() {
+                *w = rng.gen();
+            }
+            ix.insert(c, id);
+            model.push((c, id));
+        }
+        for _ in 0..40 {
+            let mut q = model[rng.gen_range(0..model.len())].0;
+            for _ in 0..rng.gen_range(0..=radii[radii.len() - 1]) {
+                let b = rng.gen_range(0..W * 64);
+                q[b / 64] ^= 1 << (b % 64);
+            }
+            for &r in radii {
+                let s = r / (4 * W as u32);
+                if W == 1 && n >= 20_000 && s <= 2 {
+                    assert!(!ix.prefer_linear(s), "expected probe path r={r}");
+                }
+                check_all(&ix, &model, &q, r);
+            }
+        }
+        // Remove half and re-check.
+        for i in (0..n).step_by(2) {
+            let (c, id) = model[i];
+            assert!(ix.remove(&c, id));
+        }
+        let model: Vec<_> = model.into_iter().skip(1).step_by(2).collect();
+        ix.check_invariants();
+        for _ in 0..20 {
+            let mut q = model[rng.gen_range(0..model.len())].0;
+            q[0] ^= 0b1011;
+            for &r in radii {
+                check_all(&ix, &model, &q, r);
+            }
+        }
+    }
+
+    #[test]
+    fn large_random_w1() {
+        large_random::<1>(30_000, &[0, 1, 3, 4, 7, 8, 11, 12, 16, 20], 1);
+    }
+
+    #[test]
+    fn large_random_w4() {
+        large_random::<4>(20_000, &[0, 1, 4, 8, 12, 16, 31, 40], 2);
+    }
+
+    #[test]
+    fn clustered_codes_exact_no_duplicates() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let base = [0x0123_4567_89ab_cdefu64, 0xdead_beef_0000_ffff, 0, u64::MAX];
+        let mut ix = HammingIndex::<4>::new();
+        let mut model = Vec::new();
+        for id in 0..3000u64 {
+            let mut c = base;
+            for _ in 0..rng.gen_range(0..6) {
+                let b = rng.gen_range(0..256);
+                c[b / 64] ^= 1 << (b % 64);
+            }
+            ix.insert(c, id);
+            model.push((c, id));
+        }
+        // Exact duplicates of the base under distinct ids.
+        for id in 5000..5050u64 {
+            ix.insert(base, id);
+            model.push((base, id));
+        }
+        for r in [0, 1, 2, 4, 8, 12, 15, 16, 31, 40, 64] {
+            let mut q = base;
+            q[2] ^= 0b111;
+            check_all(&ix, &model, &q, r);
+            let got = query_sorted(&ix, &q, r);
+            let mut ids: Vec<u64> = got.iter().map(|e| e.0).collect();
+            ids.dedup();
+            assert_eq!(ids.len(), got.len(), "duplicates at r={r}");
+        }
+        // W=1 cluster as well.
+        let mut ix1 = HammingIndex::<1>::new();
+        let mut m1 = Vec::new();
+        for id in 0..5000u64 {
+            let c = [0xffff_0000_aaaa_5555u64 ^ (1u64 << (id % 64)) ^ (id & 0xf)];
+            ix1.insert(c, id);
+            m1.push((c, id));
+        }
+        for r in 0..=16 {
+            check_all(&ix1, &m1, &[0xffff_0000_aaaa_5555], r);
+        }
+        ix.check_invariants();
+        ix1.check_invariants();
+    }
+
+    #[test]
+    fn remove_absent_idempotent_insert_len_and_slot_reuse() {
+        let mut ix = HammingIndex::<1>::new();
+        assert!(ix.is_empty());
+        assert!(!ix.remove(&[1], 1));
+        ix.insert([1], 1);
+        ix.insert([1], 1);
+        assert_eq!(ix.len(), 1);
+        let mut out = Vec::new();
+        ix.range(&[1], 0, &mut out);
+        assert_eq!(out, vec![(1, 0)]);
+        // Same id, different code; same code, different id: distinct entries.
+        ix.insert([2], 1);
+        ix.insert([1], 2);
+        assert_eq!(ix.len(), 3);
+        assert!(!ix.remove(&[3], 1));
+        assert!(!ix.remove(&[1], 3));
+        assert!(ix.remove(&[1], 1));
+        assert!(!ix.remove(&[1], 1));
+        assert_eq!(ix.len(), 2);
+        let slots = ix.codes.len();
+        ix.insert([9], 9);
+        assert_eq!(ix.codes.len(), slots, "free slot reused");
+        assert_eq!(ix.len(), 3);
+        out.clear();
+        ix.range(&[1], 64, &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![(1, 2), (2, 0), (9, 1)]);
+        for (c, id) in [([2], 1), ([1], 2), ([9], 9)] {
+            assert!(ix.remove(&c, id));
+        }
+        assert!(ix.is_empty());
+        assert_eq!(ix.bucket_words, 0);
+        ix.check_invariants();
+        out.clear();
+        ix.range(&[1], 64, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn empty_index_queries() {
+        let ix = HammingIndex::<4>::new();
+        let mut out = Vec::new();
+        ix.range(&[0; 4], 256, &mut out);
+        ix.range_linear(&[0; 4], 256, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(ix.heap_bytes(), 0);
+    }
+}

@@ -1,0 +1,35 @@
+//! relist: the shared memory of taken-down marketplace listings.
+//!
+//! Marketplaces register the listings they take down; at upload time they ask whether a new
+//! listing re-uploads one of them, even with re-encoded, mirrored or cropped photos and a
+//! lightly edited title.
+//!
+//! How a check flows, and where each piece lives:
+//!
+//! - [`api`]: the gRPC boundary. Generated protobuf types, validation of requests, conversion
+//!   to and from [`domain`] types, and the one mapping of [`error::Error`] to status codes.
+//! - [`server`]: the tonic daemon (service, health, reflection, graceful shutdown).
+//! - [`bank`]: the core. Registers, removes and checks listings over the store, the live
+//!   index and the policy; blocking code, run off the async runtime.
+//! - [`fingerprint`]: what is remembered of a listing: PDQ and pHash of its images, a
+//!   simhash of its normalised title. Pinned by golden values.
+//! - [`index`]: exact Hamming range search (multi-index hashing), no rebuilds.
+//! - [`matcher`]: the live indexes over all takedowns and the queries that turn a listing
+//!   into per-takedown evidence.
+//! - [`policy`]: the one place that turns distances into CLEAR / REVIEW / REUPLOAD.
+//! - [`history`]: the record of non-clear checks.
+//! - [`store`]: sled trees and the stored formats (a contract, versioned).
+//! - [`config`], [`cli`]: flags, environment, TOML; the `relist` command.
+pub mod api;
+pub mod bank;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod fingerprint;
+pub mod history;
+pub mod index;
+pub mod matcher;
+pub mod policy;
+pub mod server;
+pub mod store;

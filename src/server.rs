@@ -1,0 +1,160 @@
+//! The gRPC daemon: the `relist.v1.Relist` service over a [`Bank`], plus standard health
+//! checking and reflection, with graceful shutdown.
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::api::{self, pb};
+use crate::bank::Bank;
+use crate::error::Error;
+
+/// The `relist.v1.Relist` service.
+#[derive(Clone)]
+pub struct RelistService {
+    bank: Arc<Bank>,
+}
+
+impl RelistService {
+    pub fn new(bank: Arc<Bank>) -> Self {
+        RelistService { bank }
+    }
+
+    /// Runs blocking bank work (hashing, fsync) off the async runtime.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Bank) -> Result<T, Error> + Send + 'static,
+    {
+        let bank = self.bank.clone();
+        tokio::task::spawn_blocking(move || f(&bank))
+            .await
+            .map_err(|e| api::status(Error::Internal(format!("worker failed: {e}"))))?
+            .map_err(api::status)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::relist_server::Relist for RelistService {
+    async fn register_takedown(
+        &self,
+        request: Request<pb::RegisterTakedownRequest>,
+    ) -> Result<Response<pb::RegisterTakedownResponse>, Status> {
+        let req = request.into_inner();
+        let listing = api::listing_from_proto(req.listing).map_err(api::status)?;
+        api::reason_from_proto(&req.reason).map_err(api::status)?;
+        let taken_down_at = api::ms_from_timestamp("taken_down_at", req.taken_down_at).map_err(api::status)?;
+        let reason = req.reason;
+        let registered = self
+            .blocking(move |bank| bank.register(&listing, &reason, taken_down_at))
+            .await?;
+        info!(
+            takedown_id = registered.takedown_id,
+            updated = registered.updated,
+            "takedown registered"
+        );
+        Ok(Response::new(api::registered_to_proto(&registered)))
+    }
+
+    async fn remove_takedown(
+        &self,
+        request: Request<pb::RemoveTakedownRequest>,
+    ) -> Result<Response<pb::RemoveTakedownResponse>, Status> {
+        let id = request.into_inner().takedown_id;
+        if id == 0 {
+            return Err(api::status(Error::invalid("takedown_id", "is required")));
+        }
+        let removed_at = self.blocking(move |bank| bank.remove(id)).await?;
+        info!(takedown_id = id, "takedown removed");
+        Ok(Response::new(pb::RemoveTakedownResponse {
+            removed_at: Some(api::timestamp(removed_at)),
+        }))
+    }
+
+    async fn get_takedown(
+        &self,
+        request: Request<pb::GetTakedownRequest>,
+    ) -> Result<Response<pb::GetTakedownResponse>, Status> {
+        let id = request.into_inner().takedown_id;
+        if id == 0 {
+            return Err(api::status(Error::invalid("takedown_id", "is required")));
+        }
+        let td = self.blocking(move |bank| bank.get(id)).await?;
+        Ok(Response::new(pb::GetTakedownResponse {
+            takedown: Some(api::takedown_to_proto(&td)),
+        }))
+    }
+
+    async fn check_listing(
+        &self,
+        request: Request<pb::CheckListingRequest>,
+    ) -> Result<Response<pb::CheckListingResponse>, Status> {
+        let listing = api::listing_from_proto(request.into_inner().listing).map_err(api::status)?;
+        let outcome = self.blocking(move |bank| bank.check(&listing)).await?;
+        Ok(Response::new(api::check_to_proto(&outcome)))
+    }
+}
+
+/// Largest gRPC message accepted: a listing of several full-size photos.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Serves the bank on `listener` until `shutdown` completes, then flushes the store.
+pub async fn serve(
+    bank: Arc<Bank>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::relist_server::RelistServer<RelistService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let service = pb::relist_server::RelistServer::new(RelistService::new(bank.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let addr = listener.local_addr()?;
+    info!(%addr, "relist serving");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    bank.flush()?;
+    info!("relist stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutdown signal received");
+}

@@ -1,0 +1,301 @@
+//! Durable storage in sled: the takedown bank and the match history.
+//!
+//! Trees (the stored format is a contract, versioned by [`SCHEMA_VERSION`] in `meta`):
+//! - `meta`: `schema_version` -> u32 big-endian.
+//! - `takedowns`: takedown id (u64 BE) -> JSON [`Takedown`], removed ones included.
+//! - `listing_keys`: `marketplace \0 listing_id` -> takedown id, for idempotent registration.
+//! - `fingerprints`: takedown id -> compact binary fingerprints of *live* takedowns only; the
+//!   in-memory index is rebuilt from this tree alone at start, without parsing JSON.
+//! - `matches`: match id (u64 BE) -> JSON [`MatchRecord`].
+//!
+//! A takedown and its keys are written in one transaction, so a crash never leaves a
+//! half-written takedown.
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+use crate::domain::{ImageFingerprint, ListingFingerprints, MatchId, MatchRecord, Takedown, TakedownId};
+use crate::error::{Error, Result};
+use crate::fingerprint::pdq::PdqHash;
+
+/// Version of the stored layout. Bump it, with a migration, on any change of what is stored
+/// or of the fingerprints' output.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// The sled database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    takedowns: Tree,
+    listing_keys: Tree,
+    fingerprints: Tree,
+    matches: Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, refusing a store written by another schema.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let db = sled::Config::new().path(dir).open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(SCHEMA_KEY)? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| Error::Corrupt("schema_version is not a u32".into()))?;
+                if found != SCHEMA_VERSION {
+                    return Err(Error::Corrupt(format!(
+                        "store has schema version {found}, this relist reads version {SCHEMA_VERSION}"
+                    )));
+                }
+            }
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+        }
+        Ok(Store {
+            takedowns: db.open_tree("takedowns")?,
+            listing_keys: db.open_tree("listing_keys")?,
+            fingerprints: db.open_tree("fingerprints")?,
+            matches: db.open_tree("matches")?,
+            db,
+        })
+    }
+
+    /// A fresh id, unique across restarts; never 0.
+    pub fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Makes every write so far durable (fsync). Called before acknowledging a takedown.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The takedown registered for this listing, if any (removed ones included).
+    pub fn takedown_id_by_listing(&self, marketplace: &str, listing_id: &str) -> Result<Option<TakedownId>> {
+        match self.listing_keys.get(listing_key(marketplace, listing_id))? {
+            Some(v) => Ok(Some(decode_id(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A stored takedown.
+    pub fn takedown(&self, id: TakedownId) -> Result<Option<Takedown>> {
+        match self.takedowns.get(id.to_be_bytes())? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("takedown {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a takedown, its listing key and (when it is live) its fingerprints atomically.
+    pub fn put_takedown(&self, td: &Takedown) -> Result<()> {
+        let json = serde_json::to_vec(td).map_err(|e| Error::Internal(e.to_string()))?;
+        let key = td.id.to_be_bytes();
+        let lkey = listing_key(&td.listing.marketplace, &td.listing.listing_id);
+        let fps = td
+            .removed_at_ms
+            .is_none()
+            .then(|| encode_fingerprints(&td.fingerprints));
+        (&self.takedowns, &self.listing_keys, &self.fingerprints).transaction(
+            |(t, l, f): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
+                t.insert(&key, json.as_slice())?;
+                l.insert(lkey.as_slice(), &key)?;
+                match &fps {
+                    Some(b) => f.insert(&key, b.as_slice())?,
+                    None => f.remove(&key)?,
+                };
+                Ok::<(), ConflictableTransactionError<Error>>(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The fingerprints of every live takedown, in id order; used to build the index at start.
+    pub fn live_fingerprints(&self) -> impl Iterator<Item = Result<(TakedownId, ListingFingerprints)>> + '_ {
+        self.fingerprints.iter().map(|kv| {
+            let (k, v) = kv?;
+            let id = decode_id(&k)?;
+            let fps =
+                decode_fingerprints(&v).ok_or_else(|| Error::Corrupt(format!("fingerprints of takedown {id}")))?;
+            Ok((id, fps))
+        })
+    }
+
+    /// Number of live takedowns.
+    pub fn live_count(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    /// Records a match. Not flushed on its own: sled flushes within its flush interval, and a
+    /// lost history record on a crash costs less than an fsync on every upload check.
+    pub fn insert_match(&self, rec: &MatchRecord) -> Result<()> {
+        let json = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
+        self.matches.insert(rec.match_id.to_be_bytes(), json)?;
+        Ok(())
+    }
+
+    /// A recorded match.
+    pub fn get_match(&self, id: MatchId) -> Result<Option<MatchRecord>> {
+        match self.matches.get(id.to_be_bytes())? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("match {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn listing_key(marketplace: &str, listing_id: &str) -> Vec<u8> {
+    // Marketplace names cannot contain NUL (validated), so the key is unambiguous.
+    let mut k = Vec::with_capacity(marketplace.len() + 1 + listing_id.len());
+    k.extend_from_slice(marketplace.as_bytes());
+    k.push(0);
+    k.extend_from_slice(listing_id.as_bytes());
+    k
+}
+
+fn decode_id(v: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Corrupt("id is not 8 bytes".into()))
+}
+
+const FP_FORMAT: u8 = 1;
+const HAS_SIMHASH: u8 = 1;
+const HAS_PDQ: u8 = 1;
+const HAS_PHASH: u8 = 2;
+
+/// Compact binary fingerprints: format byte, flags, optional simhash, image count, and per
+/// image flags, optional PDQ (32 bytes + quality) and optional pHash. The normalised title is
+/// not needed for matching and lives in the takedown's JSON only.
+fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
+    let mut b = Vec::with_capacity(11 + f.images.len() * 42);
+    b.push(FP_FORMAT);
+    match f.title_simhash {
+        Some(h) => {
+            b.push(HAS_SIMHASH);
+            b.extend_from_slice(&h.to_be_bytes());
+        }
+        None => b.push(0),
+    }
+    b.push(f.images.len() as u8);
+    for img in &f.images {
+        b.push(if img.pdq.is_some() { HAS_PDQ } else { 0 } | if img.phash.is_some() { HAS_PHASH } else { 0 });
+        if let Some(p) = img.pdq {
+            b.extend_from_slice(&p.0);
+            b.push(img.pdq_quality);
+        }
+        if let Some(h) = img.phash {
+            b.extend_from_slice(&h.to_be_bytes());
+        }
+    }
+    b
+}
+
+fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
+    let mut r = Reader(b);
+    if r.u8()? != FP_FORMAT {
+        return None;
+    }
+    let title_simhash = if r.u8()? & HAS_SIMHASH != 0 {
+        Some(r.u64()?)
+    } else {
+        None
+    };
+    let n = r.u8()?;
+    let mut images = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let flags = r.u8()?;
+        let (pdq, pdq_quality) = if flags & HAS_PDQ != 0 {
+            let bytes: [u8; 32] = r.take(32)?.try_into().ok()?;
+            (Some(PdqHash(bytes)), r.u8()?)
+        } else {
+            (None, 0)
+        };
+        let phash = if flags & HAS_PHASH != 0 { Some(r.u64()?) } else { None };
+        images.push(ImageFingerprint {
+            pdq,
+            pdq_quality,
+            phash,
+        });
+    }
+    r.0.is_empty().then_some(ListingFingerprints {
+        images,
+        title_simhash,
+        normalized_title: String::new(),
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_encoding_round_trips_and_is_pinned() {
+        let f = ListingFingerprints {
+            images: vec![
+                ImageFingerprint {
+                    pdq: Some(PdqHash([0xab; 32])),
+                    pdq_quality: 87,
+                    phash: Some(0x0123_4567_89ab_cdef),
+                },
+                ImageFingerprint {
+                    pdq: None,
+                    pdq_quality: 0,
+                    phash: Some(7),
+                },
+            ],
+            title_simhash: Some(0xdead_beef_0000_0001),
+            normalized_title: String::new(),
+        };
+        let b = encode_fingerprints(&f);
+        assert_eq!(decode_fingerprints(&b), Some(f));
+        // Golden bytes: the layout is a stored contract.
+        assert_eq!(hex::encode(&b[..12]), "0101deadbeef000000010203");
+        assert_eq!(b.len(), 1 + 1 + 8 + 1 + (1 + 32 + 1 + 8) + (1 + 8));
+        assert_eq!(
+            decode_fingerprints(&b[..b.len() - 1]),
+            None,
+            "truncated must not decode"
+        );
+    }
+
+    #[test]
+    fn refuses_other_schema_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.db.open_tree("meta")
+                .unwrap()
+                .insert(SCHEMA_KEY, &99u32.to_be_bytes())
+                .unwrap();
+            s.flush().unwrap();
+        }
+        assert!(matches!(Store::open(dir.path()), Err(Error::Corrupt(_))));
+    }
+}
