@@ -16,7 +16,8 @@ pub const MAX_IMAGES: usize = 32;
 /// What the indexes found for one takedown, before the policy weighs it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Evidence {
-    /// Best evidence per (candidate image, stored image, hash kind), best first.
+    /// Best evidence per (candidate image, stored image, hash kind): PDQ (the stronger hash)
+    /// first, then by distance.
     pub images: Vec<ImageEvidence>,
     pub text_distance: Option<u32>,
 }
@@ -130,8 +131,8 @@ impl LiveIndex {
         for ev in found.values_mut() {
             ev.images.sort_by_key(|e| {
                 (
-                    e.distance,
                     e.kind == HashKind::Phash,
+                    e.distance,
                     e.candidate_image_index,
                     e.stored_image_index,
                 )

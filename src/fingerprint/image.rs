@@ -36,6 +36,8 @@ pub enum DecodeError {
     UnknownFormat,
     #[error("image is {0}x{1} = {2} pixels, over the limit of {3}")]
     TooManyPixels(u32, u32, u64, u64),
+    #[error("image data is truncated")]
+    Truncated,
     #[error("image has no pixels")]
     NoPixels,
     #[error("cannot decode image: {0}")]
@@ -58,6 +60,11 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
         Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif) => {}
         _ => return Err(DecodeError::UnknownFormat),
     }
+    // JPEG decoders paint a cut-off file grey and carry on; its hash would describe a
+    // different picture, so an incomplete upload is refused instead.
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(DecodeError::Truncated);
+    }
     let mut reader = reader;
     let mut io_limits = image::Limits::default();
     // Belt and braces: the decoder itself also refuses to allocate past this.
@@ -79,6 +86,18 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
         img.apply_orientation(o);
     }
     Ok(img)
+}
+
+/// Whether the last start-of-scan marker (FF DA) is followed by an end-of-image marker
+/// (FF D9). Entropy-coded data never holds FF D9 (FF is byte-stuffed), and an embedded EXIF
+/// thumbnail's own markers come before the main image's scan, so this catches truncation of
+/// the main image while allowing trailers after the end.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xff && w[1] == marker);
+    match (last(0xda), last(0xd9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// The 64-bit DCT perceptual hash (image_hasher's median pHash, 8x8 bits).

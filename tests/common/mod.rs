@@ -1,0 +1,184 @@
+//! Shared test support: a real relist server on 127.0.0.1:0 over a temp sled dir, real
+//! images generated and encoded here, and the generated tonic client.
+#![allow(dead_code)]
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+use relist::api::pb;
+use relist::bank::Bank;
+use relist::fingerprint::DecodeLimits;
+use relist::policy::Thresholds;
+use tokio::sync::oneshot;
+
+pub type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
+
+/// An in-process daemon: the real tonic server on a real loopback socket.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub bank: Arc<Bank>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path) -> TestServer {
+        Self::start_with(dir, DecodeLimits::default()).await
+    }
+
+    pub async fn start_with(dir: &Path, limits: DecodeLimits) -> TestServer {
+        let bank = Arc::new(Bank::open(dir, Thresholds::default(), limits).expect("open bank"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let b = bank.clone();
+        let task = tokio::spawn(async move {
+            relist::server::serve(b, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestServer {
+            addr,
+            bank,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(self.addr).await
+    }
+
+    /// Graceful stop; the sled store is closed when the last handle drops.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task");
+        }
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    // Bounded: the server is already listening, so a few tries at most.
+    for _ in 0..50 {
+        if let Ok(c) = Client::connect(format!("http://{addr}")).await {
+            return c
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to {addr}");
+}
+
+/// A deterministic photo-like image: smooth multi-scale noise plus coloured shapes, distinct
+/// per seed, with enough structure for a high PDQ quality.
+pub fn photo(seed: u64, w: u32, h: u32) -> DynamicImage {
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut waves = Vec::new();
+    for _ in 0..6 {
+        let fx = (next() % 1000) as f32 / 1000.0 * 0.05 + 0.003;
+        let fy = (next() % 1000) as f32 / 1000.0 * 0.05 + 0.003;
+        let ph = (next() % 628) as f32 / 100.0;
+        let ch = (next() % 3) as usize;
+        waves.push((fx, fy, ph, ch));
+    }
+    let mut shapes = Vec::new();
+    for _ in 0..8 {
+        let cx = (next() % u64::from(w)) as f32;
+        let cy = (next() % u64::from(h)) as f32;
+        let r = (next() % u64::from(w / 4).max(1)) as f32 + 10.0;
+        let col = [(next() % 256) as f32, (next() % 256) as f32, (next() % 256) as f32];
+        shapes.push((cx, cy, r, col));
+    }
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        let (xf, yf) = (x as f32, y as f32);
+        let mut c = [110.0f32, 120.0, 130.0];
+        for &(fx, fy, ph, ch) in &waves {
+            c[ch] += 60.0 * (xf * fx + yf * fy + ph).sin();
+        }
+        for &(cx, cy, r, col) in &shapes {
+            if (xf - cx).powi(2) + (yf - cy).powi(2) < r * r {
+                c = [(c[0] + col[0]) / 2.0, (c[1] + col[1]) / 2.0, (c[2] + col[2]) / 2.0];
+            }
+        }
+        Rgb(c.map(|v| v.clamp(0.0, 255.0) as u8))
+    });
+    DynamicImage::ImageRgb8(img)
+}
+
+pub fn jpeg(img: &DynamicImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+    img.to_rgb8().write_with_encoder(enc).expect("encode jpeg");
+    out
+}
+
+pub fn png(img: &DynamicImage) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png).expect("encode png");
+    out.into_inner()
+}
+
+pub fn listing(marketplace: &str, id: &str, seller: &str, title: &str, images: Vec<Vec<u8>>) -> pb::Listing {
+    pb::Listing {
+        listing_id: id.into(),
+        marketplace: marketplace.into(),
+        seller_id: seller.into(),
+        title: title.into(),
+        description: String::new(),
+        images: images
+            .into_iter()
+            .map(|data| pb::Image {
+                data,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+pub async fn register(c: &mut Client, l: pb::Listing, reason: &str) -> pb::RegisterTakedownResponse {
+    c.register_takedown(pb::RegisterTakedownRequest {
+        listing: Some(l),
+        reason: reason.into(),
+        taken_down_at: None,
+    })
+    .await
+    .expect("register")
+    .into_inner()
+}
+
+pub async fn check(c: &mut Client, l: pb::Listing) -> pb::CheckListingResponse {
+    c.check_listing(pb::CheckListingRequest { listing: Some(l) })
+        .await
+        .expect("check")
+        .into_inner()
+}
+
+pub fn verdict(r: &pb::CheckListingResponse) -> pb::Verdict {
+    pb::Verdict::try_from(r.verdict).expect("known verdict")
+}
+
+/// Where the shared evaluation data lives, if this checkout has it beside it.
+pub fn shared_data() -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        println!("skipped: ../shared/data not found");
+        None
+    }
+}
