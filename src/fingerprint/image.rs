@@ -126,3 +126,100 @@ impl PHasher {
         u64::from_be_bytes(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                ((x * 7 + y * 3) % 256) as u8,
+                ((x * y) % 256) as u8,
+                (((x ^ y) * 5) % 256) as u8,
+            ])
+        }))
+    }
+
+    fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn phash_golden_values() {
+        // Stored values: a change here is a change of stored format.
+        let p = PHasher::default();
+        assert_eq!(format!("{:016x}", p.hash(&pattern(97, 61))), "01c0e0f8f8f8fc7c");
+        assert_eq!(format!("{:016x}", p.hash(&pattern(640, 480))), "556aeb40bebe4544");
+    }
+
+    #[test]
+    fn decodes_every_accepted_format_and_orients() {
+        let img = pattern(64, 48);
+        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Gif, ImageFormat::WebP] {
+            let bytes = encode(&img, format);
+            let out = decode(&bytes, DecodeLimits::default()).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            assert_eq!((out.width(), out.height()), (64, 48), "{format:?}");
+        }
+        let mut bmp = b"BM".to_vec();
+        bmp.extend_from_slice(&[0u8; 64]);
+        assert!(matches!(
+            decode(&bmp, DecodeLimits::default()),
+            Err(DecodeError::UnknownFormat)
+        ));
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let jpeg = encode(&pattern(64, 48), ImageFormat::Jpeg);
+        // APP1 Exif segment, big-endian TIFF, one IFD entry: Orientation (0x0112) = 6, which
+        // means "rotate 90 degrees clockwise to display".
+        let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+        tiff.extend_from_slice(&[0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xff, 0xe1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        let img = decode(&out, DecodeLimits::default()).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (48, 64),
+            "orientation 6 turns a landscape photo upright"
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_before_decoding() {
+        let bytes = encode(&pattern(100, 100), ImageFormat::Png);
+        let small = DecodeLimits {
+            max_bytes: 10,
+            max_pixels: 1_000_000,
+        };
+        assert!(matches!(decode(&bytes, small), Err(DecodeError::TooManyBytes(..))));
+        let few = DecodeLimits {
+            max_bytes: 1 << 20,
+            max_pixels: 9_999,
+        };
+        assert!(matches!(
+            decode(&bytes, few),
+            Err(DecodeError::TooManyPixels(100, 100, 10_000, 9_999))
+        ));
+        assert!(matches!(decode(&[], DecodeLimits::default()), Err(DecodeError::Empty)));
+    }
+
+    #[test]
+    fn jpeg_completeness() {
+        let bytes = encode(&pattern(64, 48), ImageFormat::Jpeg);
+        assert!(jpeg_is_complete(&bytes));
+        assert!(!jpeg_is_complete(&bytes[..bytes.len() - 2]));
+        let mut trailer = bytes.clone();
+        trailer.extend_from_slice(b"trailing bytes after EOI");
+        assert!(jpeg_is_complete(&trailer));
+        assert!(decode(&bytes[..bytes.len() * 2 / 3], DecodeLimits::default()).is_err());
+    }
+}
