@@ -39,8 +39,8 @@ impl Default for Thresholds {
             pdq_review: 40,
             pdq_min_quality: 50,
             phash_review: 6,
-            text_support: 12,
-            text_review: 4,
+            text_support: 15,
+            text_review: 8,
             max_matches: 10,
         }
     }
