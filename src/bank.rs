@@ -139,8 +139,9 @@ impl Bank {
             .ok_or_else(|| Error::NotFound(format!("takedown {id}")))
     }
 
-    /// Checks a listing against every live takedown; records non-clear results.
-    pub fn check(&self, listing: &Listing) -> Result<CheckOutcome> {
+    /// Checks a listing against every live takedown; records non-clear results as coming
+    /// from `source`.
+    pub fn check(&self, listing: &Listing, source: Source) -> Result<CheckOutcome> {
         let (images, fingerprints) = self.fingerprinter.listing(listing)?;
         let found = self
             .index
@@ -181,14 +182,7 @@ impl Bank {
         let match_id = if verdict == Verdict::Clear {
             None
         } else {
-            Some(history::record(
-                &self.store,
-                Source::Upload,
-                listing,
-                verdict,
-                score,
-                &matches,
-            )?)
+            Some(history::record(&self.store, source, listing, verdict, score, &matches)?)
         };
         Ok(CheckOutcome {
             verdict,

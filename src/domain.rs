@@ -175,6 +175,8 @@ pub struct CheckOutcome {
 pub enum Source {
     /// A marketplace's upload-time CheckListing.
     Upload,
+    /// A catalog re-check through CheckListings.
+    Batch,
 }
 
 /// A non-clear check, as kept in the match history.

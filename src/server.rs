@@ -1,7 +1,10 @@
 //! The gRPC daemon: the `relist.v1.Relist` service over a [`Bank`], plus standard health
 //! checking and reflection, with graceful shutdown.
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -10,7 +13,13 @@ use tracing::info;
 
 use crate::api::{self, pb};
 use crate::bank::Bank;
+use crate::domain::Source;
 use crate::error::Error;
+
+/// How many items of a CheckListings stream are checked at once. Also the read-ahead: the
+/// server pulls a new request only when one of these finishes, so a fast client is held back
+/// by HTTP/2 flow control instead of filling the daemon's memory.
+pub const STREAM_CONCURRENCY: usize = 8;
 
 /// The `relist.v1.Relist` service.
 #[derive(Clone)]
@@ -93,8 +102,49 @@ impl pb::relist_server::Relist for RelistService {
         request: Request<pb::CheckListingRequest>,
     ) -> Result<Response<pb::CheckListingResponse>, Status> {
         let listing = api::listing_from_proto(request.into_inner().listing).map_err(api::status)?;
-        let outcome = self.blocking(move |bank| bank.check(&listing)).await?;
+        let outcome = self.blocking(move |bank| bank.check(&listing, Source::Upload)).await?;
         Ok(Response::new(api::check_to_proto(&outcome)))
+    }
+
+    type CheckListingsStream = Pin<Box<dyn Stream<Item = Result<pb::CheckListingsResponse, Status>> + Send>>;
+
+    async fn check_listings(
+        &self,
+        request: Request<tonic::Streaming<pb::CheckListingRequest>>,
+    ) -> Result<Response<Self::CheckListingsStream>, Status> {
+        let service = self.clone();
+        let answers = request
+            .into_inner()
+            .map(move |item| {
+                let service = service.clone();
+                async move {
+                    // A broken request stream ends the response stream with its status.
+                    let req = item?;
+                    let (listing_id, marketplace) = req
+                        .listing
+                        .as_ref()
+                        .map(|l| (l.listing_id.clone(), l.marketplace.clone()))
+                        .unwrap_or_default();
+                    let result = match api::listing_from_proto(req.listing) {
+                        Ok(listing) => service.blocking(move |bank| bank.check(&listing, Source::Batch)).await,
+                        Err(e) => Err(api::status(e)),
+                    };
+                    let outcome = match result {
+                        Ok(c) => pb::check_listings_response::Outcome::Result(api::check_to_proto(&c)),
+                        Err(s) => pb::check_listings_response::Outcome::Error(pb::ItemError {
+                            code: s.code() as i32,
+                            message: s.message().to_string(),
+                        }),
+                    };
+                    Ok(pb::CheckListingsResponse {
+                        listing_id,
+                        marketplace,
+                        outcome: Some(outcome),
+                    })
+                }
+            })
+            .buffered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(answers)))
     }
 }
 
