@@ -12,11 +12,11 @@ use parking_lot::{Mutex, RwLock};
 use tracing::info;
 
 use crate::domain::{
-    now_ms, CheckOutcome, Listing, ListingInfo, Match, MatchRecord, Registered, Source, Takedown, TakedownId, Verdict,
+    now_ms, CheckOutcome, Listing, ListingInfo, Match, Registered, Source, Takedown, TakedownId, Verdict,
 };
 use crate::error::{Error, Result};
 use crate::fingerprint::{DecodeLimits, Fingerprinter};
-use crate::history;
+use crate::history::{History, Label, MatchView, Page, Query, Stats};
 use crate::matcher::{IndexSizes, LiveIndex};
 use crate::policy::Thresholds;
 use crate::store::Store;
@@ -24,6 +24,7 @@ use crate::store::Store;
 /// The bank and everything needed to check listings against it.
 pub struct Bank {
     store: Store,
+    history: History,
     index: RwLock<LiveIndex>,
     writer: Mutex<()>,
     fingerprinter: Fingerprinter,
@@ -53,6 +54,7 @@ impl Bank {
             "loaded takedown bank"
         );
         Ok(Bank {
+            history: History::open(store.db())?,
             store,
             index: RwLock::new(index),
             writer: Mutex::new(()),
@@ -182,7 +184,7 @@ impl Bank {
         let match_id = if verdict == Verdict::Clear {
             None
         } else {
-            Some(history::record(&self.store, source, listing, verdict, score, &matches)?)
+            Some(self.history.record(source, listing, verdict, score, &matches)?)
         };
         Ok(CheckOutcome {
             verdict,
@@ -193,11 +195,31 @@ impl Bank {
         })
     }
 
-    /// A recorded match (history queries proper are their own feature).
-    pub fn get_match(&self, id: u64) -> Result<MatchRecord> {
-        self.store
-            .get_match(id)?
-            .ok_or_else(|| Error::NotFound(format!("match {id}")))
+    /// A recorded match with its reviews.
+    pub fn get_match(&self, id: u64) -> Result<MatchView> {
+        self.history.get(id)
+    }
+
+    /// A page of the match history, newest first.
+    pub fn query_matches(&self, q: &Query, page_size: usize, page_token: Option<&str>) -> Result<Page> {
+        self.history.query(q, page_size, page_token)
+    }
+
+    /// Records an analyst's label on a match (see [`History::review`]).
+    pub fn review_match(&self, id: u64, label: Label, reviewer: &str, note: &str) -> Result<MatchView> {
+        let view = self.history.review(id, label, reviewer, note)?;
+        self.store.flush()?;
+        Ok(view)
+    }
+
+    /// Match statistics over [from, to).
+    pub fn match_stats(&self, from_ms: i64, to_ms: i64, top: usize) -> Result<Stats> {
+        self.history.stats(from_ms, to_ms, top)
+    }
+
+    /// Deletes history older than `before_ms` in bounded batches; returns how many.
+    pub fn expire_history(&self, before_ms: i64, batch: usize) -> Result<usize> {
+        self.history.delete_older_than(before_ms, batch)
     }
 
     /// Makes everything durable; called on shutdown.

@@ -6,7 +6,7 @@
 //! - `listing_keys`: `marketplace \0 listing_id` -> takedown id, for idempotent registration.
 //! - `fingerprints`: takedown id -> compact binary fingerprints of *live* takedowns only; the
 //!   in-memory index is rebuilt from this tree alone at start, without parsing JSON.
-//! - `matches`: match id (u64 BE) -> JSON [`MatchRecord`].
+//! - the match history's trees, documented in [`crate::history`].
 //!
 //! A takedown and its keys are written in one transaction, so a crash never leaves a
 //! half-written takedown.
@@ -15,7 +15,7 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
-use crate::domain::{ImageFingerprint, ListingFingerprints, MatchId, MatchRecord, Takedown, TakedownId};
+use crate::domain::{ImageFingerprint, ListingFingerprints, Takedown, TakedownId};
 use crate::error::{Error, Result};
 use crate::fingerprint::pdq::PdqHash;
 
@@ -31,7 +31,6 @@ pub struct Store {
     takedowns: Tree,
     listing_keys: Tree,
     fingerprints: Tree,
-    matches: Tree,
 }
 
 impl Store {
@@ -59,7 +58,6 @@ impl Store {
             takedowns: db.open_tree("takedowns")?,
             listing_keys: db.open_tree("listing_keys")?,
             fingerprints: db.open_tree("fingerprints")?,
-            matches: db.open_tree("matches")?,
             db,
         })
     }
@@ -132,22 +130,9 @@ impl Store {
         self.fingerprints.len()
     }
 
-    /// Records a match. Not flushed on its own: sled flushes within its flush interval, and a
-    /// lost history record on a crash costs less than an fsync on every upload check.
-    pub fn insert_match(&self, rec: &MatchRecord) -> Result<()> {
-        let json = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
-        self.matches.insert(rec.match_id.to_be_bytes(), json)?;
-        Ok(())
-    }
-
-    /// A recorded match.
-    pub fn get_match(&self, id: MatchId) -> Result<Option<MatchRecord>> {
-        match self.matches.get(id.to_be_bytes())? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| Error::Corrupt(format!("match {id}: {e}"))),
-            None => Ok(None),
-        }
+    /// The database, for the history's own trees.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 }
 

@@ -64,7 +64,7 @@ async fn reencoded_resized_and_mirrored_copies_match_their_takedown() {
         assert_eq!(e.transform, transform, "{name}");
         assert!(!m.same_seller);
         assert!(r.score > 0.5 && r.score <= 1.0, "{name}: score {}", r.score);
-        let rec = server.bank.get_match(r.match_id).expect("recorded");
+        let rec = server.bank.get_match(r.match_id).expect("recorded").record;
         assert_eq!(rec.candidate.listing_id, "777");
         assert_eq!(rec.matches[0].takedown_id, reg.takedown_id);
     }

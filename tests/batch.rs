@@ -110,9 +110,9 @@ async fn streamed_checks_equal_unary_checks_for_1000_listings() {
                 assert_eq!(s.match_id == 0, u.match_id == 0);
                 if s.match_id != 0 {
                     flagged += 1;
-                    let rec = server.bank.get_match(s.match_id).expect("batch result recorded");
+                    let rec = server.bank.get_match(s.match_id).expect("batch result recorded").record;
                     assert_eq!(rec.source, Source::Batch);
-                    assert_eq!(server.bank.get_match(u.match_id).unwrap().source, Source::Upload);
+                    assert_eq!(server.bank.get_match(u.match_id).unwrap().record.source, Source::Upload);
                 }
                 s.match_id = 0;
                 u.match_id = 0;
