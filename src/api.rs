@@ -6,10 +6,11 @@ use tonic::Status;
 
 use crate::domain::{
     CheckOutcome, HashKind, ImageEvidence, ImageFingerprint, ImageInput, Listing, ListingFingerprints, ListingInfo,
-    Match, Registered, Takedown, Verdict,
+    Match, MatchRecord, Registered, Source, Takedown, Verdict,
 };
 use crate::error::Error;
 use crate::fingerprint::pdq::{Dihedral, PdqHash};
+use crate::history::{Label, MatchView, Page, Query, Review, Stats};
 use crate::matcher::MAX_IMAGES;
 
 /// Types and service stubs generated from `proto/relist/v1/relist.proto`.
@@ -243,34 +244,7 @@ pub fn check_to_proto(c: &CheckOutcome) -> pb::CheckListingResponse {
     pb::CheckListingResponse {
         verdict: verdict_to_proto(c.verdict) as i32,
         score: c.score,
-        matches: c
-            .matches
-            .iter()
-            .map(|m| pb::Match {
-                takedown_id: m.takedown_id,
-                marketplace: m.marketplace.clone(),
-                listing_id: m.listing_id.clone(),
-                seller_id: m.seller_id.clone(),
-                images: m
-                    .images
-                    .iter()
-                    .map(|e| pb::ImageEvidence {
-                        candidate_image_index: e.candidate_image_index,
-                        stored_image_index: e.stored_image_index,
-                        hash_kind: match e.kind {
-                            HashKind::Pdq => pb::HashKind::Pdq,
-                            HashKind::Phash => pb::HashKind::Phash,
-                        } as i32,
-                        distance: e.distance,
-                        transform: e.transform.map(|t| t.name().to_string()).unwrap_or_default(),
-                    })
-                    .collect(),
-                text_distance: m.text_distance,
-                same_seller: m.same_seller,
-                verdict: verdict_to_proto(m.verdict) as i32,
-                score: m.score,
-            })
-            .collect(),
+        matches: c.matches.iter().map(match_to_proto).collect(),
         match_id: c.match_id.unwrap_or(0),
         fingerprints: Some(fingerprints_to_proto(&c.fingerprints)),
     }
@@ -335,36 +309,286 @@ pub fn check_from_proto(c: pb::CheckListingResponse) -> CheckOutcome {
     CheckOutcome {
         verdict: verdict_from_proto(c.verdict),
         score: c.score,
-        matches: c
-            .matches
-            .into_iter()
-            .map(|m| Match {
-                takedown_id: m.takedown_id,
-                marketplace: m.marketplace,
-                listing_id: m.listing_id,
-                seller_id: m.seller_id,
-                images: m
-                    .images
-                    .into_iter()
-                    .map(|e| ImageEvidence {
-                        candidate_image_index: e.candidate_image_index,
-                        stored_image_index: e.stored_image_index,
-                        kind: if e.hash_kind == pb::HashKind::Phash as i32 {
-                            HashKind::Phash
-                        } else {
-                            HashKind::Pdq
-                        },
-                        distance: e.distance,
-                        transform: Dihedral::ALL.into_iter().find(|d| d.name() == e.transform),
-                    })
-                    .collect(),
-                text_distance: m.text_distance,
-                same_seller: m.same_seller,
-                verdict: verdict_from_proto(m.verdict),
-                score: m.score,
-            })
-            .collect(),
+        matches: c.matches.into_iter().map(match_from_proto).collect(),
         match_id: (c.match_id != 0).then_some(c.match_id),
         fingerprints: fingerprints_from_proto(c.fingerprints),
     }
+}
+
+fn match_to_proto(m: &Match) -> pb::Match {
+    pb::Match {
+        takedown_id: m.takedown_id,
+        marketplace: m.marketplace.clone(),
+        listing_id: m.listing_id.clone(),
+        seller_id: m.seller_id.clone(),
+        images: m
+            .images
+            .iter()
+            .map(|e| pb::ImageEvidence {
+                candidate_image_index: e.candidate_image_index,
+                stored_image_index: e.stored_image_index,
+                hash_kind: match e.kind {
+                    HashKind::Pdq => pb::HashKind::Pdq,
+                    HashKind::Phash => pb::HashKind::Phash,
+                } as i32,
+                distance: e.distance,
+                transform: e.transform.map(|t| t.name().to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        text_distance: m.text_distance,
+        same_seller: m.same_seller,
+        verdict: verdict_to_proto(m.verdict) as i32,
+        score: m.score,
+    }
+}
+
+fn match_from_proto(m: pb::Match) -> Match {
+    Match {
+        takedown_id: m.takedown_id,
+        marketplace: m.marketplace,
+        listing_id: m.listing_id,
+        seller_id: m.seller_id,
+        images: m
+            .images
+            .into_iter()
+            .map(|e| ImageEvidence {
+                candidate_image_index: e.candidate_image_index,
+                stored_image_index: e.stored_image_index,
+                kind: if e.hash_kind == pb::HashKind::Phash as i32 {
+                    HashKind::Phash
+                } else {
+                    HashKind::Pdq
+                },
+                distance: e.distance,
+                transform: Dihedral::ALL.into_iter().find(|d| d.name() == e.transform),
+            })
+            .collect(),
+        text_distance: m.text_distance,
+        same_seller: m.same_seller,
+        verdict: verdict_from_proto(m.verdict),
+        score: m.score,
+    }
+}
+
+// ---- match history ----
+
+fn label_to_proto(l: Label) -> pb::ReviewLabel {
+    match l {
+        Label::Unreviewed => pb::ReviewLabel::Unreviewed,
+        Label::Confirmed => pb::ReviewLabel::Confirmed,
+        Label::FalsePositive => pb::ReviewLabel::FalsePositive,
+    }
+}
+
+/// A review label from a request; `None` for UNSPECIFIED.
+pub fn label_from_proto(field: &str, v: i32) -> Result<Option<Label>, Error> {
+    match pb::ReviewLabel::try_from(v) {
+        Ok(pb::ReviewLabel::Unspecified) => Ok(None),
+        Ok(pb::ReviewLabel::Unreviewed) => Ok(Some(Label::Unreviewed)),
+        Ok(pb::ReviewLabel::Confirmed) => Ok(Some(Label::Confirmed)),
+        Ok(pb::ReviewLabel::FalsePositive) => Ok(Some(Label::FalsePositive)),
+        Err(_) => Err(Error::invalid(field, format!("unknown review label {v}"))),
+    }
+}
+
+fn source_to_proto(s: Source) -> pb::Source {
+    match s {
+        Source::Upload => pb::Source::Upload,
+        Source::Batch => pb::Source::Batch,
+    }
+}
+
+fn source_from_proto(v: i32) -> Result<Option<Source>, Error> {
+    match pb::Source::try_from(v) {
+        Ok(pb::Source::Unspecified) => Ok(None),
+        Ok(pb::Source::Upload) => Ok(Some(Source::Upload)),
+        Ok(pb::Source::Batch) => Ok(Some(Source::Batch)),
+        Err(_) => Err(Error::invalid("source", format!("unknown source {v}"))),
+    }
+}
+
+fn verdict_filter_from_proto(v: i32) -> Result<Option<Verdict>, Error> {
+    match pb::Verdict::try_from(v) {
+        Ok(pb::Verdict::Unspecified) => Ok(None),
+        Ok(pb::Verdict::Clear) => Ok(Some(Verdict::Clear)),
+        Ok(pb::Verdict::Review) => Ok(Some(Verdict::Review)),
+        Ok(pb::Verdict::Reupload) => Ok(Some(Verdict::Reupload)),
+        Err(_) => Err(Error::invalid("verdict", format!("unknown verdict {v}"))),
+    }
+}
+
+pub fn match_view_to_proto(v: &MatchView) -> pb::MatchRecord {
+    let r = &v.record;
+    pb::MatchRecord {
+        match_id: r.match_id,
+        at: Some(timestamp(r.at_ms)),
+        source: source_to_proto(r.source) as i32,
+        candidate: Some(pb::Listing {
+            listing_id: r.candidate.listing_id.clone(),
+            marketplace: r.candidate.marketplace.clone(),
+            seller_id: r.candidate.seller_id.clone(),
+            title: r.candidate.title.clone(),
+            description: r.candidate.description.clone(),
+            images: Vec::new(),
+        }),
+        verdict: verdict_to_proto(r.verdict) as i32,
+        score: r.score,
+        matches: r.matches.iter().map(match_to_proto).collect(),
+        label: label_to_proto(v.label) as i32,
+        reviews: v
+            .reviews
+            .iter()
+            .map(|rv| pb::Review {
+                label: label_to_proto(rv.label) as i32,
+                reviewer: rv.reviewer.clone(),
+                note: rv.note.clone(),
+                at: Some(timestamp(rv.at_ms)),
+            })
+            .collect(),
+    }
+}
+
+pub fn match_view_from_proto(p: pb::MatchRecord) -> MatchView {
+    let c = p.candidate.unwrap_or_default();
+    let label = |v: i32| label_from_proto("label", v).ok().flatten().unwrap_or(Label::Unreviewed);
+    MatchView {
+        record: MatchRecord {
+            match_id: p.match_id,
+            at_ms: ts_ms(&p.at).unwrap_or(0),
+            source: source_from_proto(p.source).ok().flatten().unwrap_or(Source::Upload),
+            candidate: ListingInfo {
+                listing_id: c.listing_id,
+                marketplace: c.marketplace,
+                seller_id: c.seller_id,
+                title: c.title,
+                description: c.description,
+            },
+            verdict: verdict_from_proto(p.verdict),
+            score: p.score,
+            matches: p.matches.into_iter().map(match_from_proto).collect(),
+        },
+        label: label(p.label),
+        reviews: p
+            .reviews
+            .into_iter()
+            .map(|r| Review {
+                label: label(r.label),
+                reviewer: r.reviewer,
+                note: r.note,
+                at_ms: ts_ms(&r.at).unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+/// Validates a history query.
+pub fn query_from_proto(r: &pb::QueryMatchesRequest) -> Result<(Query, usize, Option<String>), Error> {
+    let q = Query {
+        from_ms: ms_from_timestamp("from", r.from)?,
+        to_ms: ms_from_timestamp("to", r.to)?,
+        takedown_id: (r.takedown_id != 0).then_some(r.takedown_id),
+        marketplace: (!r.marketplace.is_empty()).then(|| r.marketplace.trim().to_lowercase()),
+        seller_id: (!r.seller_id.is_empty()).then(|| r.seller_id.clone()),
+        verdict: verdict_filter_from_proto(r.verdict)?,
+        min_score: (r.min_score != 0.0).then_some(r.min_score),
+        label: label_from_proto("label", r.label)?,
+        source: source_from_proto(r.source)?,
+    };
+    check_len(
+        "marketplace",
+        q.marketplace.as_deref().unwrap_or(""),
+        MAX_MARKETPLACE_BYTES,
+        false,
+    )?;
+    check_len(
+        "seller_id",
+        q.seller_id.as_deref().unwrap_or(""),
+        MAX_SELLER_ID_BYTES,
+        false,
+    )?;
+    Ok((
+        q,
+        r.page_size as usize,
+        (!r.page_token.is_empty()).then(|| r.page_token.clone()),
+    ))
+}
+
+pub fn page_to_proto(p: &Page) -> pb::QueryMatchesResponse {
+    pb::QueryMatchesResponse {
+        records: p.records.iter().map(match_view_to_proto).collect(),
+        next_page_token: p.next_page_token.clone().unwrap_or_default(),
+    }
+}
+
+/// Largest `top` a stats request may ask for.
+pub const MAX_STATS_TOP: usize = 1000;
+
+/// Validates a stats request: (from, to, top).
+pub fn stats_request_from_proto(r: &pb::MatchStatsRequest) -> Result<(i64, i64, usize), Error> {
+    let from = ms_from_timestamp("from", r.from)?.ok_or_else(|| Error::invalid("from", "is required"))?;
+    let to = ms_from_timestamp("to", r.to)?.ok_or_else(|| Error::invalid("to", "is required"))?;
+    let top = match r.top as usize {
+        0 => 10,
+        n if n > MAX_STATS_TOP => {
+            return Err(Error::invalid(
+                "top",
+                format!("is {n}, over the maximum of {MAX_STATS_TOP}"),
+            ));
+        }
+        n => n,
+    };
+    Ok((from, to, top))
+}
+
+fn named(v: &[(String, u64)]) -> Vec<pb::NamedCount> {
+    v.iter()
+        .map(|(name, count)| pb::NamedCount {
+            name: name.clone(),
+            count: *count,
+        })
+        .collect()
+}
+
+pub fn stats_to_proto(s: &Stats) -> pb::MatchStatsResponse {
+    pb::MatchStatsResponse {
+        total: s.total,
+        per_day: named(&s.per_day),
+        per_marketplace: named(&s.per_marketplace),
+        per_verdict: named(&s.per_verdict),
+        top_takedowns: s
+            .top_takedowns
+            .iter()
+            .map(|(takedown_id, count)| pb::TakedownCount {
+                takedown_id: *takedown_id,
+                count: *count,
+            })
+            .collect(),
+        top_sellers: named(&s.top_sellers),
+    }
+}
+
+pub fn stats_from_proto(p: pb::MatchStatsResponse) -> Stats {
+    let unnamed = |v: Vec<pb::NamedCount>| v.into_iter().map(|n| (n.name, n.count)).collect();
+    Stats {
+        total: p.total,
+        per_day: unnamed(p.per_day),
+        per_marketplace: unnamed(p.per_marketplace),
+        per_verdict: unnamed(p.per_verdict),
+        top_takedowns: p.top_takedowns.into_iter().map(|t| (t.takedown_id, t.count)).collect(),
+        top_sellers: unnamed(p.top_sellers),
+    }
+}
+
+/// Validates a review request: (match id, label, reviewer, note).
+pub fn review_from_proto(r: pb::ReviewMatchRequest) -> Result<(u64, Label, String, String), Error> {
+    if r.match_id == 0 {
+        return Err(Error::invalid("match_id", "is required"));
+    }
+    let label = label_from_proto("label", r.label)?.ok_or_else(|| Error::invalid("label", "is required"))?;
+    if r.reviewer.trim().is_empty() {
+        return Err(Error::invalid("reviewer", "is required"));
+    }
+    check_len("reviewer", &r.reviewer, 256, false)?;
+    check_len("note", &r.note, 2_000, true)?;
+    Ok((r.match_id, label, r.reviewer, r.note))
 }

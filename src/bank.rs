@@ -149,8 +149,22 @@ impl Bank {
             .index
             .read()
             .find(&images, fingerprints.title_simhash, &self.thresholds);
+        // Evidence an analyst rejected for this very listing must not flag it again.
+        let suppressed = if found.is_empty() {
+            Default::default()
+        } else {
+            self.history.suppressions(&listing.marketplace, &listing.listing_id)?
+        };
         let mut matches = Vec::with_capacity(found.len());
-        for (id, evidence) in found {
+        for (id, mut evidence) in found {
+            if let Some(s) = suppressed.get(&id) {
+                evidence
+                    .images
+                    .retain(|e| !s.stored_images.contains(&e.stored_image_index));
+                if s.text {
+                    evidence.text_distance = None;
+                }
+            }
             let (verdict, score) = self.thresholds.decide(&evidence.images, evidence.text_distance);
             if verdict == Verdict::Clear {
                 continue;

@@ -35,6 +35,12 @@ pub enum Command {
     Takedown(TakedownCommand),
     /// Check whether a listing is a re-upload of a taken-down one.
     Check(CheckArgs),
+    /// Search the match history (newest first); CSV and JSON export stream.
+    History(HistoryArgs),
+    /// Match statistics over a time range.
+    Stats(StatsArgs),
+    /// Label a recorded match as confirmed or false-positive (or take a label back).
+    Review(ReviewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +72,9 @@ pub struct ServeArgs {
     /// Title simhash distance at or under which a title alone is sent to review.
     #[arg(long, env = "RELIST_TEXT_REVIEW")]
     pub text_review: Option<u32>,
+    /// Delete match history older than this many days (0: keep forever) [default: keep].
+    #[arg(long, env = "RELIST_HISTORY_RETENTION_DAYS")]
+    pub history_retention_days: Option<u32>,
 }
 
 impl ServeArgs {
@@ -113,6 +122,11 @@ impl ServeArgs {
                     .unwrap_or(defaults.max_pixels),
             },
             thresholds,
+            history_retention: self
+                .history_retention_days
+                .or(file.history.retention_days)
+                .filter(|d| *d > 0)
+                .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
         })
     }
 }
@@ -220,6 +234,123 @@ pub struct CheckArgs {
     pub client: ClientArgs,
 }
 
+/// Output format of `relist history`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// A review label on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelArg {
+    Confirmed,
+    FalsePositive,
+    Unreviewed,
+}
+
+impl LabelArg {
+    fn to_proto(self) -> pb::ReviewLabel {
+        match self {
+            LabelArg::Confirmed => pb::ReviewLabel::Confirmed,
+            LabelArg::FalsePositive => pb::ReviewLabel::FalsePositive,
+            LabelArg::Unreviewed => pb::ReviewLabel::Unreviewed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictArg {
+    Review,
+    Reupload,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    Upload,
+    Batch,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only records at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only records before this time (RFC 3339, or YYYY-MM-DD).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only records matching this takedown.
+    #[arg(long)]
+    pub takedown: Option<u64>,
+    /// Only records involving this marketplace (candidate's or taken-down listing's).
+    #[arg(long)]
+    pub marketplace: Option<String>,
+    /// Only records involving this seller (candidate's or taken-down listing's).
+    #[arg(long)]
+    pub seller: Option<String>,
+    #[arg(long, value_enum)]
+    pub verdict: Option<VerdictArg>,
+    /// Only records with at least this score (0-1).
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    #[arg(long, value_enum)]
+    pub label: Option<LabelArg>,
+    #[arg(long, value_enum)]
+    pub source: Option<SourceArg>,
+    /// At most this many records; 0 for all.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: HistoryFormat,
+    /// Address of the relist daemon.
+    #[arg(long, env = "RELIST_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Start of the range (RFC 3339 or YYYY-MM-DD) [default: 30 days ago].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the range, exclusive [default: now].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// How many top takedowns and sellers.
+    #[arg(long, default_value_t = 10)]
+    pub top: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    pub match_id: u64,
+    #[arg(long, value_enum)]
+    pub label: LabelArg,
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// Who reviews.
+    #[arg(long, env = "RELIST_REVIEWER")]
+    pub reviewer: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Parses "YYYY-MM-DD" (midnight UTC) or RFC 3339 into a timestamp.
+fn parse_time(flag: &str, s: &str) -> anyhow::Result<prost_types::Timestamp> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    let t = humantime::parse_rfc3339_weak(&full).with_context(|| format!("{flag} {s}: not a date or RFC 3339 time"))?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .with_context(|| format!("{flag} {s}: before 1970"))?;
+    Ok(api::timestamp(d.as_millis() as i64))
+}
+
 /// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -230,6 +361,9 @@ pub fn run() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Takedown(cmd) => takedown(cmd).await,
             Command::Check(args) => check(args).await,
+            Command::History(args) => history(args).await,
+            Command::Stats(args) => stats(args).await,
+            Command::Review(args) => review(args).await,
         }
     })
 }
@@ -255,7 +389,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    crate::server::serve(Arc::new(bank), listener, crate::server::shutdown_signal()).await
+    let bank = Arc::new(bank);
+    if let Some(max_age) = cfg.history_retention {
+        crate::server::spawn_retention(bank.clone(), max_age, std::time::Duration::from_secs(600));
+    }
+    crate::server::serve(bank, listener, crate::server::shutdown_signal()).await
 }
 
 type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
@@ -441,4 +579,186 @@ fn print_check(c: &CheckOutcome) {
             println!("    title distance {d}");
         }
     }
+}
+
+const HISTORY_CSV_HEADER: [&str; 14] = [
+    "match_id",
+    "time",
+    "source",
+    "verdict",
+    "score",
+    "label",
+    "candidate_marketplace",
+    "candidate_listing_id",
+    "candidate_seller_id",
+    "candidate_title",
+    "takedown_id",
+    "takedown_marketplace",
+    "takedown_listing_id",
+    "takedown_seller_id",
+];
+
+async fn history(args: HistoryArgs) -> anyhow::Result<()> {
+    let mut req = pb::QueryMatchesRequest {
+        from: args.from.as_deref().map(|s| parse_time("--from", s)).transpose()?,
+        to: args.to.as_deref().map(|s| parse_time("--to", s)).transpose()?,
+        takedown_id: args.takedown.unwrap_or(0),
+        marketplace: args.marketplace.unwrap_or_default(),
+        seller_id: args.seller.unwrap_or_default(),
+        verdict: match args.verdict {
+            Some(VerdictArg::Review) => pb::Verdict::Review as i32,
+            Some(VerdictArg::Reupload) => pb::Verdict::Reupload as i32,
+            None => 0,
+        },
+        min_score: args.min_score.unwrap_or(0.0),
+        label: args.label.map_or(0, |l| l.to_proto() as i32),
+        source: match args.source {
+            Some(SourceArg::Upload) => pb::Source::Upload as i32,
+            Some(SourceArg::Batch) => pb::Source::Batch as i32,
+            None => 0,
+        },
+        page_size: crate::history::MAX_PAGE_SIZE as u32,
+        page_token: String::new(),
+    };
+    let mut client = connect(&args.addr).await?;
+    let stdout = std::io::stdout();
+    let mut csv_out = (args.format == HistoryFormat::Csv).then(|| csv::Writer::from_writer(stdout.lock()));
+    if let Some(w) = csv_out.as_mut() {
+        w.write_record(HISTORY_CSV_HEADER)?;
+    }
+    let mut written = 0usize;
+    // One page in memory at a time: a year of history exports in constant memory.
+    loop {
+        if args.limit > 0 {
+            req.page_size = req.page_size.min((args.limit - written) as u32);
+        }
+        let page = client.query_matches(req.clone()).await.map_err(rpc_error)?.into_inner();
+        for rec in page.records {
+            let v = api::match_view_from_proto(rec);
+            match (&mut csv_out, args.format) {
+                (Some(w), _) => {
+                    let r = &v.record;
+                    let best = r.matches.first();
+                    w.write_record([
+                        r.match_id.to_string(),
+                        fmt_ms(r.at_ms),
+                        format!("{:?}", r.source).to_lowercase(),
+                        r.verdict.as_str().to_string(),
+                        format!("{:.4}", r.score),
+                        v.label.as_str().to_string(),
+                        r.candidate.marketplace.clone(),
+                        r.candidate.listing_id.clone(),
+                        r.candidate.seller_id.clone(),
+                        r.candidate.title.clone(),
+                        best.map(|m| m.takedown_id.to_string()).unwrap_or_default(),
+                        best.map(|m| m.marketplace.clone()).unwrap_or_default(),
+                        best.map(|m| m.listing_id.clone()).unwrap_or_default(),
+                        best.map(|m| m.seller_id.clone()).unwrap_or_default(),
+                    ])?;
+                }
+                (None, HistoryFormat::Json) => println!("{}", serde_json::to_string(&v)?),
+                (None, _) => {
+                    let r = &v.record;
+                    let best = r
+                        .matches
+                        .first()
+                        .map(|m| {
+                            format!(
+                                "takedown {} ({}/{} seller {:?})",
+                                m.takedown_id, m.marketplace, m.listing_id, m.seller_id
+                            )
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "{:>20}  {}  {:<6} {:<8} {:.3}  {:<14} {}/{} seller {:?} -> {best}",
+                        r.match_id,
+                        fmt_ms(r.at_ms),
+                        format!("{:?}", r.source).to_lowercase(),
+                        r.verdict.as_str(),
+                        r.score,
+                        v.label.as_str(),
+                        r.candidate.marketplace,
+                        r.candidate.listing_id,
+                        r.candidate.seller_id,
+                    );
+                }
+            }
+            written += 1;
+        }
+        if let Some(w) = csv_out.as_mut() {
+            w.flush()?;
+        }
+        if page.next_page_token.is_empty() || (args.limit > 0 && written >= args.limit) {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    Ok(())
+}
+
+async fn stats(args: StatsArgs) -> anyhow::Result<()> {
+    let now = crate::domain::now_ms();
+    let req = pb::MatchStatsRequest {
+        from: Some(match &args.from {
+            Some(s) => parse_time("--from", s)?,
+            None => api::timestamp(now - 30 * 86_400_000),
+        }),
+        to: Some(match &args.to {
+            Some(s) => parse_time("--to", s)?,
+            None => api::timestamp(now + 1),
+        }),
+        top: args.top,
+    };
+    let resp = connect(&args.client.addr)
+        .await?
+        .match_stats(req)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let s = api::stats_from_proto(resp);
+    if args.client.json {
+        return print_json(&s);
+    }
+    println!("{} matches", s.total);
+    let section = |title: &str, rows: &[(String, u64)]| {
+        println!("{title}:");
+        for (name, n) in rows {
+            println!("  {n:>8}  {name}");
+        }
+    };
+    section("per day", &s.per_day);
+    section("per marketplace", &s.per_marketplace);
+    section("per verdict", &s.per_verdict);
+    println!("most re-listed takedowns:");
+    for (id, n) in &s.top_takedowns {
+        println!("  {n:>8}  takedown {id}");
+    }
+    section("sellers with the most matches", &s.top_sellers);
+    Ok(())
+}
+
+async fn review(args: ReviewArgs) -> anyhow::Result<()> {
+    let req = pb::ReviewMatchRequest {
+        match_id: args.match_id,
+        label: args.label.to_proto() as i32,
+        reviewer: args.reviewer,
+        note: args.note,
+    };
+    let resp = connect(&args.client.addr)
+        .await?
+        .review_match(req)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let v = api::match_view_from_proto(resp);
+    if args.client.json {
+        return print_json(&v);
+    }
+    println!(
+        "match {} is now {} ({} reviews)",
+        v.record.match_id,
+        v.label.as_str(),
+        v.reviews.len()
+    );
+    Ok(())
 }

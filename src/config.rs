@@ -25,6 +25,8 @@ pub const DEFAULT_DATA_DIR: &str = "./relist-data";
 /// max_image_pixels = 40000000
 /// [policy]
 /// pdq_reupload = 31
+/// [history]
+/// retention_days = 730
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,6 +34,14 @@ pub struct FileConfig {
     pub server: ServerSection,
     pub limits: LimitsSection,
     pub policy: Thresholds,
+    pub history: HistorySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    /// Delete match history older than this many days (absent or 0: keep forever).
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,4 +73,6 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub limits: DecodeLimits,
     pub thresholds: Thresholds,
+    /// Delete match history older than this; `None` keeps it forever.
+    pub history_retention: Option<std::time::Duration>,
 }

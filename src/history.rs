@@ -182,8 +182,14 @@ fn suffix_id(key: &[u8]) -> Result<u64> {
         .ok_or_else(|| Error::Corrupt("history index key too short".into()))
 }
 
-/// The index keys of one record: (tree selector, key).
-fn index_keys(rec: &MatchRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// The secondary index keys of one record.
+struct IndexKeys {
+    takedown: Vec<Vec<u8>>,
+    seller: Vec<Vec<u8>>,
+    marketplace: Vec<Vec<u8>>,
+}
+
+fn index_keys(rec: &MatchRecord) -> IndexKeys {
     let id = id_be(rec.match_id);
     let mut takedowns = BTreeSet::new();
     let mut sellers = BTreeSet::new();
@@ -199,11 +205,11 @@ fn index_keys(rec: &MatchRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
         }
         markets.insert(m.marketplace.as_str());
     }
-    (
-        takedowns.into_iter().map(|t| cat(&[&id_be(t), &id])).collect(),
-        sellers.into_iter().map(|s| cat(&[s.as_bytes(), &[0], &id])).collect(),
-        markets.into_iter().map(|s| cat(&[s.as_bytes(), &[0], &id])).collect(),
-    )
+    IndexKeys {
+        takedown: takedowns.into_iter().map(|t| cat(&[&id_be(t), &id])).collect(),
+        seller: sellers.into_iter().map(|s| cat(&[s.as_bytes(), &[0], &id])).collect(),
+        marketplace: markets.into_iter().map(|s| cat(&[s.as_bytes(), &[0], &id])).collect(),
+    }
 }
 
 fn stat_keys(rec: &MatchRecord) -> Vec<Vec<u8>> {
@@ -326,7 +332,11 @@ impl History {
     pub fn insert(&self, rec: &MatchRecord) -> Result<MatchId> {
         let value = json(rec)?;
         let id = id_be(rec.match_id);
-        let (tk, sk, mk) = index_keys(rec);
+        let IndexKeys {
+            takedown: tk,
+            seller: sk,
+            marketplace: mk,
+        } = index_keys(rec);
         let counters = stat_keys(rec);
         (
             &self.matches,
@@ -619,7 +629,11 @@ impl History {
         for kv in self.matches.range(..end.to_vec()).take(batch) {
             let (k, v) = kv?;
             let rec: MatchRecord = parse("match", &v)?;
-            let (tk, sk, mk) = index_keys(&rec);
+            let IndexKeys {
+                takedown: tk,
+                seller: sk,
+                marketplace: mk,
+            } = index_keys(&rec);
             let counters = stat_keys(&rec);
             let review_keys: Vec<_> = self
                 .reviews

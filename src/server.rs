@@ -146,6 +146,47 @@ impl pb::relist_server::Relist for RelistService {
             .buffered(STREAM_CONCURRENCY);
         Ok(Response::new(Box::pin(answers)))
     }
+
+    async fn query_matches(
+        &self,
+        request: Request<pb::QueryMatchesRequest>,
+    ) -> Result<Response<pb::QueryMatchesResponse>, Status> {
+        let (q, page_size, token) = api::query_from_proto(request.get_ref()).map_err(api::status)?;
+        let page = self
+            .blocking(move |bank| bank.query_matches(&q, page_size, token.as_deref()))
+            .await?;
+        Ok(Response::new(api::page_to_proto(&page)))
+    }
+
+    async fn get_match(&self, request: Request<pb::GetMatchRequest>) -> Result<Response<pb::MatchRecord>, Status> {
+        let id = request.into_inner().match_id;
+        if id == 0 {
+            return Err(api::status(Error::invalid("match_id", "is required")));
+        }
+        let view = self.blocking(move |bank| bank.get_match(id)).await?;
+        Ok(Response::new(api::match_view_to_proto(&view)))
+    }
+
+    async fn match_stats(
+        &self,
+        request: Request<pb::MatchStatsRequest>,
+    ) -> Result<Response<pb::MatchStatsResponse>, Status> {
+        let (from, to, top) = api::stats_request_from_proto(request.get_ref()).map_err(api::status)?;
+        let stats = self.blocking(move |bank| bank.match_stats(from, to, top)).await?;
+        Ok(Response::new(api::stats_to_proto(&stats)))
+    }
+
+    async fn review_match(
+        &self,
+        request: Request<pb::ReviewMatchRequest>,
+    ) -> Result<Response<pb::MatchRecord>, Status> {
+        let (id, label, reviewer, note) = api::review_from_proto(request.into_inner()).map_err(api::status)?;
+        let view = self
+            .blocking(move |bank| bank.review_match(id, label, &reviewer, &note))
+            .await?;
+        info!(match_id = id, label = label.as_str(), "match reviewed");
+        Ok(Response::new(api::match_view_to_proto(&view)))
+    }
 }
 
 /// Largest gRPC message accepted: a listing of several full-size photos.
@@ -184,6 +225,45 @@ pub async fn serve(
     bank.flush()?;
     info!("relist stopped");
     Ok(())
+}
+
+/// Records deleted per retention batch: small enough that a batch never holds up requests.
+pub const RETENTION_BATCH: usize = 1_000;
+
+/// Deletes match history older than `max_age`, now and then every `every`, in bounded
+/// batches with a pause between them so checks are not starved.
+pub fn spawn_retention(
+    bank: Arc<Bank>,
+    max_age: std::time::Duration,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let before = crate::domain::now_ms() - max_age.as_millis() as i64;
+            let mut total = 0usize;
+            loop {
+                let bank = bank.clone();
+                match tokio::task::spawn_blocking(move || bank.expire_history(before, RETENTION_BATCH)).await {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => total += n,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "history retention failed; will retry");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "history retention task failed");
+                        break;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if total > 0 {
+                info!(deleted = total, "expired match history");
+            }
+        }
+    })
 }
 
 /// Completes on SIGINT or SIGTERM.

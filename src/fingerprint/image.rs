@@ -1,11 +1,10 @@
-//! Image decoding with limits, and the 64-bit DCT pHash.
+//! Image decoding with limits.
 //!
 //! Decoding is where hostile input arrives (truncated files, decompression bombs), so every
 //! limit is checked before pixels are allocated and every failure is an error, never a panic.
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
-use image_hasher::{HashAlg, Hasher, HasherConfig};
 
 /// Limits applied to every encoded image before and while decoding.
 #[derive(Clone, Copy, Debug)]
@@ -100,33 +99,6 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
-/// The 64-bit DCT perceptual hash (image_hasher's median pHash, 8x8 bits).
-pub struct PHasher(Hasher);
-
-impl Default for PHasher {
-    fn default() -> Self {
-        PHasher(
-            HasherConfig::new()
-                .hash_size(8, 8)
-                .hash_alg(HashAlg::Median)
-                .preproc_dct()
-                .to_hasher(),
-        )
-    }
-}
-
-impl PHasher {
-    /// The hash as a big-endian u64 of image_hasher's 8 bytes.
-    pub fn hash(&self, img: &DynamicImage) -> u64 {
-        let h = self.0.hash_image(img);
-        let mut b = [0u8; 8];
-        for (dst, src) in b.iter_mut().zip(h.as_bytes()) {
-            *dst = *src;
-        }
-        u64::from_be_bytes(b)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,14 +117,6 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
-    }
-
-    #[test]
-    fn phash_golden_values() {
-        // Stored values: a change here is a change of stored format.
-        let p = PHasher::default();
-        assert_eq!(format!("{:016x}", p.hash(&pattern(97, 61))), "01c0e0f8f8f8fc7c");
-        assert_eq!(format!("{:016x}", p.hash(&pattern(640, 480))), "556aeb40bebe4544");
     }
 
     #[test]

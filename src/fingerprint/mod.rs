@@ -1,13 +1,16 @@
 //! Fingerprints: what relist remembers of a listing instead of the listing itself.
 //!
 //! - [`pdq`]: Meta's 256-bit PDQ hash with its 0-100 quality and its 8 rotations/flips.
-//! - [`image`]: decoding with limits and EXIF orientation, and the 64-bit DCT pHash.
+//! - [`image`]: decoding with limits and EXIF orientation.
+//! - [`phash`]: the 64-bit DCT pHash, bit-compatible with Python's `imagehash.phash`, which
+//!   many marketplaces already store.
 //! - [`text`]: title normalisation and the 64-bit simhash.
 //!
 //! Every stored fingerprint is pinned by golden-value tests: a change of output is a change of
 //! stored format and needs a schema migration.
 pub mod image;
 pub mod pdq;
+pub mod phash;
 pub mod text;
 
 use crate::domain::{CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints};
@@ -18,15 +21,11 @@ pub use self::image::DecodeLimits;
 /// Computes the fingerprints of listings. Cheap to share; holds no per-call state.
 pub struct Fingerprinter {
     limits: DecodeLimits,
-    phasher: image::PHasher,
 }
 
 impl Fingerprinter {
     pub fn new(limits: DecodeLimits) -> Self {
-        Fingerprinter {
-            limits,
-            phasher: image::PHasher::default(),
-        }
+        Fingerprinter { limits }
     }
 
     /// Decodes and hashes one encoded image.
@@ -37,7 +36,7 @@ impl Fingerprinter {
             fingerprint: ImageFingerprint {
                 pdq: Some(variants[0]),
                 pdq_quality: quality,
-                phash: Some(self.phasher.hash(&img)),
+                phash: Some(phash::phash(&img)),
             },
             pdq_variants: Some(variants),
         })
