@@ -58,9 +58,15 @@ impl Bank {
             store,
             index: RwLock::new(index),
             writer: Mutex::new(()),
-            fingerprinter: Fingerprinter::new(limits),
+            fingerprinter: Fingerprinter::new(limits).with_thumbnails(true),
             thresholds,
         })
+    }
+
+    /// Stops keeping thumbnails (they are on by default, for the history page).
+    pub fn without_thumbnails(mut self) -> Self {
+        self.fingerprinter = self.fingerprinter.with_thumbnails(false);
+        self
     }
 
     pub fn thresholds(&self) -> &Thresholds {
@@ -73,7 +79,7 @@ impl Bank {
 
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
-        let (_, fingerprints) = self.fingerprinter.listing(listing)?;
+        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
         let _w = self.writer.lock();
         let existing = match self
             .store
@@ -108,6 +114,8 @@ impl Bank {
             index.remove(old.id, &old.fingerprints);
         }
         index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
+        drop(index);
+        self.store.put_thumbnails(id, &thumbnails(&images))?;
         Ok(Registered {
             takedown_id: id,
             updated: existing.is_some(),
@@ -198,7 +206,9 @@ impl Bank {
         let match_id = if verdict == Verdict::Clear {
             None
         } else {
-            Some(self.history.record(source, listing, verdict, score, &matches)?)
+            let id = self.history.record(source, listing, verdict, score, &matches)?;
+            self.history.put_thumbnails(id, &thumbnails(&images))?;
+            Some(id)
         };
         Ok(CheckOutcome {
             verdict,
@@ -236,8 +246,31 @@ impl Bank {
         self.history.delete_older_than(before_ms, batch)
     }
 
+    /// A kept thumbnail: of a takedown's image, or of a recorded match's candidate image.
+    pub fn thumbnail(&self, of: ThumbnailOf, image: u8) -> Result<Option<Vec<u8>>> {
+        match of {
+            ThumbnailOf::Takedown(id) => self.store.thumbnail(id, image),
+            ThumbnailOf::Match(id) => self.history.thumbnail(id, image),
+        }
+    }
+
     /// Makes everything durable; called on shutdown.
     pub fn flush(&self) -> Result<()> {
         self.store.flush()
     }
+}
+
+/// Whose thumbnail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThumbnailOf {
+    Takedown(TakedownId),
+    Match(u64),
+}
+
+fn thumbnails(images: &[crate::domain::CandidateImage]) -> Vec<(u8, Vec<u8>)> {
+    images
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.thumbnail.clone().map(|t| (i as u8, t)))
+        .collect()
 }

@@ -72,6 +72,9 @@ pub struct ServeArgs {
     /// Title simhash distance at or under which a title alone is sent to review.
     #[arg(long, env = "RELIST_TEXT_REVIEW")]
     pub text_review: Option<u32>,
+    /// Do not keep small thumbnails of takedown and matched images (they feed the history page).
+    #[arg(long, env = "RELIST_NO_THUMBNAILS")]
+    pub no_thumbnails: bool,
     /// Delete match history older than this many days (0: keep forever) [default: keep].
     #[arg(long, env = "RELIST_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
@@ -122,6 +125,7 @@ impl ServeArgs {
                     .unwrap_or(defaults.max_pixels),
             },
             thresholds,
+            thumbnails: !self.no_thumbnails && file.history.thumbnails.unwrap_or(true),
             history_retention: self
                 .history_retention_days
                 .or(file.history.retention_days)
@@ -382,9 +386,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let bank = {
         let (dir, thresholds, limits) = (cfg.data_dir.clone(), cfg.thresholds, cfg.limits);
-        tokio::task::spawn_blocking(move || Bank::open(&dir, thresholds, limits))
-            .await?
-            .with_context(|| format!("opening store {}", cfg.data_dir.display()))?
+        let thumbnails = cfg.thumbnails;
+        tokio::task::spawn_blocking(move || {
+            Bank::open(&dir, thresholds, limits).map(|b| if thumbnails { b } else { b.without_thumbnails() })
+        })
+        .await?
+        .with_context(|| format!("opening store {}", cfg.data_dir.display()))?
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

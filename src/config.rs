@@ -42,6 +42,8 @@ pub struct FileConfig {
 pub struct HistorySection {
     /// Delete match history older than this many days (absent or 0: keep forever).
     pub retention_days: Option<u32>,
+    /// Keep small thumbnails of takedown and matched images (default true).
+    pub thumbnails: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +75,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub limits: DecodeLimits,
     pub thresholds: Thresholds,
+    /// Keep thumbnails for the history page.
+    pub thumbnails: bool,
     /// Delete match history older than this; `None` keeps it forever.
     pub history_retention: Option<std::time::Duration>,
 }

@@ -59,6 +59,8 @@ pub struct ListingFingerprints {
 pub struct CandidateImage {
     pub fingerprint: ImageFingerprint,
     pub pdq_variants: Option<[PdqHash; 8]>,
+    /// A small JPEG for people to look at (history page), when thumbnails are kept.
+    pub thumbnail: Option<Vec<u8>>,
 }
 
 /// The stored part of a listing (images are kept as fingerprints only).

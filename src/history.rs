@@ -13,6 +13,7 @@
 //! - `labels`: match id -> latest label byte.
 //! - `suppressions`: candidate marketplace ++ 0 ++ listing id ++ 0 ++ takedown id BE -> JSON
 //!   [`Suppression`]: what a FALSE_POSITIVE review stopped from matching that listing again.
+//! - `match_thumbs`: match id ++ candidate image index (u8) -> small JPEG, when kept.
 //! - `stats`: day (u32 BE, days since epoch) ++ kind byte ++ name -> u64 BE count, kept
 //!   up to date on every record so statistics never scan the history.
 //!
@@ -163,6 +164,7 @@ pub struct History {
     labels: Tree,
     suppressions: Tree,
     stats: Tree,
+    thumbs: Tree,
     last_id: AtomicU64,
 }
 
@@ -285,6 +287,7 @@ impl History {
             labels: db.open_tree("labels")?,
             suppressions: db.open_tree("suppressions")?,
             stats: db.open_tree("stats")?,
+            thumbs: db.open_tree("match_thumbs")?,
             last_id: AtomicU64::new(last),
         })
     }
@@ -326,6 +329,21 @@ impl History {
             score,
             matches: matches.to_vec(),
         })
+    }
+
+    /// Keeps the candidate's thumbnails (index, JPEG) beside a record.
+    pub fn put_thumbnails(&self, id: MatchId, thumbs: &[(u8, Vec<u8>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (i, jpeg) in thumbs {
+            batch.insert(cat(&[&id_be(id), &[*i]]), jpeg.as_slice());
+        }
+        self.thumbs.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// A candidate image's thumbnail, if kept.
+    pub fn thumbnail(&self, id: MatchId, image: u8) -> Result<Option<Vec<u8>>> {
+        Ok(self.thumbs.get(cat(&[&id_be(id), &[image]]))?.map(|v| v.to_vec()))
     }
 
     /// Writes a record with its index entries and counters atomically.
@@ -674,6 +692,9 @@ impl History {
                     }
                     Ok::<(), ConflictableTransactionError<Error>>(())
                 })?;
+            for t in self.thumbs.scan_prefix(&k).keys() {
+                self.thumbs.remove(t?)?;
+            }
             n += 1;
         }
         Ok(n)

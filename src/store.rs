@@ -6,6 +6,7 @@
 //! - `listing_keys`: `marketplace \0 listing_id` -> takedown id, for idempotent registration.
 //! - `fingerprints`: takedown id -> compact binary fingerprints of *live* takedowns only; the
 //!   in-memory index is rebuilt from this tree alone at start, without parsing JSON.
+//! - `takedown_thumbs`: takedown id ++ image index (u8) -> small JPEG, when kept.
 //! - the match history's trees, documented in [`crate::history`].
 //!
 //! A takedown and its keys are written in one transaction, so a crash never leaves a
@@ -31,6 +32,7 @@ pub struct Store {
     takedowns: Tree,
     listing_keys: Tree,
     fingerprints: Tree,
+    thumbs: Tree,
 }
 
 impl Store {
@@ -58,6 +60,7 @@ impl Store {
             takedowns: db.open_tree("takedowns")?,
             listing_keys: db.open_tree("listing_keys")?,
             fingerprints: db.open_tree("fingerprints")?,
+            thumbs: db.open_tree("takedown_thumbs")?,
             db,
         })
     }
@@ -128,6 +131,28 @@ impl Store {
     /// Number of live takedowns.
     pub fn live_count(&self) -> usize {
         self.fingerprints.len()
+    }
+
+    /// Replaces a takedown's thumbnails (index, JPEG). Best effort: thumbnails are for
+    /// people, and the takedown itself is already stored.
+    pub fn put_thumbnails(&self, id: TakedownId, thumbs: &[(u8, Vec<u8>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for k in self.thumbs.scan_prefix(id.to_be_bytes()).keys() {
+            batch.remove(k?);
+        }
+        for (i, jpeg) in thumbs {
+            batch.insert([&id.to_be_bytes()[..], &[*i]].concat(), jpeg.as_slice());
+        }
+        self.thumbs.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// A takedown image's thumbnail, if kept.
+    pub fn thumbnail(&self, id: TakedownId, image: u8) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .thumbs
+            .get([&id.to_be_bytes()[..], &[image]].concat())?
+            .map(|v| v.to_vec()))
     }
 
     /// The database, for the history's own trees.

@@ -63,6 +63,18 @@ async fn analysts_query_review_and_count_matches() {
         assert_eq!(verdict(&r), pb::Verdict::Reupload);
         match_ids.push(r.match_id);
     }
+    // Thumbnails are kept for people to look at: the takedown's and the candidate's.
+    use relist::bank::ThumbnailOf;
+    for of in [ThumbnailOf::Takedown(takedowns[0]), ThumbnailOf::Match(match_ids[0])] {
+        let jpeg = server.bank.thumbnail(of, 0).unwrap().expect("thumbnail kept");
+        let t = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((t.width(), t.height()), (160, 120), "{of:?}");
+    }
+    assert!(server
+        .bank
+        .thumbnail(ThumbnailOf::Match(match_ids[0]), 1)
+        .unwrap()
+        .is_none());
     // One batch check.
     let mut s = c
         .check_listings(tokio_stream::iter(vec![pb::CheckListingRequest {

@@ -87,6 +87,16 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
     Ok(img)
 }
 
+/// A small JPEG of the image (longest side `max_side`), for people to look at; `None` if
+/// encoding fails, which only costs the picture.
+pub fn thumbnail_jpeg(img: &DynamicImage, max_side: u32) -> Option<Vec<u8>> {
+    let small = img.thumbnail(max_side, max_side).to_rgb8();
+    let mut out = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75);
+    small.write_with_encoder(enc).ok()?;
+    Some(out)
+}
+
 /// Whether the last start-of-scan marker (FF DA) is followed by an end-of-image marker
 /// (FF D9). Entropy-coded data never holds FF D9 (FF is byte-stuffed), and an embedded EXIF
 /// thumbnail's own markers come before the main image's scan, so this catches truncation of

@@ -21,11 +21,24 @@ pub use self::image::DecodeLimits;
 /// Computes the fingerprints of listings. Cheap to share; holds no per-call state.
 pub struct Fingerprinter {
     limits: DecodeLimits,
+    thumbnails: bool,
 }
+
+/// Longest side of a kept thumbnail, in pixels.
+pub const THUMBNAIL_SIZE: u32 = 160;
 
 impl Fingerprinter {
     pub fn new(limits: DecodeLimits) -> Self {
-        Fingerprinter { limits }
+        Fingerprinter {
+            limits,
+            thumbnails: false,
+        }
+    }
+
+    /// Also makes a small JPEG thumbnail of every decoded image.
+    pub fn with_thumbnails(mut self, on: bool) -> Self {
+        self.thumbnails = on;
+        self
     }
 
     /// Decodes and hashes one encoded image.
@@ -39,6 +52,10 @@ impl Fingerprinter {
                 phash: Some(phash::phash(&img)),
             },
             pdq_variants: Some(variants),
+            thumbnail: self
+                .thumbnails
+                .then(|| image::thumbnail_jpeg(&img, THUMBNAIL_SIZE))
+                .flatten(),
         })
     }
 
@@ -62,6 +79,7 @@ impl Fingerprinter {
                         phash: *phash,
                     },
                     pdq_variants: None,
+                    thumbnail: None,
                 },
             };
             images.push(candidate);
