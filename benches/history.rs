@@ -20,7 +20,11 @@ fn record(i: u64, start_ms: i64, span_ms: i64, n: u64) -> MatchRecord {
     MatchRecord {
         match_id: at_ms as u64 * 1000 + i % 1000,
         at_ms,
-        source: if i % 10 == 0 { Source::Batch } else { Source::Upload },
+        source: if i.is_multiple_of(10) {
+            Source::Batch
+        } else {
+            Source::Upload
+        },
         candidate: ListingInfo {
             listing_id: format!("l{i}"),
             marketplace: marketplace.into(),
@@ -28,7 +32,11 @@ fn record(i: u64, start_ms: i64, span_ms: i64, n: u64) -> MatchRecord {
             title: "baju bekas import original".into(),
             description: String::new(),
         },
-        verdict: if i % 3 == 0 { Verdict::Review } else { Verdict::Reupload },
+        verdict: if i.is_multiple_of(3) {
+            Verdict::Review
+        } else {
+            Verdict::Reupload
+        },
         score: 0.5 + (i % 50) as f64 / 100.0,
         matches: vec![Match {
             takedown_id: takedown,
@@ -74,7 +82,7 @@ fn main() {
     let t = Instant::now();
     for i in 0..n {
         h.insert(&record(i, start_ms, span_ms, n)).expect("insert");
-        if i % 100_000 == 0 && i > 0 {
+        if i.is_multiple_of(100_000) && i > 0 {
             eprintln!("  {i} records, {:.0} records/s", i as f64 / t.elapsed().as_secs_f64());
         }
     }
