@@ -35,6 +35,10 @@ pub enum Command {
     Takedown(TakedownCommand),
     /// Check whether a listing is a re-upload of a taken-down one.
     Check(CheckArgs),
+    /// Re-check a whole catalog (JSON Lines or CSV) and write one result row per listing;
+    /// resumable, bounded memory. See `relist batch --help` for the formats.
+    #[command(after_long_help = crate::batch::FORMATS_HELP)]
+    Batch(crate::batch::BatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +234,7 @@ pub fn run() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Takedown(cmd) => takedown(cmd).await,
             Command::Check(args) => check(args).await,
+            Command::Batch(args) => crate::batch::run(args).await,
         }
     })
 }
