@@ -41,6 +41,10 @@ pub enum Command {
     Stats(StatsArgs),
     /// Label a recorded match as confirmed or false-positive (or take a label back).
     Review(ReviewArgs),
+    /// Re-check a whole catalog (JSON Lines or CSV) and write one result row per listing;
+    /// resumable, bounded memory. See `relist batch --help` for the formats.
+    #[command(after_long_help = crate::batch::FORMATS_HELP)]
+    Batch(crate::batch::BatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +372,7 @@ pub fn run() -> anyhow::Result<()> {
             Command::History(args) => history(args).await,
             Command::Stats(args) => stats(args).await,
             Command::Review(args) => review(args).await,
+            Command::Batch(args) => crate::batch::run(args).await,
         }
     })
 }

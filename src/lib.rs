@@ -20,8 +20,10 @@
 //! - [`history`]: the record of non-clear checks.
 //! - [`store`]: sled trees and the stored formats (a contract, versioned).
 //! - [`config`], [`cli`]: flags, environment, TOML; the `relist` command.
+//! - [`batch`]: `relist batch`, re-checking a whole catalog over one CheckListings stream.
 pub mod api;
 pub mod bank;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod domain;

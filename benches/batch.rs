@@ -1,0 +1,256 @@
+//! Throughput of `relist batch` (the library pipeline, not the binary) against a real daemon
+//! (the release `relist serve`, spawned, so that client and server memory are measured
+//! apart) on this machine's loopback:
+//!
+//! - listings with one 500x375 JPEG each, sent as bytes (photos from ../shared/data/photos-dev
+//!   when present, else generated);
+//! - hash-only listings (a PDQ and a pHash each), 200,000 by default, with the client's and
+//!   the daemon's resident memory before and after, to show it stays flat.
+//!
+//! Run: `cargo bench --bench batch` (sizes: RELIST_BENCH_IMAGES, RELIST_BENCH_HASHES).
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use relist::api::pb;
+use relist::batch::{run_batch, BatchOptions, Summary};
+
+type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Resident memory of a process, in MiB (current, peak).
+fn rss_mib(pid: &str) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(data: &Path) -> Daemon {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_relist"))
+        .args(["serve", "--data-dir", &data.display().to_string(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RELIST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn relist serve");
+    Daemon {
+        child,
+        addr: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn connect(addr: &str) -> Client {
+    for _ in 0..100 {
+        if let Ok(c) = Client::connect(addr.to_string()).await {
+            return c.max_encoding_message_size(64 << 20);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("daemon at {addr} did not come up");
+}
+
+/// 500x375 JPEGs: the dev photos resized, or generated ones.
+fn photos(n: usize) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/photos-dev");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    let encode = |img: image::DynamicImage| {
+        let img = img.resize_exact(500, 375, image::imageops::FilterType::Triangle);
+        let mut out = Vec::new();
+        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
+        img.to_rgb8().write_with_encoder(enc).expect("encode");
+        out
+    };
+    let from_disk: Vec<Vec<u8>> = files
+        .iter()
+        .take(n)
+        .filter_map(|p| image::open(p).ok())
+        .map(encode)
+        .collect();
+    if !from_disk.is_empty() {
+        println!("photos: {} from {}", from_disk.len(), dir.display());
+        return from_disk;
+    }
+    println!("photos: {n} generated ({} not found)", dir.display());
+    (0..n as u64)
+        .map(|seed| {
+            let img = image::RgbImage::from_fn(500, 375, |x, y| {
+                let v = ((x as u64 * 7 + y as u64 * 13 + seed * 31) ^ (x as u64 * y as u64 / (seed + 3))) as u8;
+                image::Rgb([v, v.wrapping_mul(3), v.wrapping_add((seed * 17) as u8)])
+            });
+            encode(image::DynamicImage::ImageRgb8(img))
+        })
+        .collect()
+}
+
+fn hex64(mut x: u64) -> String {
+    let mut s = String::with_capacity(64);
+    for _ in 0..4 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(&format!("{x:016x}"));
+    }
+    s
+}
+
+fn report(kind: &str, s: &Summary) {
+    println!(
+        "{kind}: {} listings in {:.2}s = {:.0} listings/s ({} REUPLOAD, {} REVIEW, {} CLEAR, {} errors)",
+        s.checked, s.elapsed_s, s.listings_per_s, s.reupload, s.review, s.clear, s.errors
+    );
+}
+
+fn main() {
+    let n_images = env_usize("RELIST_BENCH_IMAGES", 3000);
+    let n_hashes = env_usize("RELIST_BENCH_HASHES", 200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&dir.path().join("db"));
+    let server_pid = daemon.child.id().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // The bank: 100 photo takedowns and 1,000 hash takedowns.
+    let photos = photos(500);
+    rt.block_on(async {
+        let mut c = connect(&daemon.addr).await;
+        for (i, data) in photos.iter().take(100).enumerate() {
+            c.register_takedown(pb::RegisterTakedownRequest {
+                listing: Some(pb::Listing {
+                    listing_id: format!("p{i}"),
+                    marketplace: "shopee".into(),
+                    title: format!("barang takedown {i}"),
+                    images: vec![pb::Image {
+                        data: data.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("register");
+        }
+        for i in 0..1000u64 {
+            c.register_takedown(pb::RegisterTakedownRequest {
+                listing: Some(pb::Listing {
+                    listing_id: format!("h{i}"),
+                    marketplace: "shopee".into(),
+                    images: vec![pb::Image {
+                        pdq: hex64(i + 1),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("register");
+        }
+    });
+
+    // Listings with one JPEG file each.
+    let photo_dir = dir.path().join("photos");
+    std::fs::create_dir_all(&photo_dir).unwrap();
+    for (i, data) in photos.iter().enumerate() {
+        std::fs::write(photo_dir.join(format!("{i}.jpg")), data).unwrap();
+    }
+    let catalog = dir.path().join("images.jsonl");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&catalog).unwrap());
+        for i in 0..n_images {
+            let rec = serde_json::json!({
+                "listing_id": format!("i{i}"), "marketplace": "tokopedia",
+                "title": format!("barang bekas nomor {i}"), "images": [format!("photos/{}.jpg", i % photos.len())],
+            });
+            writeln!(f, "{rec}").unwrap();
+        }
+    }
+    let opts = BatchOptions::new(&catalog, dir.path().join("images-out.jsonl"), &daemon.addr);
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let s = rt.block_on(run_batch(&opts, stop.clone())).expect("image batch");
+    report("one 500x375 JPEG each", &s);
+
+    // Hash-only listings.
+    let catalog = dir.path().join("hashes.jsonl");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&catalog).unwrap());
+        for i in 0..n_hashes as u64 {
+            // One in 50 is a copy of a takedown hash, the rest random.
+            let pdq = if i % 50 == 0 {
+                hex64(i % 1000 + 1)
+            } else {
+                hex64(i + 1_000_000)
+            };
+            let phash = format!("{:016x}", (i + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            writeln!(
+                f,
+                r#"{{"listing_id":"h{i}","marketplace":"tokopedia","title":"","images":[{{"pdq":"{pdq}","phash":"{phash}"}}]}}"#
+            )
+            .unwrap();
+        }
+    }
+    let (c0, s0) = (rss_mib("self"), rss_mib(&server_pid));
+    // A first tenth to warm up, then the rest measured: RSS after the warm-up and at the end.
+    let mut opts = BatchOptions::new(&catalog, dir.path().join("hashes-out.jsonl"), &daemon.addr);
+    opts.concurrency = 64;
+    let warm = dir.path().join("hashes-warm.jsonl");
+    {
+        let text = std::fs::read_to_string(&catalog).unwrap();
+        let lines: Vec<&str> = text.lines().take(n_hashes / 10).collect();
+        std::fs::write(&warm, lines.join("\n") + "\n").unwrap();
+    }
+    let mut warm_opts = opts.clone();
+    warm_opts.catalog = warm;
+    warm_opts.out = dir.path().join("hashes-warm-out.jsonl");
+    rt.block_on(run_batch(&warm_opts, stop.clone())).expect("warm-up");
+    let (c1, s1) = (rss_mib("self"), rss_mib(&server_pid));
+    let s = rt.block_on(run_batch(&opts, stop)).expect("hash batch");
+    report("hash-only", &s);
+    let (c2, s2) = (rss_mib("self"), rss_mib(&server_pid));
+    println!(
+        "client RSS MiB: {:.0} before, {:.0} after {} warm-up listings, {:.0} after {} more (peak {:.0})",
+        c0.0,
+        c1.0,
+        n_hashes / 10,
+        c2.0,
+        s.checked,
+        c2.1
+    );
+    println!(
+        "server RSS MiB: {:.0} before, {:.0} after the warm-up, {:.0} at the end (peak {:.0})",
+        s0.0, s1.0, s2.0, s2.1
+    );
+    drop(daemon);
+}

@@ -1,0 +1,463 @@
+//! `relist batch`: re-checks a whole catalog against the bank over one `CheckListings`
+//! stream and writes one result row per listing, resumably.
+//!
+//! The pipeline is bounded at every stage, so memory stays flat however large the catalog:
+//!
+//! ```text
+//! catalog reader (thread, lazy) ──► image loading, buffered(--concurrency), in order
+//!   ──► dispatcher ──► bounded channel ──► CheckListings request stream ──► daemon
+//!              └─► pending queue (bounded) ──► writer ◄── response stream (same order)
+//! ```
+//!
+//! Records that fail on the client (missing file, failed download, malformed record) never
+//! reach the daemon; they take their place in the pending queue as error rows, so RESULTS
+//! keeps the catalog's order.
+pub mod catalog;
+pub mod fetch;
+pub mod progress;
+pub mod results;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::api::pb;
+use crate::cli::ClientArgs;
+
+pub use catalog::Format;
+pub use fetch::FetchOptions;
+pub use progress::ProgressMode;
+use results::{ResultsFile, Row};
+
+/// The formats, resuming and exit codes: the long help of `relist batch` (`--help`).
+pub const FORMATS_HELP: &str = r#"CATALOG holds one listing per record, with listing_id, marketplace, seller_id, title,
+description and images. An image is a local path (relative to --base-dir, by default the
+catalog's directory), an http(s) URL (downloaded here) or a precomputed hash.
+
+JSON Lines (.jsonl, .ndjson), one object per line:
+  {"listing_id": "123", "marketplace": "shopee", "seller_id": "s9", "title": "baju bekas",
+   "description": "", "images": ["a.jpg", "https://cdn/x.jpg", {"pdq": "<64 hex>"},
+   {"phash": "<16 hex>"}, {"pdq": "...", "phash": "...", "pdq_quality": 80}]}
+CSV (.csv), with a header row; columns listing_id, marketplace, seller_id, title,
+description, images (entries separated by '|': a path, a URL, pdq:HEX or phash:HEX), and
+optionally pdq and phash ('|'-separated hashes, paired by position into images).
+
+RESULTS (--out, .jsonl or .csv) gets one row per listing: record (position in the
+catalog), listing_id, marketplace, verdict (REUPLOAD, REVIEW, CLEAR), score, the strongest
+match (takedown_id, takedown_marketplace, takedown_listing_id, image_distance,
+image_hash_kind, text_distance, same_seller), matches, match_id, or error. Records that
+fail here (missing file, failed download, malformed record) get an error row and are not
+sent.
+
+Resuming: run again with the same --out and the listings already in RESULTS (by
+marketplace, case-insensitively, and listing_id) are skipped; a torn last line from a
+crash is cut. A listing that appears twice in the catalog is checked once. Error rows count
+as done: to retry them, remove them from RESULTS first. With --only-matches, RESULTS gets
+only REUPLOAD and REVIEW rows (and error rows), and the keys of all listings done go to
+RESULTS.done, so resuming skips the clear ones too.
+
+Ctrl-C stops reading the catalog, lets the listings already sent finish, writes their rows
+and exits with 130; RESULTS is complete up to its last line. Exit code 1 when any listing
+failed, unless --allow-errors."#;
+
+/// `relist batch`: re-check a whole catalog (JSON Lines or CSV) against the bank, one result
+/// row per listing. The formats and behaviour are documented in [`FORMATS_HELP`], shown by
+/// `relist batch --help`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The catalog file (`-` for standard input, with --format).
+    pub catalog: PathBuf,
+    /// Catalog format [default: from the extension].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Results file; appended to, and resumed from when it exists.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Results format [default: from --out's extension].
+    #[arg(long, value_enum)]
+    pub out_format: Option<Format>,
+    /// Listings whose images are loaded at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Write only REUPLOAD and REVIEW rows (and errors); done keys go to RESULTS.done.
+    #[arg(long)]
+    pub only_matches: bool,
+    /// Exit 0 even when some listings could not be checked.
+    #[arg(long)]
+    pub allow_errors: bool,
+    /// Directory that relative image paths are resolved against [default: the catalog's].
+    #[arg(long)]
+    pub base_dir: Option<PathBuf>,
+    /// Time allowed for one download attempt (connect, headers and body).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Time allowed to connect to an image server.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Retries of a download after a 5xx, 408, 429, timeout or connection error.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each next one.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+    /// Largest image accepted, in bytes (files and downloads).
+    #[arg(long, default_value_t = 20 * 1024 * 1024)]
+    pub max_image_bytes: u64,
+    /// Interval of the plain progress lines when stderr is not a terminal.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub progress_interval: Duration,
+    /// No progress output (the summary is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Everything a batch run needs; [`BatchArgs`] builds one, the benchmark another.
+#[derive(Clone, Debug)]
+pub struct BatchOptions {
+    pub catalog: PathBuf,
+    pub format: Option<Format>,
+    pub out: PathBuf,
+    pub out_format: Option<Format>,
+    pub addr: String,
+    pub concurrency: usize,
+    pub only_matches: bool,
+    pub base_dir: Option<PathBuf>,
+    pub fetch: FetchOptions,
+    pub progress: ProgressMode,
+    pub progress_interval: Duration,
+}
+
+impl BatchOptions {
+    /// Defaults for everything but the files and the daemon.
+    pub fn new(catalog: impl Into<PathBuf>, out: impl Into<PathBuf>, addr: impl Into<String>) -> BatchOptions {
+        BatchOptions {
+            catalog: catalog.into(),
+            format: None,
+            out: out.into(),
+            out_format: None,
+            addr: addr.into(),
+            concurrency: 16,
+            only_matches: false,
+            base_dir: None,
+            fetch: FetchOptions::default(),
+            progress: ProgressMode::Off,
+            progress_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BatchArgs {
+    pub fn options(&self) -> BatchOptions {
+        BatchOptions {
+            catalog: self.catalog.clone(),
+            format: self.format,
+            out: self.out.clone(),
+            out_format: self.out_format,
+            addr: self.client.addr.clone(),
+            concurrency: self.concurrency,
+            only_matches: self.only_matches,
+            base_dir: self.base_dir.clone(),
+            fetch: FetchOptions {
+                max_bytes: self.max_image_bytes,
+                connect_timeout: self.connect_timeout,
+                timeout: self.timeout,
+                retries: self.retries,
+                backoff: self.retry_backoff,
+            },
+            progress: if self.quiet {
+                ProgressMode::Off
+            } else {
+                ProgressMode::Auto
+            },
+            progress_interval: self.progress_interval,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub catalog: String,
+    pub results: String,
+    /// Listings handled in this run (each got a row, or a key in RESULTS.done).
+    pub checked: u64,
+    pub reupload: u64,
+    pub review: u64,
+    pub clear: u64,
+    pub errors: u64,
+    /// Listings skipped: already in RESULTS, or repeated in the catalog.
+    pub skipped: u64,
+    pub elapsed_s: f64,
+    pub listings_per_s: f64,
+    /// Stopped by Ctrl-C before the end of the catalog.
+    pub interrupted: bool,
+}
+
+impl Summary {
+    fn print(&self) {
+        eprintln!(
+            "relist batch: {} checked in {:.1}s ({:.0} listings/s): {} REUPLOAD, {} REVIEW, {} CLEAR, {} errors; \
+             {} skipped (already done){}",
+            self.checked,
+            self.elapsed_s,
+            self.listings_per_s,
+            self.reupload,
+            self.review,
+            self.clear,
+            self.errors,
+            self.skipped,
+            if self.interrupted { "; interrupted" } else { "" }
+        );
+    }
+}
+
+/// Runs `relist batch`: the summary on stderr (and as JSON on stdout with --json); exits
+/// 130 when interrupted, 1 when a listing failed (unless --allow-errors).
+pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("relist batch: interrupted; finishing the listings in flight (Ctrl-C again to quit now)");
+        let _ = stop_tx.send(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            // Every row is written whole, so RESULTS is still a valid prefix.
+            std::process::exit(130);
+        }
+    });
+    let summary = run_batch(&args.options(), stop_rx).await?;
+    summary.print();
+    if args.client.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    let code = if summary.interrupted {
+        130
+    } else if summary.errors > 0 && !args.allow_errors {
+        eprintln!(
+            "relist batch: {} listings failed (see the error column; --allow-errors to exit 0)",
+            summary.errors
+        );
+        1
+    } else {
+        0
+    };
+    if code != 0 {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// Where a row goes once its listing is answered (or failed here).
+enum Pending {
+    Sent {
+        record: u64,
+        listing_id: String,
+        marketplace: String,
+        offset: u64,
+    },
+    Failed(Row, u64),
+}
+
+/// Requests queued for the stream beyond what the HTTP/2 window holds.
+const REQUEST_QUEUE: usize = 256;
+/// Listings sent (or failed) and not yet written.
+const PENDING_QUEUE: usize = 4096;
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs a batch until the catalog ends or `stop` turns true; returns what it did.
+pub async fn run_batch(opts: &BatchOptions, stop: watch::Receiver<bool>) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let format = Format::resolve(opts.format, &opts.catalog, "--format")?;
+    let out_format = Format::resolve(opts.out_format, &opts.out, "--out-format")?;
+    let base = match &opts.base_dir {
+        Some(b) => b.clone(),
+        None => opts
+            .catalog
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    };
+    let total_bytes = std::fs::metadata(&opts.catalog).ok().map(|m| m.len());
+    let entries = catalog::open(&opts.catalog, format, &base)?;
+    let (mut results, mut done) = ResultsFile::open(&opts.out, out_format, opts.only_matches)?;
+    let loader = fetch::Loader::new(opts.fetch.clone())?;
+    let mut client = connect(&opts.addr).await?;
+    let concurrency = opts.concurrency.max(1);
+
+    // Catalog reader: a thread, reading lazily, skipping what is done.
+    let skipped = Arc::new(AtomicU64::new(0));
+    let (item_tx, item_rx) = mpsc::channel::<catalog::Entry>(concurrency * 4 + 64);
+    let reader = {
+        let (skipped, stop) = (skipped.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("relist-catalog".into())
+            .spawn(move || {
+                for e in entries {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    if !done.insert(results::key(&e.marketplace, &e.listing_id, e.record)) {
+                        skipped.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    if item_tx.blocking_send(e).is_err() {
+                        break;
+                    }
+                }
+            })?
+    };
+
+    // Image loading, in catalog order, then the dispatcher.
+    let loaded = ReceiverStream::new(item_rx)
+        .map(move |e| {
+            let loader = loader.clone();
+            async move {
+                let res = match e.parsed {
+                    Ok(r) => loader.listing(r).await,
+                    Err(m) => Err(m),
+                };
+                (e.record, e.listing_id, e.marketplace, e.end_offset, res)
+            }
+        })
+        .buffered(concurrency);
+    let (req_tx, req_rx) = mpsc::channel::<pb::CheckListingRequest>(REQUEST_QUEUE);
+    let (pend_tx, mut pend_rx) = mpsc::channel::<Pending>(PENDING_QUEUE);
+    let mut dstop = stop.clone();
+    let dispatcher = tokio::spawn(async move {
+        let mut loaded = std::pin::pin!(loaded);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stopped(&mut dstop) => break,
+                n = loaded.next() => n,
+            };
+            let Some((record, listing_id, marketplace, offset, res)) = next else {
+                break;
+            };
+            let pending = match res {
+                Ok(listing) => {
+                    let p = Pending::Sent {
+                        record,
+                        listing_id,
+                        marketplace,
+                        offset,
+                    };
+                    if pend_tx.send(p).await.is_err()
+                        || req_tx
+                            .send(pb::CheckListingRequest { listing: Some(listing) })
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                Err(m) => Pending::Failed(Row::error(record, &listing_id, &marketplace, m), offset),
+            };
+            if pend_tx.send(pending).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let counters = Arc::new(progress::Counters::default());
+    let progress = progress::Progress::start(opts.progress, opts.progress_interval, counters.clone(), total_bytes);
+    let outcome = async {
+        let mut responses = client
+            .check_listings(ReceiverStream::new(req_rx))
+            .await
+            .map_err(|s| anyhow!("CheckListings: {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        while let Some(p) = pend_rx.recv().await {
+            let (row, offset) = match p {
+                Pending::Failed(row, offset) => (row, offset),
+                Pending::Sent {
+                    record,
+                    listing_id,
+                    marketplace,
+                    offset,
+                } => {
+                    let answer = responses
+                        .message()
+                        .await
+                        .map_err(|s| anyhow!("the daemon's stream failed: {:?}: {}", s.code(), s.message()))?
+                        .ok_or_else(|| {
+                            anyhow!("the daemon's stream ended before answering {marketplace}/{listing_id}")
+                        })?;
+                    if answer.listing_id != listing_id || answer.marketplace != marketplace {
+                        return Err(anyhow!(
+                            "the daemon answered {}/{} where {marketplace}/{listing_id} was expected",
+                            answer.marketplace,
+                            answer.listing_id
+                        ));
+                    }
+                    (Row::answer(record, &listing_id, &marketplace, answer.outcome), offset)
+                }
+            };
+            let write_row = !opts.only_matches || row.is_match() || row.error.is_some();
+            results.write(&row, write_row)?;
+            counters.add(&row, offset);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    progress.finish();
+    dispatcher.abort();
+    let interrupted = *stop.borrow();
+    if outcome.is_ok() && !interrupted {
+        // The catalog was read to its end: the reader is done.
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let summary = Summary {
+        catalog: opts.catalog.display().to_string(),
+        results: opts.out.display().to_string(),
+        checked: counters.total(),
+        reupload: counters.reupload.load(Relaxed),
+        review: counters.review.load(Relaxed),
+        clear: counters.clear.load(Relaxed),
+        errors: counters.errors.load(Relaxed),
+        skipped: skipped.load(Relaxed),
+        elapsed_s: elapsed,
+        listings_per_s: counters.total() as f64 / elapsed.max(1e-9),
+        interrupted,
+    };
+    outcome.with_context(|| {
+        format!(
+            "batch stopped after {} listings; {} is valid up to there, run again with the same --out to resume",
+            summary.checked,
+            opts.out.display()
+        )
+    })?;
+    Ok(summary)
+}
+
+type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
+
+async fn connect(addr: &str) -> anyhow::Result<Client> {
+    let client = Client::connect(addr.to_string())
+        .await
+        .with_context(|| format!("connecting to relist at {addr}"))?;
+    Ok(client
+        .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::server::MAX_MESSAGE_BYTES))
+}
