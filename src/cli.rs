@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// Delete match history older than this many days (0: keep forever) [default: keep].
     #[arg(long, env = "RELIST_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
+    /// Also serve the analysts' web page (match history, reviews) on this address, e.g.
+    /// 127.0.0.1:8080. It has no login: keep it on loopback or behind an authenticating proxy.
+    /// [default: no web page]
+    #[arg(long, env = "RELIST_HTTP")]
+    pub http: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -405,7 +410,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(max_age) = cfg.history_retention {
         crate::server::spawn_retention(bank.clone(), max_age, std::time::Duration::from_secs(600));
     }
-    crate::server::serve(bank, listener, crate::server::shutdown_signal()).await
+    // One shutdown signal stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let web = match args.http {
+        Some(addr) => {
+            let http = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (--http)"))?;
+            Some(tokio::spawn(crate::web::serve(
+                bank.clone(),
+                http,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    crate::server::serve(bank, listener, stopped(stop_rx)).await?;
+    if let Some(web) = web {
+        web.await.context("web server task")??;
+    }
+    Ok(())
 }
 
 type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;

@@ -9,6 +9,8 @@
 //! - [`api`]: the gRPC boundary. Generated protobuf types, validation of requests, conversion
 //!   to and from [`domain`] types, and the one mapping of [`error::Error`] to status codes.
 //! - [`server`]: the tonic daemon (service, health, reflection, graceful shutdown).
+//! - [`web`]: the analysts' read-only web page over the match history (axum, `serve --http`);
+//!   its one write is a review.
 //! - [`bank`]: the core. Registers, removes and checks listings over the store, the live
 //!   index and the policy; blocking code, run off the async runtime.
 //! - [`fingerprint`]: what is remembered of a listing: PDQ and pHash of its images, a
@@ -35,3 +37,4 @@ pub mod matcher;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod web;
