@@ -439,9 +439,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
+pub(crate) type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
 
-async fn connect(addr: &str) -> anyhow::Result<Client> {
+/// Connects a client to the daemon with the server's message-size limits.
+pub(crate) async fn connect(addr: &str) -> anyhow::Result<Client> {
     let client = Client::connect(addr.to_string())
         .await
         .with_context(|| format!("connecting to relist at {addr}"))?;

@@ -451,13 +451,4 @@ pub async fn run_batch(opts: &BatchOptions, stop: watch::Receiver<bool>) -> anyh
     Ok(summary)
 }
 
-type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
-
-async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let client = Client::connect(addr.to_string())
-        .await
-        .with_context(|| format!("connecting to relist at {addr}"))?;
-    Ok(client
-        .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(crate::server::MAX_MESSAGE_BYTES))
-}
+use crate::cli::connect;
