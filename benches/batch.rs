@@ -202,55 +202,56 @@ fn main() {
     let s = rt.block_on(run_batch(&opts, stop.clone())).expect("image batch");
     report("one 500x375 JPEG each", &s);
 
-    // Hash-only listings.
-    let catalog = dir.path().join("hashes.jsonl");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&catalog).unwrap());
-        for i in 0..n_hashes as u64 {
-            // One in 50 is a copy of a takedown hash, the rest random.
-            let pdq = if i % 50 == 0 {
-                hex64(i % 1000 + 1)
-            } else {
-                hex64(i + 1_000_000)
-            };
-            let phash = format!("{:016x}", (i + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            writeln!(
-                f,
-                r#"{{"listing_id":"h{i}","marketplace":"tokopedia","title":"","images":[{{"pdq":"{pdq}","phash":"{phash}"}}]}}"#
-            )
-            .unwrap();
-        }
-    }
+    // Hash-only listings, in five equal parts through the same pipeline, with the client's
+    // and the daemon's resident memory after each: flat memory shows as flat rows.
+    const PARTS: usize = 5;
+    let per_part = n_hashes.div_ceil(PARTS);
     let (c0, s0) = (rss_mib("self"), rss_mib(&server_pid));
-    // A first tenth to warm up, then the rest measured: RSS after the warm-up and at the end.
-    let mut opts = BatchOptions::new(&catalog, dir.path().join("hashes-out.jsonl"), &daemon.addr);
-    opts.concurrency = 64;
-    let warm = dir.path().join("hashes-warm.jsonl");
-    {
-        let text = std::fs::read_to_string(&catalog).unwrap();
-        let lines: Vec<&str> = text.lines().take(n_hashes / 10).collect();
-        std::fs::write(&warm, lines.join("\n") + "\n").unwrap();
-    }
-    let mut warm_opts = opts.clone();
-    warm_opts.catalog = warm;
-    warm_opts.out = dir.path().join("hashes-warm-out.jsonl");
-    rt.block_on(run_batch(&warm_opts, stop.clone())).expect("warm-up");
-    let (c1, s1) = (rss_mib("self"), rss_mib(&server_pid));
-    let s = rt.block_on(run_batch(&opts, stop)).expect("hash batch");
-    report("hash-only", &s);
-    let (c2, s2) = (rss_mib("self"), rss_mib(&server_pid));
     println!(
-        "client RSS MiB: {:.0} before, {:.0} after {} warm-up listings, {:.0} after {} more (peak {:.0})",
-        c0.0,
-        c1.0,
-        n_hashes / 10,
-        c2.0,
-        s.checked,
-        c2.1
+        "RSS MiB before the hash-only listings: client {:.0}, server {:.0}",
+        c0.0, s0.0
     );
+    let (mut checked, mut elapsed, mut reupload, mut clear) = (0u64, 0f64, 0u64, 0u64);
+    for part in 0..PARTS {
+        let catalog = dir.path().join(format!("hashes-{part}.jsonl"));
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&catalog).unwrap());
+            for i in (part * per_part) as u64..((part + 1) * per_part).min(n_hashes) as u64 {
+                // One in 50 is a copy of a takedown hash, the rest random.
+                let pdq = if i % 50 == 0 {
+                    hex64(i % 1000 + 1)
+                } else {
+                    hex64(i + 1_000_000)
+                };
+                let phash = format!("{:016x}", (i + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                writeln!(
+                    f,
+                    r#"{{"listing_id":"h{i}","marketplace":"tokopedia","title":"","images":[{{"pdq":"{pdq}","phash":"{phash}"}}]}}"#
+                )
+                .unwrap();
+            }
+        }
+        let mut opts = BatchOptions::new(
+            &catalog,
+            dir.path().join(format!("hashes-{part}-out.jsonl")),
+            &daemon.addr,
+        );
+        opts.concurrency = 64;
+        let s = rt.block_on(run_batch(&opts, stop.clone())).expect("hash batch");
+        std::fs::remove_file(&catalog).ok();
+        checked += s.checked;
+        elapsed += s.elapsed_s;
+        reupload += s.reupload;
+        clear += s.clear;
+        let (c, sv) = (rss_mib("self"), rss_mib(&server_pid));
+        println!(
+            "  after {checked:>9} hash-only listings: {:.0} listings/s; RSS MiB client {:.0} (peak {:.0}), server {:.0} (peak {:.0})",
+            s.listings_per_s, c.0, c.1, sv.0, sv.1
+        );
+    }
     println!(
-        "server RSS MiB: {:.0} before, {:.0} after the warm-up, {:.0} at the end (peak {:.0})",
-        s0.0, s1.0, s2.0, s2.1
+        "hash-only: {checked} listings in {elapsed:.2}s = {:.0} listings/s ({reupload} REUPLOAD, {clear} CLEAR)",
+        checked as f64 / elapsed.max(1e-9)
     );
     drop(daemon);
 }
