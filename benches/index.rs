@@ -17,7 +17,8 @@
 //! With `RELIST_BENCH_DUMP=DIR` it also writes the codes, queries and result counts for
 //! `benches/faiss_compare.py`, which runs the same lookups through FAISS.
 //!
-//! Run: `cargo bench --bench index` (or `benches/faiss_compare.sh` for everything).
+//! Run: `cargo bench --bench index` (or `benches/faiss_compare.sh` for everything);
+//! `RELIST_BENCH_KINDS=pdq` (or `b64`) for one kind.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -109,14 +110,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 struct Timing {
+    /// Per lookup, in order.
+    each_us: Vec<f64>,
     p50_us: f64,
     p99_us: f64,
     mean_us: f64,
 }
 
-fn timing(mut us: Vec<f64>) -> Timing {
+fn timing(each_us: Vec<f64>) -> Timing {
+    let mut us = each_us.clone();
     us.sort_by(f64::total_cmp);
     Timing {
+        each_us,
         p50_us: percentile(&us, 0.5),
         p99_us: percentile(&us, 0.99),
         mean_us: us.iter().sum::<f64>() / us.len().max(1) as f64,
@@ -161,6 +166,7 @@ fn sorted(mut v: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
 /// per lookup).
 fn run_lookups<const W: usize>(
     ix: &HammingIndex<W>,
+    stored: &[[u64; W]],
     qs: &[Vec<[u64; W]>],
     radius: u32,
     linear: usize,
@@ -184,7 +190,7 @@ fn run_lookups<const W: usize>(
         out.clear();
         let t = Instant::now();
         for code in q {
-            ix.range_linear(code, radius, &mut out);
+            linear_scan(stored, code, radius, &mut out);
         }
         lin_us.push(t.elapsed().as_secs_f64() * 1e6);
         assert_eq!(
@@ -196,8 +202,25 @@ fn run_lookups<const W: usize>(
     (timing(idx_us), timing(lin_us), counts)
 }
 
+/// The baseline: one pass over a flat array of the same codes (id = position), as a
+/// scan-everything matcher would keep them.
+fn linear_scan<const W: usize>(stored: &[[u64; W]], q: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
+    for (i, c) in stored.iter().enumerate() {
+        let mut d = 0;
+        for w in 0..W {
+            d += (c[w] ^ q[w]).count_ones();
+        }
+        if d <= radius {
+            out.push((i as u64, d));
+        }
+    }
+}
+
 fn as_bytes<const W: usize>(codes: &[[u64; W]]) -> Vec<u8> {
-    codes.iter().flat_map(|c| c.iter().flat_map(|w| w.to_le_bytes())).collect()
+    codes
+        .iter()
+        .flat_map(|c| c.iter().flat_map(|w| w.to_le_bytes()))
+        .collect()
 }
 
 /// Writes `name.codes` / `name.queries` (raw little-endian words: FAISS sees the same bits)
@@ -221,7 +244,7 @@ fn dump<const W: usize>(
         "bits": 64 * W, "n": stored.len(), "radius": radius,
         "per_lookup": qs.first().map_or(1, |q| q.len()), "lookups": qs.len(),
         "relist_p50_us": t.p50_us, "relist_p99_us": t.p99_us, "relist_mean_us": t.mean_us,
-        "linear_mean_us": lin.mean_us, "counts": counts,
+        "linear_mean_us": lin.mean_us, "counts": counts, "relist_us": t.each_us,
     });
     std::fs::write(dir.join(format!("{name}.json")), meta.to_string()).expect("write meta");
 }
@@ -253,13 +276,15 @@ fn main() {
     let sizes = env_list("RELIST_BENCH_SIZES", "1000000");
     let n_lookups = env_list("RELIST_BENCH_QUERIES", "1000")[0];
     let dump_dir: Option<PathBuf> = std::env::var_os("RELIST_BENCH_DUMP").map(PathBuf::from);
+    // RELIST_BENCH_KINDS=b64 or =pdq runs one kind only.
+    let kinds = std::env::var("RELIST_BENCH_KINDS").unwrap_or_else(|_| "b64,pdq".into());
     // Linear scans are slow at 10M: time a subset of the lookups.
     let linear_of = |n: usize| if n > 2_000_000 { 20 } else { 100 };
     println!("index benchmark: one core, exact results; linear = the same lookups by scan");
     for &n in &sizes {
         for dist in [Dist::Random, Dist::Clustered] {
             println!("\n{n} codes, {}:", dist.name());
-            {
+            if kinds.contains("b64") {
                 let stored = codes::<1>(n, dist, 7 + n as u64);
                 let (ix, secs, rss) = build(&stored);
                 let add = {
@@ -278,7 +303,7 @@ fn main() {
                 );
                 for radius in [4u32, 8, 12] {
                     let qs = lookups(&stored, n_lookups, 1, radius, 11 + u64::from(radius));
-                    let (t, lin, counts) = run_lookups(&ix, &qs, radius, linear_of(n));
+                    let (t, lin, counts) = run_lookups(&ix, &stored, &qs, radius, linear_of(n));
                     report(&format!("64-bit r={radius}"), &t, &lin, &counts);
                     if let Some(d) = &dump_dir {
                         let name = format!("b64-r{radius}-{}-{n}", dist.name());
@@ -286,7 +311,7 @@ fn main() {
                     }
                 }
             }
-            {
+            if kinds.contains("pdq") {
                 let stored = codes::<4>(n, dist, 13 + n as u64);
                 let (ix, secs, rss) = build(&stored);
                 println!(
@@ -294,7 +319,7 @@ fn main() {
                     ix.heap_bytes() as f64 / n as f64
                 );
                 let qs = lookups(&stored, n_lookups, 8, 31, 17);
-                let (t, lin, counts) = run_lookups(&ix, &qs, 31, linear_of(n) / 4);
+                let (t, lin, counts) = run_lookups(&ix, &stored, &qs, 31, linear_of(n) / 4);
                 report("PDQ r=31, 8 variants", &t, &lin, &counts);
                 if let Some(d) = &dump_dir {
                     let name = format!("pdq-r31-{}-{n}", dist.name());

@@ -36,6 +36,22 @@ const CUM_BINOM: [u64; 17] = {
     out
 };
 
+/// How many candidates ahead `range_probe` prefetches.
+const PREFETCH_AHEAD: usize = 16;
+
+/// A hint to bring `x` into cache; no effect on results.
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint about a valid reference's address; it cannot fault or
+    // change memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// Hamming distance between two `W`-word codes.
 #[inline]
 pub fn hamming<const W: usize>(a: &[u64; W], b: &[u64; W]) -> u32 {
@@ -68,90 +84,109 @@ fn for_each_mask(max_weight: u32, mut f: impl FnMut(usize)) {
     }
 }
 
-/// Compact growable list of slot numbers. Element 0 of the boxed slice holds
-/// the length, the rest is storage (capacity = `buf.len() - 1`). 16 bytes
-/// inline; an empty bucket owns no heap memory.
+/// For an inline 64-bit code found in table `t`: the positions of the three substrings its
+/// record holds, in order.
+const OTHER_SUBSTRINGS: [[usize; 3]; 4] = [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]];
+
+/// Growable list of fixed-size records of `u16` words (a record is a slot number in two
+/// words, then, for inline codes, the code's other substrings). Words 0 and 1 of the boxed
+/// slice hold the record count. 16 bytes inline; an empty bucket owns no heap memory.
 #[derive(Default)]
-struct Bucket(Box<[u32]>);
+struct Bucket(Box<[u16]>);
+
+/// The slot number of a record.
+#[inline]
+fn rec_slot(r: &[u16]) -> u32 {
+    u32::from(r[0]) | u32::from(r[1]) << 16
+}
 
 impl Bucket {
     #[inline]
-    fn as_slice(&self) -> &[u32] {
-        match self.0.split_first() {
-            Some((&n, rest)) => &rest[..n as usize],
-            None => &[],
+    fn len(&self) -> usize {
+        match self.0.get(..2) {
+            Some(h) => usize::from(h[0]) | usize::from(h[1]) << 16,
+            None => 0,
         }
     }
 
     #[inline]
-    fn len(&self) -> usize {
-        self.0.first().map_or(0, |&n| n as usize)
+    fn set_len(&mut self, n: usize) {
+        self.0[0] = n as u16;
+        self.0[1] = (n >> 16) as u16;
+    }
+
+    /// The records, `stride` words each, back to back.
+    #[inline]
+    fn records(&self, stride: usize) -> &[u16] {
+        match self.len() {
+            0 => &[],
+            n => &self.0[2..2 + n * stride],
+        }
     }
 
     #[inline]
-    fn capacity(&self) -> usize {
-        self.0.len().saturating_sub(1)
+    fn capacity(&self, stride: usize) -> usize {
+        self.0.len().saturating_sub(2) / stride
     }
 
-    /// Heap words (u32) currently held.
+    /// Heap words (u16) currently held.
     #[inline]
     fn heap_words(&self) -> usize {
         self.0.len()
     }
 
-    /// Re-allocates to exactly `new_cap` entries (`new_cap >= len`).
-    fn set_capacity(&mut self, new_cap: usize) {
-        let len = self.len();
-        debug_assert!(new_cap >= len);
-        if new_cap == 0 {
+    /// Re-allocates to exactly `cap` records (`cap >= len`).
+    fn set_capacity(&mut self, cap: usize, stride: usize) {
+        let n = self.len();
+        debug_assert!(cap >= n);
+        if cap == 0 {
             self.0 = Box::default();
             return;
         }
-        let mut v = Vec::with_capacity(new_cap + 1);
-        if len == 0 {
-            v.push(0);
+        let mut v = Vec::with_capacity(2 + cap * stride);
+        if n == 0 {
+            v.extend_from_slice(&[0, 0]);
         } else {
-            v.extend_from_slice(&self.0[..=len]);
+            v.extend_from_slice(&self.0[..2 + n * stride]);
         }
-        v.resize(new_cap + 1, 0);
+        v.resize(2 + cap * stride, 0);
         self.0 = v.into_boxed_slice();
     }
 
-    /// Rounds a capacity up so that the allocation (`4 * (cap + 1)` bytes)
-    /// plus a typical 8-byte malloc header is a multiple of 16: no rounding
-    /// waste in the allocator.
+    /// Appends a record. Growth is by max(4, cap/8) records: O(bucket size) per insert at
+    /// worst, with little unused capacity.
     #[inline]
-    fn fit(cap: usize) -> usize {
-        (cap.max(1) + 2) / 4 * 4 + 1
-    }
-
-    /// Appends `v`. Growth is by max(4, cap/8) entries: O(bucket size) per
-    /// insert at worst, with little unused capacity.
-    #[inline]
-    fn push(&mut self, v: u32) {
-        let len = self.len();
-        let cap = self.capacity();
-        if len == cap {
-            self.set_capacity(Self::fit(cap + 4.max(cap / 8)));
+    fn push(&mut self, rec: &[u16]) {
+        let stride = rec.len();
+        let (n, cap) = (self.len(), self.capacity(stride));
+        if n == cap {
+            self.set_capacity(cap + 4.max(cap / 8), stride);
         }
-        self.0[1 + len] = v;
-        self.0[0] = len as u32 + 1;
+        self.0[2 + n * stride..2 + (n + 1) * stride].copy_from_slice(rec);
+        self.set_len(n + 1);
     }
 
-    /// Swap-removes the first occurrence of `v`; shrinks when mostly empty.
-    fn remove_value(&mut self, v: u32) -> bool {
-        let len = self.len();
-        let Some(pos) = self.0[1..=len].iter().position(|&x| x == v) else {
+    /// Swap-removes the record of `slot`; shrinks when mostly empty.
+    fn remove_slot(&mut self, slot: u32, stride: usize) -> bool {
+        let n = self.len();
+        let Some(pos) = self
+            .records(stride)
+            .chunks_exact(stride)
+            .position(|r| rec_slot(r) == slot)
+        else {
             return false;
         };
-        self.0[1 + pos] = self.0[len];
-        let len = len - 1;
-        self.0[0] = len as u32;
-        let cap = self.capacity();
-        if len == 0 {
+        let last = 2 + (n - 1) * stride;
+        self.0.copy_within(last..last + stride, 2 + pos * stride);
+        let n = n - 1;
+        if n == 0 {
             self.0 = Box::default();
-        } else if cap > 8 && len * 2 < cap {
-            self.set_capacity(Self::fit(len + len / 8));
+            return true;
+        }
+        self.set_len(n);
+        let cap = self.capacity(stride);
+        if cap > 8 && n * 2 < cap {
+            self.set_capacity(n + n / 8, stride);
         }
         true
     }
@@ -159,7 +194,8 @@ impl Bucket {
 
 /// Exact Hamming-radius index over W-word (64*W-bit) codes.
 pub struct HammingIndex<const W: usize> {
-    /// Slot arena: code per slot (stale for free slots).
+    /// Slot arena: code per slot (stale for free slots). Empty for 64-bit codes, which live
+    /// inline in the tables.
     codes: Vec<[u64; W]>,
     /// Slot arena: id per slot (stale for free slots).
     ids: Vec<u64>,
@@ -185,6 +221,13 @@ impl<const W: usize> Default for HammingIndex<W> {
 impl<const W: usize> HammingIndex<W> {
     /// Number of tables (16-bit substrings per code).
     const TABLES: usize = 4 * W;
+    /// 64-bit codes are kept inline in every table (the three substrings the bucket key does
+    /// not give: 6 bytes), so that verifying a candidate reads the bucket sequentially instead
+    /// of jumping into the arena; candidates outnumber results by orders of magnitude, and
+    /// those jumps were most of a query's time. Wider codes would cost too much memory inline.
+    const INLINE: bool = W == 1;
+    /// Words per record: the slot, then the inline substrings.
+    const STRIDE: usize = if Self::INLINE { 5 } else { 2 };
 
     /// Creates an empty index. Tables are allocated lazily on first insert.
     pub fn new() -> Self {
@@ -220,16 +263,46 @@ impl<const W: usize> HammingIndex<W> {
         &self.tables[t * BUCKETS + key]
     }
 
+    /// The record of `(code, slot)` in table `t`.
+    #[inline]
+    fn record(code: &[u64; W], t: usize, slot: u32) -> [u16; 5] {
+        let mut r = [slot as u16, (slot >> 16) as u16, 0, 0, 0];
+        if Self::INLINE {
+            for (k, &j) in OTHER_SUBSTRINGS[t].iter().enumerate() {
+                r[2 + k] = substring(code, j) as u16;
+            }
+        }
+        r
+    }
+
+    /// The code of a record found under `key` in table `t`.
+    #[inline]
+    fn code_of(&self, rec: &[u16], t: usize, key: usize) -> [u64; W] {
+        if Self::INLINE {
+            let [a, b, c2] = OTHER_SUBSTRINGS[t];
+            let c = (key as u64) << (t * SUB_BITS)
+                | u64::from(rec[2]) << (a * SUB_BITS)
+                | u64::from(rec[3]) << (b * SUB_BITS)
+                | u64::from(rec[4]) << (c2 * SUB_BITS);
+            let mut out = [0u64; W];
+            out[0] = c;
+            out
+        } else {
+            self.codes[rec_slot(rec) as usize]
+        }
+    }
+
     /// Slot holding exactly `(code, id)`, if any.
     fn find_slot(&self, code: &[u64; W], id: u64) -> Option<u32> {
         if self.tables.is_empty() {
             return None;
         }
-        self.bucket(0, substring(code, 0))
-            .as_slice()
-            .iter()
-            .copied()
-            .find(|&s| self.ids[s as usize] == id && self.codes[s as usize] == *code)
+        let key = substring(code, 0);
+        self.bucket(0, key)
+            .records(Self::STRIDE)
+            .chunks_exact(Self::STRIDE)
+            .find(|r| self.ids[rec_slot(r) as usize] == id && self.code_of(r, 0, key) == *code)
+            .map(rec_slot)
     }
 
     /// Grows a Vec by ~1/8 when full (bounded slack instead of doubling).
@@ -251,20 +324,24 @@ impl<const W: usize> HammingIndex<W> {
         }
         let slot = match self.free.pop() {
             Some(s) => {
-                self.codes[s as usize] = code;
+                if !Self::INLINE {
+                    self.codes[s as usize] = code;
+                }
                 self.ids[s as usize] = id;
                 s
             }
             None => {
-                let s = u32::try_from(self.codes.len())
+                let s = u32::try_from(self.ids.len())
                     .ok()
                     .filter(|&s| s != u32::MAX)
                     .expect("HammingIndex: too many slots");
-                Self::reserve_small(&mut self.codes);
+                if !Self::INLINE {
+                    Self::reserve_small(&mut self.codes);
+                    self.codes.push(code);
+                }
                 Self::reserve_small(&mut self.ids);
-                self.codes.push(code);
                 self.ids.push(id);
-                if self.live.len() * 64 < self.codes.len() {
+                if self.live.len() * 64 < self.ids.len() {
                     self.live.push(0);
                 }
                 s
@@ -275,7 +352,7 @@ impl<const W: usize> HammingIndex<W> {
         for t in 0..Self::TABLES {
             let b = &mut self.tables[t * BUCKETS + substring(&code, t)];
             let before = b.heap_words();
-            b.push(slot);
+            b.push(&Self::record(&code, t, slot)[..Self::STRIDE]);
             self.bucket_words = self.bucket_words + b.heap_words() - before;
         }
         self.len += 1;
@@ -289,7 +366,7 @@ impl<const W: usize> HammingIndex<W> {
         for t in 0..Self::TABLES {
             let b = &mut self.tables[t * BUCKETS + substring(code, t)];
             let before = b.heap_words();
-            let found = b.remove_value(slot);
+            let found = b.remove_slot(slot, Self::STRIDE);
             debug_assert!(found, "slot missing from table {t}");
             self.bucket_words = self.bucket_words + b.heap_words() - before;
         }
@@ -310,9 +387,11 @@ impl<const W: usize> HammingIndex<W> {
         let probes = Self::TABLES as u64 * CUM_BINOM[s as usize];
         // Expected candidates (with the usual uniformity assumption).
         let cands = n.saturating_mul(probes) / BUCKETS as u64;
-        // Random bucket probes and candidate verifications cost several
-        // sequential scan steps each.
-        probes.saturating_mul(2).saturating_add(cands.saturating_mul(4)) >= n
+        // Random bucket probes cost several sequential scan steps each, and so do candidate
+        // verifications that jump into the arena; inline candidates are read in sequence.
+        // An inline scan walks every bucket of table 0.
+        let (cand_cost, scan_cost) = if Self::INLINE { (1, n + BUCKETS as u64) } else { (4, n) };
+        probes.saturating_mul(2).saturating_add(cands.saturating_mul(cand_cost)) >= scan_cost
     }
 
     /// Every `(id, distance)` with `hamming(code, query) <= radius`, appended
@@ -328,37 +407,82 @@ impl<const W: usize> HammingIndex<W> {
         self.range_probe(query, radius, s, out);
     }
 
+    /// Verifies one candidate found in table `t` and reports it unless an earlier table
+    /// (whose substring is also within `s`) has reported it already.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn verify(
+        &self,
+        code: &[u64; W],
+        slot: u32,
+        query: &[u64; W],
+        radius: u32,
+        s: u32,
+        t: usize,
+        out: &mut Vec<(u64, u32)>,
+    ) {
+        let mut x = [0u64; W];
+        let mut d = 0;
+        for i in 0..W {
+            x[i] = code[i] ^ query[i];
+            d += x[i].count_ones();
+        }
+        if d > radius {
+            return;
+        }
+        let earlier = (0..t).any(|t2| (substring(&x, t2) as u32).count_ones() <= s);
+        if !earlier {
+            out.push((self.ids[slot as usize], d));
+        }
+    }
+
     /// The multi-index probe path with substring radius `s`
     /// (requires `s == radius / TABLES` and non-empty tables).
     fn range_probe(&self, query: &[u64; W], radius: u32, s: u32, out: &mut Vec<(u64, u32)>) {
+        let mut candidates: Vec<u32> = Vec::new();
         for t in 0..Self::TABLES {
             let q = substring(query, t);
             let table = &self.tables[t * BUCKETS..(t + 1) * BUCKETS];
+            if Self::INLINE {
+                for_each_mask(s, |mask| {
+                    let key = q ^ mask;
+                    for rec in table[key].records(Self::STRIDE).chunks_exact(Self::STRIDE) {
+                        self.verify(&self.code_of(rec, t, key), rec_slot(rec), query, radius, s, t, out);
+                    }
+                });
+                continue;
+            }
+            // Gather the table's candidates first: verifying them means random reads into the
+            // code arena, and a flat list lets those reads be prefetched well ahead, so that
+            // their memory latencies overlap instead of adding up.
+            candidates.clear();
             for_each_mask(s, |mask| {
-                for &slot in table[q ^ mask].as_slice() {
-                    let code = &self.codes[slot as usize];
-                    let mut x = [0u64; W];
-                    let mut d = 0;
-                    for i in 0..W {
-                        x[i] = code[i] ^ query[i];
-                        d += x[i].count_ones();
-                    }
-                    if d > radius {
-                        continue;
-                    }
-                    // Report only from the first table whose substring is
-                    // within `s`; earlier tables would have found it already.
-                    let earlier = (0..t).any(|t2| (substring(&x, t2) as u32).count_ones() <= s);
-                    if !earlier {
-                        out.push((self.ids[slot as usize], d));
-                    }
-                }
+                let recs = table[q ^ mask].records(Self::STRIDE);
+                candidates.extend(recs.chunks_exact(Self::STRIDE).map(rec_slot));
             });
+            for (i, &slot) in candidates.iter().enumerate() {
+                if let Some(&ahead) = candidates.get(i + PREFETCH_AHEAD) {
+                    prefetch(&self.codes[ahead as usize]);
+                }
+                self.verify(&self.codes[slot as usize], slot, query, radius, s, t, out);
+            }
         }
     }
 
     /// Brute-force scan with the same contract as [`range`](Self::range).
     pub fn range_linear(&self, query: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
+        if Self::INLINE {
+            // Table 0 holds every live entry once.
+            for (key, b) in self.tables.iter().take(BUCKETS).enumerate() {
+                for rec in b.records(Self::STRIDE).chunks_exact(Self::STRIDE) {
+                    let d = hamming(&self.code_of(rec, 0, key), query);
+                    if d <= radius {
+                        out.push((self.ids[rec_slot(rec) as usize], d));
+                    }
+                }
+            }
+            return;
+        }
         for (slot, (code, &id)) in self.codes.iter().zip(&self.ids).enumerate() {
             let d = hamming(code, query);
             if d <= radius && self.is_live(slot) {
@@ -374,7 +498,7 @@ impl<const W: usize> HammingIndex<W> {
             + self.live.capacity() * size_of::<u64>()
             + self.free.capacity() * size_of::<u32>()
             + self.tables.capacity() * size_of::<Bucket>()
-            + self.bucket_words * size_of::<u32>()
+            + self.bucket_words * size_of::<u16>()
     }
 }
 
@@ -433,16 +557,20 @@ mod tests {
             for (i, b) in self.tables.iter().enumerate() {
                 let t = i / BUCKETS;
                 let key = i % BUCKETS;
-                for &s in b.as_slice() {
+                for rec in b.records(Self::STRIDE).chunks_exact(Self::STRIDE) {
+                    let s = rec_slot(rec);
                     assert!(self.is_live(s as usize));
-                    assert_eq!(substring(&self.codes[s as usize], t), key);
+                    let code = self.code_of(rec, t, key);
+                    assert_eq!(substring(&code, t), key);
+                    // Every table holds the same code for the slot.
+                    assert_eq!(self.find_slot(&code, self.ids[s as usize]), Some(s));
                 }
                 total += b.len();
             }
             assert_eq!(total, self.len * Self::TABLES);
             let words: usize = self.tables.iter().map(|b| b.heap_words()).sum();
             assert_eq!(words, self.bucket_words);
-            assert_eq!(self.codes.len(), self.len + self.free.len());
+            assert_eq!(self.ids.len(), self.len + self.free.len());
         }
     }
 
@@ -671,9 +799,9 @@ mod tests {
         assert!(ix.remove(&[1], 1));
         assert!(!ix.remove(&[1], 1));
         assert_eq!(ix.len(), 2);
-        let slots = ix.codes.len();
+        let slots = ix.ids.len();
         ix.insert([9], 9);
-        assert_eq!(ix.codes.len(), slots, "free slot reused");
+        assert_eq!(ix.ids.len(), slots, "free slot reused");
         assert_eq!(ix.len(), 3);
         out.clear();
         ix.range(&[1], 64, &mut out);

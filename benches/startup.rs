@@ -1,0 +1,222 @@
+//! Start-up and memory of the daemon holding a large takedown bank, and how fast a new takedown
+//! becomes matchable.
+//!
+//! Fills a temporary sled store with N hash-only takedowns (one image each: a PDQ and a pHash;
+//! and a title simhash) through the store's own write path, then starts the release
+//! `relist serve` on it and times the wait until the gRPC health service says SERVING; reports
+//! the daemon's resident memory and the store's size on disk. Then registers 200 more
+//! takedowns over gRPC, each followed at once by a check of the same hash, and reports how long
+//! a registration takes to return (it is flushed to disk first) and that each is matched by
+//! the very next check: no rebuild.
+//!
+//! Run: `cargo bench --bench startup` (N from RELIST_BENCH_TAKEDOWNS, default 1,000,000).
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relist::api::pb;
+use relist::domain::{ImageFingerprint, ListingFingerprints, ListingInfo, Takedown};
+use relist::fingerprint::pdq::PdqHash;
+use relist::store::Store;
+
+type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn pdq_of(i: u64) -> PdqHash {
+    let mut b = [0u8; 32];
+    for (k, chunk) in b.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&mix(i * 4 + k as u64).to_le_bytes());
+    }
+    PdqHash(b)
+}
+
+fn takedown(id: u64) -> Takedown {
+    Takedown {
+        id,
+        listing: ListingInfo {
+            listing_id: format!("bulk-{id}"),
+            marketplace: "shopee".into(),
+            seller_id: format!("seller-{}", id % 100_000),
+            title: String::new(),
+            description: String::new(),
+        },
+        reason: "bench".into(),
+        taken_down_at_ms: 1_700_000_000_000,
+        registered_at_ms: 1_700_000_000_000,
+        updated_at_ms: 1_700_000_000_000,
+        removed_at_ms: None,
+        fingerprints: ListingFingerprints {
+            images: vec![ImageFingerprint {
+                pdq: Some(pdq_of(id)),
+                pdq_quality: 100,
+                phash: Some(mix(id ^ 0x5555)),
+            }],
+            title_simhash: Some(mix(id ^ 0xAAAA)),
+            normalized_title: String::new(),
+        },
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn main() {
+    let n: u64 = std::env::var("RELIST_BENCH_TAKEDOWNS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("bank");
+
+    let t = Instant::now();
+    {
+        let store = Store::open(&data).expect("open store");
+        for id in 1..=n {
+            store.put_takedown(&takedown(id)).expect("put takedown");
+            if id % 1_000_000 == 0 {
+                println!("  {id} takedowns written ({:.0}s)", t.elapsed().as_secs_f64());
+            }
+        }
+        store.flush().expect("flush");
+    }
+    println!(
+        "{n} hash-only takedowns written in {:.0}s; store on disk {:.0} MiB",
+        t.elapsed().as_secs_f64(),
+        dir_size(&data) as f64 / (1 << 20) as f64
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let started = Instant::now();
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_relist"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&data)
+            .env("RELIST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn relist serve"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = format!("http://127.0.0.1:{port}");
+        // Bounded: 600 s at most.
+        let mut serving = None;
+        for _ in 0..6000 {
+            if let Ok(ch) = tonic::transport::Channel::from_shared(url.clone()).expect("url").connect().await {
+                let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+                if let Ok(r) = h
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: "relist.v1.Relist".into(),
+                    })
+                    .await
+                {
+                    if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                        serving = Some(started.elapsed());
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let up = serving.expect("daemon never became SERVING");
+        println!(
+            "relist serve on {n} takedowns: SERVING after {:.2}s; daemon RSS {:.0} MiB",
+            up.as_secs_f64(),
+            rss_mib(daemon.0.id())
+        );
+
+        let mut c: Client = pb::relist_client::RelistClient::connect(url).await.expect("connect");
+        let (mut reg_ms, mut visible) = (Vec::new(), 0);
+        for i in 0..200u64 {
+            let pdq = pdq_of(u64::MAX / 2 + i).to_hex();
+            let image = pb::Image {
+                pdq: pdq.clone(),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            c.register_takedown(pb::RegisterTakedownRequest {
+                listing: Some(pb::Listing {
+                    listing_id: format!("new-{i}"),
+                    marketplace: "shopee".into(),
+                    images: vec![image.clone()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("register");
+            reg_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let r = c
+                .check_listing(pb::CheckListingRequest {
+                    listing: Some(pb::Listing {
+                        listing_id: format!("probe-{i}"),
+                        marketplace: "tokopedia".into(),
+                        images: vec![image],
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("check")
+                .into_inner();
+            if r.verdict == pb::Verdict::Reupload as i32 {
+                visible += 1;
+            }
+        }
+        println!(
+            "new takedown, registered (flushed) and matchable: p50 {:.2} ms, p99 {:.2} ms; matched by the next check: {visible}/200",
+            percentile(&mut reg_ms, 0.5),
+            percentile(&mut reg_ms, 0.99)
+        );
+    });
+    drop(daemon);
+}
