@@ -29,6 +29,8 @@ pub struct Bank {
     writer: Mutex<()>,
     fingerprinter: Fingerprinter,
     thresholds: Thresholds,
+    /// Time spent decoding and hashing listings, for `/metrics`.
+    fingerprint_time: crate::metrics::Histogram,
 }
 
 impl Bank {
@@ -60,6 +62,7 @@ impl Bank {
             writer: Mutex::new(()),
             fingerprinter: Fingerprinter::new(limits).with_thumbnails(true),
             thresholds,
+            fingerprint_time: Default::default(),
         })
     }
 
@@ -77,9 +80,29 @@ impl Bank {
         self.index.read().sizes()
     }
 
+    /// The sled database, for trees kept beside the bank's (API keys).
+    pub fn db(&self) -> &sled::Db {
+        self.store.db()
+    }
+
+    /// How long fingerprinting listings has taken so far.
+    pub fn fingerprint_time(&self) -> &crate::metrics::Histogram {
+        &self.fingerprint_time
+    }
+
+    fn fingerprint(
+        &self,
+        listing: &Listing,
+    ) -> Result<(Vec<crate::domain::CandidateImage>, crate::domain::ListingFingerprints)> {
+        let started = std::time::Instant::now();
+        let out = self.fingerprinter.listing(listing);
+        self.fingerprint_time.observe(started.elapsed());
+        out
+    }
+
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
-        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
+        let (images, fingerprints) = self.fingerprint(listing)?;
         let _w = self.writer.lock();
         let existing = match self
             .store
@@ -152,7 +175,7 @@ impl Bank {
     /// Checks a listing against every live takedown; records non-clear results as coming
     /// from `source`.
     pub fn check(&self, listing: &Listing, source: Source) -> Result<CheckOutcome> {
-        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
+        let (images, fingerprints) = self.fingerprint(listing)?;
         let found = self
             .index
             .read()

@@ -24,6 +24,7 @@
 //! - [`config`], [`cli`]: flags, environment, TOML; the `relist` command.
 //! - [`batch`]: `relist batch`, re-checking a whole catalog over one CheckListings stream.
 pub mod api;
+pub mod auth;
 pub mod bank;
 pub mod batch;
 pub mod cli;
@@ -33,8 +34,11 @@ pub mod error;
 pub mod fingerprint;
 pub mod history;
 pub mod index;
+pub mod keys;
 pub mod matcher;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod transport;
 pub mod web;
