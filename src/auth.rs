@@ -63,6 +63,7 @@ pub enum Action {
     WriteTakedowns,
     ReadHistory,
     ManageKeys,
+    Backup,
 }
 
 impl Action {
@@ -82,6 +83,7 @@ impl Action {
             Action::WriteTakedowns => "managing takedowns",
             Action::ReadHistory => "reading the match history",
             Action::ManageKeys => "managing API keys",
+            Action::Backup => "taking backups",
         }
     }
 }

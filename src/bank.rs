@@ -31,6 +31,8 @@ pub struct Bank {
     thresholds: Thresholds,
     /// Time spent decoding and hashing listings, for `/metrics`.
     fingerprint_time: crate::metrics::Histogram,
+    /// Every write holds it shared; a backup holds it alone, so it copies one state.
+    backup_gate: RwLock<()>,
 }
 
 impl Bank {
@@ -63,6 +65,7 @@ impl Bank {
             fingerprinter: Fingerprinter::new(limits).with_thumbnails(true),
             thresholds,
             fingerprint_time: Default::default(),
+            backup_gate: RwLock::new(()),
         })
     }
 
@@ -103,6 +106,7 @@ impl Bank {
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
         let (images, fingerprints) = self.fingerprint(listing)?;
+        let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
         let existing = match self
             .store
@@ -148,6 +152,7 @@ impl Bank {
 
     /// Reverses a takedown: it stops matching before this returns. Returns when it was removed.
     pub fn remove(&self, id: TakedownId) -> Result<i64> {
+        let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
         let mut td = self
             .store
@@ -229,6 +234,7 @@ impl Bank {
         let match_id = if verdict == Verdict::Clear {
             None
         } else {
+            let _gate = self.backup_gate.read();
             let id = self.history.record(source, listing, verdict, score, &matches)?;
             self.history.put_thumbnails(id, &thumbnails(&images))?;
             Some(id)
@@ -254,6 +260,7 @@ impl Bank {
 
     /// Records an analyst's label on a match (see [`History::review`]).
     pub fn review_match(&self, id: u64, label: Label, reviewer: &str, note: &str) -> Result<MatchView> {
+        let _gate = self.backup_gate.read();
         let view = self.history.review(id, label, reviewer, note)?;
         self.store.flush()?;
         Ok(view)
@@ -266,7 +273,15 @@ impl Bank {
 
     /// Deletes history older than `before_ms` in bounded batches; returns how many.
     pub fn expire_history(&self, before_ms: i64, batch: usize) -> Result<usize> {
+        let _gate = self.backup_gate.read();
         self.history.delete_older_than(before_ms, batch)
+    }
+
+    /// Writes a consistent backup of the whole store (see [`crate::backup`]): writes wait
+    /// meanwhile, checks that record nothing go on.
+    pub fn backup(&self, out: impl std::io::Write) -> Result<crate::backup::BackupSummary> {
+        let _gate = self.backup_gate.write();
+        crate::backup::write(self.store.db(), out)
     }
 
     /// A kept thumbnail: of a takedown's image, or of a recorded match's candidate image.

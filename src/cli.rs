@@ -50,6 +50,10 @@ pub enum Command {
     /// directly on a stopped daemon's store (how the first admin key is made).
     #[command(subcommand)]
     Keys(crate::keys::KeysCommand),
+    /// Write a consistent backup of the running daemon's whole store to FILE (admin).
+    Backup(crate::backup::BackupArgs),
+    /// Restore a backup into a new, empty data dir (offline).
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -486,7 +490,8 @@ impl Command {
     /// The client connection flags of a client command.
     fn conn(&self) -> Option<&ConnArgs> {
         match self {
-            Command::Serve(_) => None,
+            Command::Serve(_) | Command::Restore(_) => None,
+            Command::Backup(a) => Some(&a.client.conn),
             Command::Takedown(TakedownCommand::Add { client, .. })
             | Command::Takedown(TakedownCommand::Remove { client, .. })
             | Command::Takedown(TakedownCommand::Get { client, .. }) => Some(&client.conn),
@@ -518,6 +523,8 @@ pub fn run() -> anyhow::Result<()> {
             Command::Review(args) => review(args).await,
             Command::Batch(args) => crate::batch::run(args).await,
             Command::Keys(cmd) => crate::keys::run(cmd).await,
+            Command::Backup(args) => crate::backup::run_backup(args).await,
+            Command::Restore(args) => crate::backup::run_restore(args),
         }
     })
 }

@@ -25,6 +25,7 @@
 //! - [`batch`]: `relist batch`, re-checking a whole catalog over one CheckListings stream.
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod bank;
 pub mod batch;
 pub mod cli;

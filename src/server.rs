@@ -417,6 +417,44 @@ impl pb::relist_server::Relist for RelistService {
         .await
     }
 
+    type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+    async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let started = Instant::now();
+        let admitted = self.admit(&request, Action::Backup);
+        let result = match admitted {
+            Ok((_caller, permit)) => self
+                .blocking(backup_to_temp)
+                .await
+                .map(|(file, summary)| (file, summary, permit)),
+            Err(e) => Err(e),
+        };
+        let code = result
+            .as_ref()
+            .map_or_else(|e| api::status(clone_error(e)).code(), |_| tonic::Code::Ok);
+        self.metrics.request("Backup", code, started.elapsed());
+        let (file, summary, permit) = result.map_err(api::status)?;
+        info!(entries = summary.entries, bytes = summary.bytes, "backup taken");
+        // The stream holds its concurrency slot until the last chunk; a read error ends it.
+        let chunks = futures::stream::unfold(
+            (Some(tokio::fs::File::from_std(file)), permit),
+            |(file, permit)| async move {
+                use tokio::io::AsyncReadExt;
+                let mut file = file?;
+                let mut buf = vec![0u8; BACKUP_CHUNK_BYTES];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(pb::BackupChunk { data: buf }), (Some(file), permit)))
+                    }
+                    Err(e) => Some((Err(Status::unavailable(format!("reading backup: {e}"))), (None, permit))),
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
         self.unary("RevokeKey", Action::ManageKeys, request, |s, _caller, req| async move {
             let keys = s.keys.clone();
@@ -427,6 +465,32 @@ impl pb::relist_server::Relist for RelistService {
         })
         .await
     }
+}
+
+/// Size of the pieces a backup is streamed in.
+pub const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
+/// Writes a backup of `bank` to an unlinked temporary file (so a slow client never holds
+/// writers back) and returns it rewound.
+fn backup_to_temp(bank: &Bank) -> Result<(std::fs::File, crate::backup::BackupSummary), Error> {
+    use std::io::Seek;
+    let io = |e: std::io::Error| Error::Internal(format!("backup temp file: {e}"));
+    let path = std::env::temp_dir().join(format!(
+        "relist-backup-{}-{}",
+        std::process::id(),
+        bank.db().generate_id()?
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io)?;
+    // Unlinked at once: the open handle keeps the data, nothing is left behind.
+    let _ = std::fs::remove_file(&path);
+    let summary = bank.backup(std::io::BufWriter::new(&mut file))?;
+    file.rewind().map_err(io)?;
+    Ok((file, summary))
 }
 
 /// The parts of an error the status mapping needs, for logging a status without moving it.
