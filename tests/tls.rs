@@ -127,3 +127,74 @@ async fn tls_and_mutual_tls() {
     clear_check(&client, &addr).await.expect("mTLS call");
     server.stop().await;
 }
+
+/// `relist serve --tls-cert/--tls-key/--tls-client-ca` and a client command with
+/// `--tls-ca/--tls-cert/--tls-key`, through the real binary.
+#[test]
+fn the_binary_serves_and_calls_over_mutual_tls() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_relist");
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&p.server_cert)
+        .arg("--tls-key")
+        .arg(&p.server_key)
+        .arg("--tls-client-ca")
+        .arg(&p.ca)
+        .env("RELIST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn relist serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("TLS") {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("TLS daemon started");
+    let check = |client_cert: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "check",
+            "--marketplace",
+            "shopee",
+            "--listing-id",
+            "1",
+            "--title",
+            "tas",
+            "--json",
+        ])
+        .arg("--addr")
+        .arg(format!("https://{addr}"))
+        .arg("--tls-ca")
+        .arg(&p.ca);
+        if client_cert {
+            cmd.arg("--tls-cert")
+                .arg(&p.client_cert)
+                .arg("--tls-key")
+                .arg(&p.client_key);
+        }
+        cmd.output().expect("run relist check")
+    };
+    let without = check(false);
+    let with = check(true);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!without.status.success(), "mTLS needs a client certificate");
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&with.stdout).unwrap();
+    assert_eq!(v["verdict"], "CLEAR");
+}
