@@ -91,8 +91,9 @@ pub struct ServeArgs {
     /// Delete match history older than this many days (0: keep forever) [default: keep].
     #[arg(long, env = "RELIST_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
-    /// Also serve the analysts' web page (match history, reviews) on this address, e.g.
-    /// 127.0.0.1:8080. It has no login: keep it on loopback or behind an authenticating proxy.
+    /// Also serve the analysts' web page (match history, reviews) and Prometheus `/metrics`
+    /// on this address, e.g. 127.0.0.1:8080. Once API keys exist the page's API needs an
+    /// analyst or admin key. It speaks plain HTTP: keep it on loopback or behind a TLS proxy.
     /// [default: no web page]
     #[arg(long, env = "RELIST_HTTP")]
     pub http: Option<SocketAddr>,

@@ -23,6 +23,11 @@
 //! - [`store`]: sled trees and the stored formats (a contract, versioned).
 //! - [`config`], [`cli`]: flags, environment, TOML; the `relist` command.
 //! - [`batch`]: `relist batch`, re-checking a whole catalog over one CheckListings stream.
+//! - [`auth`]: API keys (stored hashed) and roles; who may call what, for which marketplace.
+//! - [`keys`]: `relist keys create|list|revoke`, over gRPC or offline on a data dir.
+//! - [`transport`]: TLS (server and client, mTLS) and the API key on every client call.
+//! - [`metrics`]: Prometheus counters and histograms, served at `/metrics` by [`web`].
+//! - [`backup`]: `relist backup|restore`, a consistent copy of the store and its restore.
 pub mod api;
 pub mod auth;
 pub mod backup;
