@@ -38,6 +38,9 @@
     if (key) o.headers.Authorization = 'Bearer ' + key;
     const r = await fetch(path, o);
     if (r.status === 401 && !retried) {
+      // Another request may have asked for the key meanwhile: use it rather than ask twice.
+      const now = sessionStorage.getItem(KEY);
+      if (now && now !== key) return api(path, opts, true);
       const k = window.prompt('This relist needs an API key (analyst or admin):');
       if (k && k.trim()) {
         saveKey(k.trim());
