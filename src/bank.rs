@@ -277,6 +277,12 @@ impl Bank {
         self.history.delete_older_than(before_ms, batch)
     }
 
+    /// Runs a write beside the bank's own (API keys) so that a backup waits for it.
+    pub fn gated<T>(&self, write: impl FnOnce() -> T) -> T {
+        let _gate = self.backup_gate.read();
+        write()
+    }
+
     /// Writes a consistent backup of the whole store (see [`crate::backup`]): writes wait
     /// meanwhile, checks that record nothing go on.
     pub fn backup(&self, out: impl std::io::Write) -> Result<crate::backup::BackupSummary> {

@@ -4,7 +4,7 @@
 //! | metric | labels |
 //! |---|---|
 //! | `relist_requests_total` | `rpc`, `code` (gRPC code name, e.g. `Ok`, `PermissionDenied`) |
-//! | `relist_request_duration_seconds` (histogram) | `rpc` |
+//! | `relist_request_duration_seconds` (histogram) | `rpc`, `code` |
 //! | `relist_verdicts_total` | `verdict` (`CLEAR`, `REVIEW`, `REUPLOAD`) |
 //! | `relist_requests_shed_total` | refused by the concurrency limit |
 //! | `relist_index_entries` | `kind` (`pdq`, `phash`, `title`) |
@@ -73,8 +73,8 @@ impl Histogram {
 pub struct Metrics {
     /// (rpc, code) -> count.
     requests: Mutex<BTreeMap<(&'static str, String), u64>>,
-    /// rpc -> latency.
-    latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
+    /// (rpc, code) -> latency.
+    latency: Mutex<BTreeMap<(&'static str, String), std::sync::Arc<Histogram>>>,
     verdicts: [AtomicU64; 3],
     shed: AtomicU64,
 }
@@ -91,8 +91,9 @@ pub struct BankGauges {
 impl Metrics {
     /// Counts one finished request.
     pub fn request(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
-        *self.requests.lock().entry((rpc, format!("{code:?}"))).or_default() += 1;
-        let h = self.latency.lock().entry(rpc).or_default().clone();
+        let code = format!("{code:?}");
+        *self.requests.lock().entry((rpc, code.clone())).or_default() += 1;
+        let h = self.latency.lock().entry((rpc, code)).or_default().clone();
         h.observe(elapsed);
     }
 
@@ -117,10 +118,11 @@ impl Metrics {
         for ((rpc, code), n) in self.requests.lock().iter() {
             let _ = writeln!(out, "relist_requests_total{{rpc=\"{rpc}\",code=\"{code}\"}} {n}");
         }
-        out.push_str("# HELP relist_request_duration_seconds gRPC request latency by method.\n");
+        out.push_str("# HELP relist_request_duration_seconds gRPC request latency by method and status code.\n");
         out.push_str("# TYPE relist_request_duration_seconds histogram\n");
-        for (rpc, h) in self.latency.lock().iter() {
-            h.render(&mut out, "relist_request_duration_seconds", &format!("rpc=\"{rpc}\","));
+        for ((rpc, code), h) in self.latency.lock().iter() {
+            let labels = format!("rpc=\"{rpc}\",code=\"{code}\",");
+            h.render(&mut out, "relist_request_duration_seconds", &labels);
         }
         out.push_str("# HELP relist_verdicts_total Check verdicts (CheckListing and CheckListings items).\n");
         out.push_str("# TYPE relist_verdicts_total counter\n");
@@ -162,9 +164,11 @@ mod tests {
         let fp = Histogram::default();
         let text = m.render(&BankGauges::default(), &fp);
         assert!(text.contains("relist_requests_total{rpc=\"CheckListing\",code=\"Ok\"} 2"));
-        assert!(text.contains("relist_request_duration_seconds_bucket{rpc=\"CheckListing\",le=\"0.005\"} 1"));
-        assert!(text.contains("relist_request_duration_seconds_bucket{rpc=\"CheckListing\",le=\"+Inf\"} 2"));
-        assert!(text.contains("relist_request_duration_seconds_count{rpc=\"CheckListing\"} 2"));
+        assert!(
+            text.contains("relist_request_duration_seconds_bucket{rpc=\"CheckListing\",code=\"Ok\",le=\"0.005\"} 1")
+        );
+        assert!(text.contains("relist_request_duration_seconds_bucket{rpc=\"CheckListing\",code=\"Ok\",le=\"+Inf\"} 2"));
+        assert!(text.contains("relist_request_duration_seconds_count{rpc=\"CheckListing\",code=\"Ok\"} 2"));
         assert!(text.contains("relist_verdicts_total{verdict=\"REUPLOAD\"} 1"));
         assert!(text.contains("relist_fingerprint_duration_seconds_count 0"));
     }

@@ -395,7 +395,7 @@ impl pb::relist_server::Relist for RelistService {
             let (role, marketplace, name) = api::create_key_from_proto(&req)?;
             let keys = s.keys.clone();
             let (info, secret) = s
-                .blocking(move |_| keys.create(role, marketplace.as_deref(), &name))
+                .blocking(move |bank| bank.gated(|| keys.create(role, marketplace.as_deref(), &name)))
                 .await?;
             info!(key_id = info.id, role = info.role.as_str(), "api key created");
             Ok(pb::CreateKeyResponse {
@@ -459,7 +459,7 @@ impl pb::relist_server::Relist for RelistService {
         self.unary("RevokeKey", Action::ManageKeys, request, |s, _caller, req| async move {
             let keys = s.keys.clone();
             let id = req.key_id;
-            let info = s.blocking(move |_| keys.revoke(id)).await?;
+            let info = s.blocking(move |bank| bank.gated(|| keys.revoke(id))).await?;
             info!(key_id = id, "api key revoked");
             Ok(api::key_to_proto(&info))
         })

@@ -60,15 +60,18 @@ async fn metrics_count_requests_verdicts_index_and_store() {
         1.0
     );
     assert_eq!(
-        sample(&text, "relist_request_duration_seconds_count{rpc=\"CheckListing\"}"),
-        3.0
+        sample(
+            &text,
+            "relist_request_duration_seconds_count{rpc=\"CheckListing\",code=\"Ok\"}"
+        ),
+        2.0
     );
     assert_eq!(
         sample(
             &text,
-            "relist_request_duration_seconds_bucket{rpc=\"CheckListing\",le=\"+Inf\"}"
+            "relist_request_duration_seconds_bucket{rpc=\"CheckListing\",code=\"InvalidArgument\",le=\"+Inf\"}"
         ),
-        3.0
+        1.0
     );
     assert_eq!(sample(&text, "relist_verdicts_total{verdict=\"REUPLOAD\"}"), 1.0);
     assert_eq!(sample(&text, "relist_verdicts_total{verdict=\"CLEAR\"}"), 1.0);
