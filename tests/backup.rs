@@ -7,9 +7,6 @@ use std::process::Command;
 use common::*;
 use relist::api::pb;
 use relist::auth::{Keys, Role};
-use relist::bank::Bank;
-use relist::fingerprint::DecodeLimits;
-use relist::policy::Thresholds;
 
 const BIN: &str = env!("CARGO_BIN_EXE_relist");
 
@@ -80,7 +77,10 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
     assert!(!again.status.success(), "never over an existing store");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 
-    let bank = Bank::open(&restored, Thresholds::default(), DecodeLimits::default()).unwrap();
+    // Serve the restored store: everything is there, old takedowns match, a new one gets a
+    // fresh id.
+    let server = TestServer::start(&restored).await;
+    let bank = &server.bank;
     for id in &ids {
         assert_eq!(bank.get(*id).unwrap().reason, "fake");
     }
@@ -92,11 +92,6 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
         keys.authenticate_secret(&admin).unwrap(),
         relist::auth::Caller::Key(k) if k.role == Role::Admin
     ));
-    drop(keys);
-    drop(bank);
-
-    // Serve the restored store: old takedowns match, a new one gets a fresh id.
-    let server = TestServer::start(&restored).await;
     let mut c = server.client_as(Some(&admin)).await;
     let r = c
         .check_listing(pb::CheckListingRequest {
