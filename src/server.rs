@@ -119,8 +119,7 @@ impl RelistService {
             Err(e) => Err(e),
         };
         let result = result.map(Response::new).map_err(api::status);
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        self.metrics.request(rpc, code, started.elapsed());
+        self.metrics.request(rpc, code_of(&result), started.elapsed());
         result
     }
 
@@ -247,12 +246,10 @@ impl pb::relist_server::Relist for RelistService {
         request: Request<tonic::Streaming<pb::CheckListingRequest>>,
     ) -> Result<Response<Self::CheckListingsStream>, Status> {
         let started = Instant::now();
-        let admitted = self.admit(&request, Action::Check);
-        let code = admitted
-            .as_ref()
-            .map_or_else(|e| api::status(clone_error(e)).code(), |_| tonic::Code::Ok);
-        self.metrics.request("CheckListings", code, started.elapsed());
-        let (caller, permit) = admitted.map_err(api::status)?;
+        let admitted = self.admit(&request, Action::Check).map_err(api::status);
+        self.metrics
+            .request("CheckListings", code_of(&admitted), started.elapsed());
+        let (caller, permit) = admitted?;
         // The stream holds its slot until it ends; each item has its own deadline.
         let permit = Arc::new(permit);
         let service = self.clone();
@@ -429,11 +426,9 @@ impl pb::relist_server::Relist for RelistService {
                 .map(|(file, summary)| (file, summary, permit)),
             Err(e) => Err(e),
         };
-        let code = result
-            .as_ref()
-            .map_or_else(|e| api::status(clone_error(e)).code(), |_| tonic::Code::Ok);
-        self.metrics.request("Backup", code, started.elapsed());
-        let (file, summary, permit) = result.map_err(api::status)?;
+        let result = result.map_err(api::status);
+        self.metrics.request("Backup", code_of(&result), started.elapsed());
+        let (file, summary, permit) = result?;
         info!(entries = summary.entries, bytes = summary.bytes, "backup taken");
         // The stream holds its concurrency slot until the last chunk; a read error ends it.
         let chunks = futures::stream::unfold(
@@ -493,14 +488,9 @@ fn backup_to_temp(bank: &Bank) -> Result<(std::fs::File, crate::backup::BackupSu
     Ok((file, summary))
 }
 
-/// The parts of an error the status mapping needs, for logging a status without moving it.
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
-        Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
-        Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
-        other => Error::Internal(other.to_string()),
-    }
+/// The status code a call ends with, for the metrics.
+fn code_of<T>(result: &Result<T, Status>) -> tonic::Code {
+    result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok)
 }
 
 /// Largest gRPC message accepted by default: a listing of several full-size photos.
