@@ -90,15 +90,32 @@ impl RelistService {
         Ok((caller, permit))
     }
 
-    /// Runs `work` under the per-request deadline.
-    async fn deadline<T>(&self, what: &str, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    /// Runs `work` as its own task, which holds `slot` until the work really ends, and answers
+    /// DEADLINE_EXCEEDED when it outlasts the per-request deadline. Blocking work cannot be
+    /// cancelled, so its slot stays taken until it finishes: load shedding counts what runs.
+    async fn deadline<T, S>(
+        &self,
+        what: &str,
+        slot: S,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        S: Send + 'static,
+    {
         let limit = self.limits.request_timeout;
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(Error::DeadlineExceeded(format!(
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            work.await
+        });
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Internal(format!("request task failed: {e}"))),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
                 "{what} took longer than {} (limits.request_timeout)",
                 humantime::format_duration(limit)
-            )))
-        })
+            ))),
+        }
     }
 
     /// A unary call: authentication, role, load shedding, deadline, metrics, status mapping.
@@ -111,11 +128,15 @@ impl RelistService {
     ) -> Result<Response<R>, Status>
     where
         F: FnOnce(RelistService, Caller, T) -> Fut,
-        Fut: Future<Output = Result<R, Error>>,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+        R: Send + 'static,
     {
         let started = Instant::now();
         let result = match self.admit(&request, action) {
-            Ok((caller, _permit)) => self.deadline(rpc, f(self.clone(), caller, request.into_inner())).await,
+            Ok((caller, permit)) => {
+                self.deadline(rpc, permit, f(self.clone(), caller, request.into_inner()))
+                    .await
+            }
             Err(e) => Err(e),
         };
         let result = result.map(Response::new).map_err(api::status);
@@ -250,17 +271,19 @@ impl pb::relist_server::Relist for RelistService {
         self.metrics
             .request("CheckListings", code_of(&admitted), started.elapsed());
         let (caller, permit) = admitted?;
-        // The stream holds its slot until it ends; each item has its own deadline.
+        // The stream holds its slot until it ends and its last item's work is done; each item
+        // has its own deadline and one of the stream's item slots while its work runs.
         let permit = Arc::new(permit);
+        let item_slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
         let service = self.clone();
         let answers = request
             .into_inner()
             .map(move |item| {
                 let service = service.clone();
                 let caller = caller.clone();
-                let _slot = permit.clone();
+                let stream_slot = permit.clone();
+                let item_slots = item_slots.clone();
                 async move {
-                    let _slot = _slot;
                     // A broken request stream ends the response stream with its status.
                     let req = item?;
                     let (listing_id, marketplace) = req
@@ -268,16 +291,20 @@ impl pb::relist_server::Relist for RelistService {
                         .as_ref()
                         .map(|l| (l.listing_id.clone(), l.marketplace.clone()))
                         .unwrap_or_default();
-                    let work = async {
-                        let listing = service.listing(req.listing)?;
+                    let item_slot = item_slots
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| Status::internal("stream slots closed"))?;
+                    let s = service.clone();
+                    let work = async move {
+                        let listing = s.listing(req.listing)?;
                         caller.require_marketplace(&listing.marketplace)?;
-                        let c = service
-                            .blocking(move |bank| bank.check(&listing, Source::Batch))
-                            .await?;
-                        service.metrics.verdict(c.verdict);
+                        let c = s.blocking(move |bank| bank.check(&listing, Source::Batch)).await?;
+                        s.metrics.verdict(c.verdict);
                         Ok(c)
                     };
-                    let outcome = match service.deadline("CheckListings item", work).await {
+                    let slots = (stream_slot, item_slot);
+                    let outcome = match service.deadline("CheckListings item", slots, work).await {
                         Ok(c) => pb::check_listings_response::Outcome::Result(api::check_to_proto(&c)),
                         Err(e) => {
                             let s = api::status(e);

@@ -172,15 +172,35 @@ async fn slow_requests_get_deadline_exceeded() {
     let dir = tempfile::tempdir().unwrap();
     let limits = RequestLimits {
         request_timeout: Duration::from_millis(5),
+        max_concurrent_requests: 1,
         ..RequestLimits::default()
     };
     let server = TestServer::start_full(dir.path(), DecodeLimits::default(), options(limits), false).await;
     let mut c = server.client().await;
-    // Decoding and hashing a 2000x1600 photo takes far longer than 5 ms.
-    let big = listing("shopee", "1", "", "tas", vec![jpeg(&photo(4, 2000, 1600), 90)]);
+    // Decoding and hashing a 3000x2400 photo takes far longer than 5 ms.
+    let big = listing("shopee", "1", "", "tas", vec![jpeg(&photo(4, 3000, 2400), 90)]);
     let e = check_err(&mut c, big.clone()).await;
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(e.message().contains("limits.request_timeout"), "{e:?}");
+    // The timed-out work cannot be cancelled: it keeps its slot until it is done, so load
+    // shedding still counts it.
+    let small = listing("shopee", "2", "", "tas", vec![]);
+    let e = check_err(&mut c, small.clone()).await;
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    let mut freed = false;
+    for _ in 0..200 {
+        if c.check_listing(pb::CheckListingRequest {
+            listing: Some(small.clone()),
+        })
+        .await
+        .is_ok()
+        {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the slot comes back when the work ends");
 
     // In a stream, the item fails and the stream goes on.
     let items = vec![pb::CheckListingRequest { listing: Some(big) }];
