@@ -1,54 +1,13 @@
 //! The real `relist` binary with API keys: the first admin key made offline with
 //! `keys create --data-dir`, key management over gRPC, `--api-key` and `RELIST_API_KEY` on
 //! client commands, and the refusal to serve an open daemon beyond loopback.
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_relist");
-
-struct Daemon {
-    child: Child,
-    url: String,
-}
-
-impl Daemon {
-    fn start(data_dir: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RELIST_LOG", "info")
-            .env_remove("RELIST_API_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn relist serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("daemon announced its address");
-        Daemon {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn relist(args: &[&str], key_env: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
@@ -92,8 +51,9 @@ fn first_admin_key_offline_then_keys_over_grpc_and_clients_with_keys() {
     assert!(admin.starts_with("rk_"));
     assert_eq!(created["key"]["role"], "admin");
 
-    let d = Daemon::start(&data);
-    let url = d.url.as_str();
+    let d = Daemon::start(["--listen", "127.0.0.1:0", "--data-dir", data_s], "relist serving");
+    let url = format!("http://{}", d.addr);
+    let url = url.as_str();
     let check = [
         "check",
         "--marketplace",

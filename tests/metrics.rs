@@ -86,51 +86,27 @@ async fn metrics_count_requests_verdicts_index_and_store() {
 /// `serve --metrics ADDR` serves `/metrics` alone on its own address.
 #[tokio::test]
 async fn the_binary_serves_metrics_alone_on_its_own_address() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relist"))
-        .args([
-            "serve",
+    let data = tmp.path().join("data");
+    let daemon = Daemon::start(
+        [
             "--listen",
             "127.0.0.1:0",
             "--metrics",
             "127.0.0.1:0",
             "--data-dir",
-        ])
-        .arg(tmp.path().join("data"))
-        .env("RELIST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn relist serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("web page serving") {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        }
-    });
-    let addr = rx.recv_timeout(std::time::Duration::from_secs(60));
-    let result = async {
-        let addr = addr.expect("metrics address logged");
-        let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap();
-        let status = metrics.status();
-        let text = metrics.text().await.unwrap();
-        let api = reqwest::get(format!("http://{addr}/api/matches"))
-            .await
-            .unwrap()
-            .status();
-        (status, text, api)
-    }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let (status, text, api) = result;
+            data.to_str().unwrap(),
+        ],
+        "web page serving",
+    );
+    let addr = &daemon.addr;
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap();
+    let status = metrics.status();
+    let text = metrics.text().await.unwrap();
+    let api = reqwest::get(format!("http://{addr}/api/matches"))
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 200);
     assert!(text.contains("relist_store_size_bytes "), "{text}");
     assert_eq!(api, 404, "only /metrics on that address");

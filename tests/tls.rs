@@ -132,39 +132,27 @@ async fn tls_and_mutual_tls() {
 /// `--tls-ca/--tls-cert/--tls-key`, through the real binary.
 #[test]
 fn the_binary_serves_and_calls_over_mutual_tls() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     const BIN: &str = env!("CARGO_BIN_EXE_relist");
     let tmp = tempfile::tempdir().unwrap();
     let p = pki(tmp.path());
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .arg("--tls-cert")
-        .arg(&p.server_cert)
-        .arg("--tls-key")
-        .arg(&p.server_key)
-        .arg("--tls-client-ca")
-        .arg(&p.ca)
-        .env("RELIST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn relist serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("TLS") {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("TLS daemon started");
+    let data = tmp.path().join("data");
+    let daemon = Daemon::start(
+        [
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--tls-cert".as_ref(),
+            p.server_cert.as_os_str(),
+            "--tls-key".as_ref(),
+            p.server_key.as_os_str(),
+            "--tls-client-ca".as_ref(),
+            p.ca.as_os_str(),
+        ] as [&std::ffi::OsStr; 10],
+        "relist serving (TLS)",
+    );
+    let addr = daemon.addr.clone();
     let check = |client_cert: bool| {
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -191,8 +179,7 @@ fn the_binary_serves_and_calls_over_mutual_tls() {
     };
     let without = check(false);
     let with = check(true);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
     assert!(!without.status.success(), "mTLS needs a client certificate");
     assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
     let v: serde_json::Value = serde_json::from_slice(&with.stdout).unwrap();

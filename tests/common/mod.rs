@@ -238,3 +238,58 @@ pub fn shared_data() -> Option<std::path::PathBuf> {
         None
     }
 }
+
+/// The real `relist serve` in a child process, killed on drop.
+pub struct Daemon {
+    pub child: std::process::Child,
+    /// The address logged on the first stderr line containing the marker.
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Runs `relist serve ARGS` and waits (bounded) for a log line containing `marker` with
+    /// an `addr=` field; stderr is drained for the daemon's whole life.
+    pub fn start<I, S>(args: I, marker: &str) -> Daemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relist"))
+            .arg("serve")
+            .args(args)
+            .env("RELIST_LOG", "info")
+            .env_remove("RELIST_API_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn relist serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = marker.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(&marker) {
+                    if let Some(rest) = line.split("addr=").nth(1) {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            addr: String::new(),
+        };
+        daemon.addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the daemon logged its address");
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
