@@ -4,6 +4,8 @@
 use prost_types::Timestamp;
 use tonic::Status;
 
+use crate::auth::{KeyInfo, Role};
+use crate::config::RequestLimits;
 use crate::domain::{
     CheckOutcome, HashKind, ImageEvidence, ImageFingerprint, ImageInput, Listing, ListingFingerprints, ListingInfo,
     Match, MatchRecord, Registered, Source, Takedown, Verdict,
@@ -26,6 +28,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub const MAX_LISTING_ID_BYTES: usize = 256;
 pub const MAX_MARKETPLACE_BYTES: usize = 64;
 pub const MAX_SELLER_ID_BYTES: usize = 256;
+/// Default title and description limits; the daemon's are in [`RequestLimits`].
 pub const MAX_TITLE_CHARS: usize = 1_000;
 pub const MAX_DESCRIPTION_CHARS: usize = 20_000;
 pub const MAX_REASON_CHARS: usize = 1_000;
@@ -36,6 +39,9 @@ pub fn status(e: Error) -> Status {
         Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
         Error::NotFound(_) => Status::not_found(e.to_string()),
         Error::ResourceExhausted(_) => Status::resource_exhausted(e.to_string()),
+        Error::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
+        Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
+        Error::DeadlineExceeded(_) => Status::deadline_exceeded(e.to_string()),
         Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => {
             tracing::error!(error = %e, "request failed");
             Status::unavailable(e.to_string())
@@ -59,8 +65,14 @@ fn parse_hex_u64(field: &str, s: &str) -> Result<u64, Error> {
     u64::from_str_radix(s, 16).map_err(|_| Error::invalid(field, "must be exactly 16 hex characters"))
 }
 
-/// Validates a request's listing and turns it into a domain [`Listing`].
+/// Validates a request's listing under the default limits (see [`listing_from_proto_limited`]).
 pub fn listing_from_proto(p: Option<pb::Listing>) -> Result<Listing, Error> {
+    listing_from_proto_limited(p, &RequestLimits::default())
+}
+
+/// Validates a request's listing under the daemon's configured limits and turns it into a
+/// domain [`Listing`].
+pub fn listing_from_proto_limited(p: Option<pb::Listing>, limits: &RequestLimits) -> Result<Listing, Error> {
     let p = p.ok_or_else(|| Error::invalid("listing", "is required"))?;
     let marketplace = p.marketplace.trim().to_lowercase();
     if marketplace.is_empty() {
@@ -75,12 +87,18 @@ pub fn listing_from_proto(p: Option<pb::Listing>) -> Result<Listing, Error> {
     }
     check_len("listing.listing_id", &p.listing_id, MAX_LISTING_ID_BYTES, false)?;
     check_len("listing.seller_id", &p.seller_id, MAX_SELLER_ID_BYTES, false)?;
-    check_len("listing.title", &p.title, MAX_TITLE_CHARS, true)?;
-    check_len("listing.description", &p.description, MAX_DESCRIPTION_CHARS, true)?;
-    if p.images.len() > MAX_IMAGES {
+    check_len("listing.title", &p.title, limits.max_title_chars, true)?;
+    check_len(
+        "listing.description",
+        &p.description,
+        limits.max_description_chars,
+        true,
+    )?;
+    let max_images = limits.max_images.min(MAX_IMAGES);
+    if p.images.len() > max_images {
         return Err(Error::invalid(
             "listing.images",
-            format!("has {} images, over the limit of {MAX_IMAGES}", p.images.len()),
+            format!("has {} images, over the limit of {max_images}", p.images.len()),
         ));
     }
     if p.title.trim().is_empty() && p.images.is_empty() {
@@ -591,4 +609,43 @@ pub fn review_from_proto(r: pb::ReviewMatchRequest) -> Result<(u64, Label, Strin
     check_len("reviewer", &r.reviewer, 256, false)?;
     check_len("note", &r.note, 2_000, true)?;
     Ok((r.match_id, label, r.reviewer, r.note))
+}
+
+// ---- API keys ----
+
+pub fn key_to_proto(k: &KeyInfo) -> pb::ApiKey {
+    pb::ApiKey {
+        key_id: k.id,
+        name: k.name.clone(),
+        role: k.role.as_str().to_string(),
+        marketplace: k.marketplace.clone().unwrap_or_default(),
+        created_at: Some(timestamp(k.created_at_ms)),
+        revoked_at: k.revoked_at_ms.map(timestamp),
+    }
+}
+
+pub fn key_from_proto(k: pb::ApiKey) -> Result<KeyInfo, Error> {
+    Ok(KeyInfo {
+        id: k.key_id,
+        role: Role::parse(&k.role).ok_or_else(|| Error::invalid("role", format!("unknown role {:?}", k.role)))?,
+        name: k.name,
+        marketplace: (!k.marketplace.is_empty()).then_some(k.marketplace),
+        created_at_ms: ts_ms(&k.created_at).unwrap_or(0),
+        revoked_at_ms: ts_ms(&k.revoked_at),
+    })
+}
+
+/// Validates a key-creation request: (role, marketplace, name).
+pub fn create_key_from_proto(r: &pb::CreateKeyRequest) -> Result<(Role, Option<String>, String), Error> {
+    let role = Role::parse(&r.role).ok_or_else(|| {
+        Error::invalid(
+            "role",
+            format!("{:?} is not one of checker, writer, analyst, admin", r.role),
+        )
+    })?;
+    Ok((
+        role,
+        (!r.marketplace.trim().is_empty()).then(|| r.marketplace.clone()),
+        r.name.clone(),
+    ))
 }

@@ -29,6 +29,10 @@ pub struct Bank {
     writer: Mutex<()>,
     fingerprinter: Fingerprinter,
     thresholds: Thresholds,
+    /// Time spent decoding and hashing listings, for `/metrics`.
+    fingerprint_time: crate::metrics::Histogram,
+    /// Every write holds it shared; a backup holds it alone, so it copies one state.
+    backup_gate: RwLock<()>,
 }
 
 impl Bank {
@@ -60,6 +64,8 @@ impl Bank {
             writer: Mutex::new(()),
             fingerprinter: Fingerprinter::new(limits).with_thumbnails(true),
             thresholds,
+            fingerprint_time: Default::default(),
+            backup_gate: RwLock::new(()),
         })
     }
 
@@ -77,9 +83,30 @@ impl Bank {
         self.index.read().sizes()
     }
 
+    /// The sled database, for trees kept beside the bank's (API keys).
+    pub fn db(&self) -> &sled::Db {
+        self.store.db()
+    }
+
+    /// How long fingerprinting listings has taken so far.
+    pub fn fingerprint_time(&self) -> &crate::metrics::Histogram {
+        &self.fingerprint_time
+    }
+
+    fn fingerprint(
+        &self,
+        listing: &Listing,
+    ) -> Result<(Vec<crate::domain::CandidateImage>, crate::domain::ListingFingerprints)> {
+        let started = std::time::Instant::now();
+        let out = self.fingerprinter.listing(listing);
+        self.fingerprint_time.observe(started.elapsed());
+        out
+    }
+
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
-        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
+        let (images, fingerprints) = self.fingerprint(listing)?;
+        let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
         let existing = match self
             .store
@@ -125,6 +152,7 @@ impl Bank {
 
     /// Reverses a takedown: it stops matching before this returns. Returns when it was removed.
     pub fn remove(&self, id: TakedownId) -> Result<i64> {
+        let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
         let mut td = self
             .store
@@ -152,7 +180,7 @@ impl Bank {
     /// Checks a listing against every live takedown; records non-clear results as coming
     /// from `source`.
     pub fn check(&self, listing: &Listing, source: Source) -> Result<CheckOutcome> {
-        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
+        let (images, fingerprints) = self.fingerprint(listing)?;
         let found = self
             .index
             .read()
@@ -206,6 +234,7 @@ impl Bank {
         let match_id = if verdict == Verdict::Clear {
             None
         } else {
+            let _gate = self.backup_gate.read();
             let id = self.history.record(source, listing, verdict, score, &matches)?;
             self.history.put_thumbnails(id, &thumbnails(&images))?;
             Some(id)
@@ -231,6 +260,7 @@ impl Bank {
 
     /// Records an analyst's label on a match (see [`History::review`]).
     pub fn review_match(&self, id: u64, label: Label, reviewer: &str, note: &str) -> Result<MatchView> {
+        let _gate = self.backup_gate.read();
         let view = self.history.review(id, label, reviewer, note)?;
         self.store.flush()?;
         Ok(view)
@@ -243,7 +273,21 @@ impl Bank {
 
     /// Deletes history older than `before_ms` in bounded batches; returns how many.
     pub fn expire_history(&self, before_ms: i64, batch: usize) -> Result<usize> {
+        let _gate = self.backup_gate.read();
         self.history.delete_older_than(before_ms, batch)
+    }
+
+    /// Runs a write beside the bank's own (API keys) so that a backup waits for it.
+    pub fn gated<T>(&self, write: impl FnOnce() -> T) -> T {
+        let _gate = self.backup_gate.read();
+        write()
+    }
+
+    /// Writes a consistent backup of the whole store (see [`crate::backup`]): writes wait
+    /// meanwhile, checks that record nothing go on.
+    pub fn backup(&self, out: impl std::io::Write) -> Result<crate::backup::BackupSummary> {
+        let _gate = self.backup_gate.write();
+        crate::backup::write(self.store.db(), out)
     }
 
     /// A kept thumbnail: of a takedown's image, or of a recorded match's candidate image.

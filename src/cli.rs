@@ -11,9 +11,10 @@ use serde::Serialize;
 
 use crate::api::{self, pb};
 use crate::bank::Bank;
-use crate::config::{FileConfig, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::config::{FileConfig, RequestLimits, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 use crate::domain::{CheckOutcome, ListingFingerprints, Registered, Takedown};
 use crate::fingerprint::DecodeLimits;
+use crate::transport::Connection;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +46,14 @@ pub enum Command {
     /// resumable, bounded memory. See `relist batch --help` for the formats.
     #[command(after_long_help = crate::batch::FORMATS_HELP)]
     Batch(crate::batch::BatchArgs),
+    /// Create, list or revoke API keys (admin). Through the daemon, or with --data-dir
+    /// directly on a stopped daemon's store (how the first admin key is made).
+    #[command(subcommand)]
+    Keys(crate::keys::KeysCommand),
+    /// Write a consistent backup of the running daemon's whole store to FILE (admin).
+    Backup(crate::backup::BackupArgs),
+    /// Restore a backup into a new, empty data dir (offline).
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,11 +91,91 @@ pub struct ServeArgs {
     /// Delete match history older than this many days (0: keep forever) [default: keep].
     #[arg(long, env = "RELIST_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
-    /// Also serve the analysts' web page (match history, reviews) on this address, e.g.
-    /// 127.0.0.1:8080. It has no login: keep it on loopback or behind an authenticating proxy.
+    /// Also serve the analysts' web page (match history, reviews) and Prometheus `/metrics`
+    /// on this address, e.g. 127.0.0.1:8080. Once API keys exist the page's API needs an
+    /// analyst or admin key. It speaks plain HTTP: keep it on loopback or behind a TLS proxy.
     /// [default: no web page]
     #[arg(long, env = "RELIST_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Also serve Prometheus `/metrics` alone on this address (it is on `--http` too).
+    #[arg(long, env = "RELIST_METRICS")]
+    pub metrics: Option<SocketAddr>,
+    /// Allow serving without API keys on a non-loopback address (everyone may do anything).
+    #[arg(long, env = "RELIST_INSECURE")]
+    pub insecure: bool,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "RELIST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RELIST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, env = "RELIST_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `[limits]` of the config file, as flags.
+#[derive(Debug, Default, Args)]
+pub struct LimitArgs {
+    /// Largest gRPC message either way, in bytes [default: 64 MiB].
+    #[arg(long, env = "RELIST_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most images per listing [default and maximum: 32].
+    #[arg(long, env = "RELIST_MAX_IMAGES")]
+    pub max_images: Option<usize>,
+    /// Longest listing title, in characters [default: 1000].
+    #[arg(long, env = "RELIST_MAX_TITLE_CHARS")]
+    pub max_title_chars: Option<usize>,
+    /// Longest listing description, in characters [default: 20000].
+    #[arg(long, env = "RELIST_MAX_DESCRIPTION_CHARS")]
+    pub max_description_chars: Option<usize>,
+    /// Largest QueryMatches page [default and maximum: 500].
+    #[arg(long, env = "RELIST_MAX_PAGE_SIZE")]
+    pub max_page_size: Option<usize>,
+    /// Per-request deadline, e.g. 30s; past it: DEADLINE_EXCEEDED [default: 30s].
+    #[arg(long, env = "RELIST_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<std::time::Duration>,
+    /// Requests served at once (a stream counts as one); more are refused with
+    /// RESOURCE_EXHAUSTED, not queued [default: 64].
+    #[arg(long, env = "RELIST_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+}
+
+impl LimitArgs {
+    /// Flags over the file's `[limits]` over defaults.
+    pub fn resolve(&self, file: &crate::config::LimitsSection) -> anyhow::Result<RequestLimits> {
+        let d = RequestLimits::default();
+        let request_timeout = match (&self.request_timeout, &file.request_timeout) {
+            (Some(t), _) => *t,
+            (None, Some(s)) => humantime::parse_duration(s).with_context(|| format!("limits.request_timeout {s:?}"))?,
+            (None, None) => d.request_timeout,
+        };
+        let limits = RequestLimits {
+            max_message_bytes: self
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(d.max_message_bytes),
+            max_images: self.max_images.or(file.max_images).unwrap_or(d.max_images),
+            max_title_chars: self
+                .max_title_chars
+                .or(file.max_title_chars)
+                .unwrap_or(d.max_title_chars),
+            max_description_chars: self
+                .max_description_chars
+                .or(file.max_description_chars)
+                .unwrap_or(d.max_description_chars),
+            max_page_size: self.max_page_size.or(file.max_page_size).unwrap_or(d.max_page_size),
+            request_timeout,
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .or(file.max_concurrent_requests)
+                .unwrap_or(d.max_concurrent_requests),
+        };
+        limits.validate().map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+        Ok(limits)
+    }
 }
 
 impl ServeArgs {
@@ -113,7 +202,9 @@ impl ServeArgs {
         if let Err(e) = thresholds.validate() {
             bail!("invalid policy: {e}");
         }
+        let requests = self.limits.resolve(&file.limits)?;
         Ok(ServeConfig {
+            requests,
             listen: match self.listen.or(file.server.listen) {
                 Some(a) => a,
                 None => DEFAULT_LISTEN.parse()?,
@@ -153,6 +244,36 @@ pub struct ClientArgs {
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// A client's API key and TLS settings.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ConnArgs {
+    /// API key, sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "RELIST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// CA certificate (PEM) of the daemon's TLS certificate; implies TLS.
+    #[arg(long, env = "RELIST_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a daemon that requires one (mutual TLS).
+    #[arg(long = "tls-cert", env = "RELIST_CLIENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", env = "RELIST_CLIENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    pub fn connection(&self) -> Connection {
+        Connection {
+            api_key: self.api_key.clone().filter(|k| !k.trim().is_empty()),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
 }
 
 /// A listing given on the command line.
@@ -319,6 +440,8 @@ pub struct HistoryArgs {
     /// Address of the relist daemon.
     #[arg(long, env = "RELIST_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 #[derive(Debug, Args)]
@@ -364,11 +487,33 @@ fn parse_time(flag: &str, s: &str) -> anyhow::Result<prost_types::Timestamp> {
     Ok(api::timestamp(d.as_millis() as i64))
 }
 
+impl Command {
+    /// The client connection flags of a client command.
+    fn conn(&self) -> Option<&ConnArgs> {
+        match self {
+            Command::Serve(_) | Command::Restore(_) => None,
+            Command::Backup(a) => Some(&a.client.conn),
+            Command::Takedown(TakedownCommand::Add { client, .. })
+            | Command::Takedown(TakedownCommand::Remove { client, .. })
+            | Command::Takedown(TakedownCommand::Get { client, .. }) => Some(&client.conn),
+            Command::Check(a) => Some(&a.client.conn),
+            Command::History(a) => Some(&a.conn),
+            Command::Stats(a) => Some(&a.client.conn),
+            Command::Review(a) => Some(&a.client.conn),
+            Command::Batch(a) => Some(&a.client.conn),
+            Command::Keys(k) => Some(&k.client().conn),
+        }
+    }
+}
+
 /// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(conn) = cli.command.conn() {
+        let _ = CONNECTION.set(conn.connection());
+    }
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -378,6 +523,9 @@ pub fn run() -> anyhow::Result<()> {
             Command::Stats(args) => stats(args).await,
             Command::Review(args) => review(args).await,
             Command::Batch(args) => crate::batch::run(args).await,
+            Command::Keys(cmd) => crate::keys::run(cmd).await,
+            Command::Backup(args) => crate::backup::run_backup(args).await,
+            Command::Restore(args) => crate::backup::run_restore(args),
         }
     })
 }
@@ -403,10 +551,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("opening store {}", cfg.data_dir.display()))?
     };
+    let no_keys = crate::auth::Keys::open(bank.db())?.is_empty();
+    check_exposure(
+        no_keys,
+        args.insecure,
+        [Some(cfg.listen), args.http].into_iter().flatten(),
+    )?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::transport::server_tls(cert, key, args.tls_client_ca.as_deref())?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let bank = Arc::new(bank);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     if let Some(max_age) = cfg.history_retention {
         crate::server::spawn_retention(bank.clone(), max_age, std::time::Duration::from_secs(600));
     }
@@ -424,38 +583,85 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let http = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr} (--http)"))?;
-            Some(tokio::spawn(crate::web::serve(
-                bank.clone(),
+            Some(tokio::spawn(crate::web::serve_with(
+                crate::web::router_with(bank.clone(), metrics.clone()),
                 http,
                 stopped(stop_rx.clone()),
             )))
         }
         None => None,
     };
-    crate::server::serve(bank, listener, stopped(stop_rx)).await?;
-    if let Some(web) = web {
-        web.await.context("web server task")??;
+    let metrics_page = match args.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (--metrics)"))?;
+            Some(tokio::spawn(crate::web::serve_with(
+                crate::web::metrics_router(bank.clone(), metrics.clone()),
+                l,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    let options = crate::server::ServerOptions {
+        limits: cfg.requests,
+        tls,
+        metrics: Some(metrics),
+    };
+    crate::server::serve_with(bank, listener, options, stopped(stop_rx)).await?;
+    for task in [web, metrics_page].into_iter().flatten() {
+        task.await.context("web server task")??;
     }
     Ok(())
 }
 
-pub(crate) type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
-
-/// Connects a client to the daemon with the server's message-size limits.
-pub(crate) async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let client = Client::connect(addr.to_string())
-        .await
-        .with_context(|| format!("connecting to relist at {addr}"))?;
-    Ok(client
-        .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(crate::server::MAX_MESSAGE_BYTES))
+/// Refuses to serve an open daemon (no API keys yet) on anything but loopback, unless the
+/// operator said `--insecure`: relist holds evidence and sits on marketplaces' upload path.
+pub fn check_exposure(
+    no_keys: bool,
+    insecure: bool,
+    addrs: impl IntoIterator<Item = SocketAddr>,
+) -> anyhow::Result<()> {
+    if !no_keys {
+        return Ok(());
+    }
+    for addr in addrs {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        if !insecure {
+            bail!(
+                "refusing to serve {addr} without API keys: anyone could read and change the bank. \
+                 Create an admin key first (relist keys create --role admin --data-dir DIR), \
+                 or pass --insecure"
+            );
+        }
+        tracing::warn!(%addr, "serving without API keys on a non-loopback address (--insecure)");
+    }
+    Ok(())
 }
 
-fn rpc_error(s: tonic::Status) -> anyhow::Error {
+pub(crate) type Client = crate::transport::Client;
+
+/// The running command's API key and TLS settings. Process-wide because `batch` reaches the
+/// daemon by address alone; set once by [`run`] from the command's flags.
+static CONNECTION: std::sync::OnceLock<Connection> = std::sync::OnceLock::new();
+
+/// Connects a client to the daemon with the server's message-size limits, the API key and
+/// TLS settings of the command line.
+pub(crate) async fn connect(addr: &str) -> anyhow::Result<Client> {
+    CONNECTION
+        .get_or_init(Connection::default)
+        .connect(addr, crate::server::MAX_MESSAGE_BYTES)
+        .await
+}
+
+pub(crate) fn rpc_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
-fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -545,7 +751,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fmt_ms(ms: i64) -> String {
+pub(crate) fn fmt_ms(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -58,6 +58,14 @@ pub struct ServerSection {
 pub struct LimitsSection {
     pub max_image_bytes: Option<usize>,
     pub max_image_pixels: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub max_images: Option<usize>,
+    pub max_title_chars: Option<usize>,
+    pub max_description_chars: Option<usize>,
+    pub max_page_size: Option<usize>,
+    /// Per-request deadline, humantime (e.g. "30s").
+    pub request_timeout: Option<String>,
+    pub max_concurrent_requests: Option<usize>,
 }
 
 impl FileConfig {
@@ -79,4 +87,71 @@ pub struct ServeConfig {
     pub thumbnails: bool,
     /// Delete match history older than this; `None` keeps it forever.
     pub history_retention: Option<std::time::Duration>,
+    /// Per-request limits and load shedding.
+    pub requests: RequestLimits,
+}
+
+/// Per-request limits and load shedding of the gRPC service. Defaults suit a daemon on the
+/// upload path: a listing of full-size photos fits, a stuck request does not hold a slot
+/// for ever, and a burst beyond the concurrency limit is refused at once, not queued.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestLimits {
+    /// Largest gRPC message, in bytes, either way.
+    pub max_message_bytes: usize,
+    /// Most images per listing (at most [`crate::matcher::MAX_IMAGES`]).
+    pub max_images: usize,
+    /// Longest listing title, in characters.
+    pub max_title_chars: usize,
+    /// Longest listing description, in characters.
+    pub max_description_chars: usize,
+    /// Largest QueryMatches page (at most [`crate::history::MAX_PAGE_SIZE`]).
+    pub max_page_size: usize,
+    /// Time a unary request (or one item of a stream) may take before DEADLINE_EXCEEDED.
+    pub request_timeout: std::time::Duration,
+    /// Requests (a stream counts as one) served at once; beyond: RESOURCE_EXHAUSTED.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_message_bytes: 64 * 1024 * 1024,
+            max_images: crate::matcher::MAX_IMAGES,
+            max_title_chars: crate::api::MAX_TITLE_CHARS,
+            max_description_chars: crate::api::MAX_DESCRIPTION_CHARS,
+            max_page_size: crate::history::MAX_PAGE_SIZE,
+            request_timeout: std::time::Duration::from_secs(30),
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// Refuses limits the daemon cannot honour (zeros, or above what the store supports).
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_images", self.max_images),
+            ("max_title_chars", self.max_title_chars),
+            ("max_description_chars", self.max_description_chars),
+            ("max_page_size", self.max_page_size),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        if self.max_images > crate::matcher::MAX_IMAGES {
+            return Err(format!("max_images must be at most {}", crate::matcher::MAX_IMAGES));
+        }
+        if self.max_page_size > crate::history::MAX_PAGE_SIZE {
+            return Err(format!(
+                "max_page_size must be at most {}",
+                crate::history::MAX_PAGE_SIZE
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err("request_timeout must be above zero".into());
+        }
+        Ok(())
+    }
 }

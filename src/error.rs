@@ -14,6 +14,15 @@ pub enum Error {
     /// A limit was reached; retrying later or sending less may work.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// No valid API key came with the request (missing, unknown or revoked).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The key is valid but its role or marketplace scope does not allow this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The request took longer than the configured per-request deadline.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     /// The store could not be read or written (disk full, I/O error).
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),

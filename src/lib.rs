@@ -23,7 +23,14 @@
 //! - [`store`]: sled trees and the stored formats (a contract, versioned).
 //! - [`config`], [`cli`]: flags, environment, TOML; the `relist` command.
 //! - [`batch`]: `relist batch`, re-checking a whole catalog over one CheckListings stream.
+//! - [`auth`]: API keys (stored hashed) and roles; who may call what, for which marketplace.
+//! - [`keys`]: `relist keys create|list|revoke`, over gRPC or offline on a data dir.
+//! - [`transport`]: TLS (server and client, mTLS) and the API key on every client call.
+//! - [`metrics`]: Prometheus counters and histograms, served at `/metrics` by [`web`].
+//! - [`backup`]: `relist backup|restore`, a consistent copy of the store and its restore.
 pub mod api;
+pub mod auth;
+pub mod backup;
 pub mod bank;
 pub mod batch;
 pub mod cli;
@@ -33,8 +40,11 @@ pub mod error;
 pub mod fingerprint;
 pub mod history;
 pub mod index;
+pub mod keys;
 pub mod matcher;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod transport;
 pub mod web;

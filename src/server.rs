@@ -3,37 +3,68 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::{self, pb};
+use crate::auth::{Action, Caller, Keys};
 use crate::bank::Bank;
+use crate::config::RequestLimits;
 use crate::domain::Source;
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// How many items of a CheckListings stream are checked at once. Also the read-ahead: the
 /// server pulls a new request only when one of these finishes, so a fast client is held back
 /// by HTTP/2 flow control instead of filling the daemon's memory.
 pub const STREAM_CONCURRENCY: usize = 8;
 
+/// How the daemon serves, besides the bank: limits, TLS, shared metrics.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    pub limits: RequestLimits,
+    /// Serve gRPC over TLS (and require client certificates when it has a client CA).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Counters shared with the `/metrics` page; a fresh set when `None`.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
 /// The `relist.v1.Relist` service.
 #[derive(Clone)]
 pub struct RelistService {
     bank: Arc<Bank>,
+    keys: Keys,
+    limits: RequestLimits,
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// The bearer value of a request's `authorization` metadata, if it is readable.
+fn authorization<T>(request: &Request<T>) -> Option<&str> {
+    request.metadata().get("authorization").and_then(|v| v.to_str().ok())
 }
 
 impl RelistService {
-    pub fn new(bank: Arc<Bank>) -> Self {
-        RelistService { bank }
+    /// The service over `bank`, with its key store in the bank's database.
+    pub fn new(bank: Arc<Bank>, limits: RequestLimits, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        Ok(RelistService {
+            keys: Keys::open(bank.db())?,
+            bank,
+            limits,
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            metrics,
+        })
     }
 
     /// Runs blocking bank work (hashing, fsync) off the async runtime.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Bank) -> Result<T, Error> + Send + 'static,
@@ -41,8 +72,100 @@ impl RelistService {
         let bank = self.bank.clone();
         tokio::task::spawn_blocking(move || f(&bank))
             .await
-            .map_err(|e| api::status(Error::Internal(format!("worker failed: {e}"))))?
-            .map_err(api::status)
+            .map_err(|e| Error::Internal(format!("worker failed: {e}")))?
+    }
+
+    /// Checks the key and role, then takes a concurrency slot, refusing at once when none
+    /// is free: a queue would only grow under overload.
+    fn admit<T>(&self, request: &Request<T>, action: Action) -> Result<(Caller, OwnedSemaphorePermit), Error> {
+        let caller = self.keys.authenticate(authorization(request))?;
+        caller.require(action)?;
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.shed();
+            Error::ResourceExhausted(format!(
+                "server busy: {} requests in flight (limits.max_concurrent_requests); retry later",
+                self.limits.max_concurrent_requests
+            ))
+        })?;
+        Ok((caller, permit))
+    }
+
+    /// Runs `work` as its own task, which holds `slot` until the work really ends, and answers
+    /// DEADLINE_EXCEEDED when it outlasts the per-request deadline. Blocking work cannot be
+    /// cancelled, so its slot stays taken until it finishes: load shedding counts what runs.
+    async fn deadline<T, S>(
+        &self,
+        what: &str,
+        slot: S,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        S: Send + 'static,
+    {
+        let limit = self.limits.request_timeout;
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            work.await
+        });
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Internal(format!("request task failed: {e}"))),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "{what} took longer than {} (limits.request_timeout)",
+                humantime::format_duration(limit)
+            ))),
+        }
+    }
+
+    /// A unary call: authentication, role, load shedding, deadline, metrics, status mapping.
+    async fn unary<T, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        action: Action,
+        request: Request<T>,
+        f: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(RelistService, Caller, T) -> Fut,
+        Fut: Future<Output = Result<R, Error>> + Send + 'static,
+        R: Send + 'static,
+    {
+        let started = Instant::now();
+        let result = match self.admit(&request, action) {
+            Ok((caller, permit)) => {
+                self.deadline(rpc, permit, f(self.clone(), caller, request.into_inner()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let result = result.map(Response::new).map_err(api::status);
+        self.metrics.request(rpc, code_of(&result), started.elapsed());
+        result
+    }
+
+    /// A listing from a request, under the configured limits.
+    fn listing(&self, p: Option<pb::Listing>) -> Result<crate::domain::Listing, Error> {
+        api::listing_from_proto_limited(p, &self.limits)
+    }
+
+    /// The takedown `id`, if `caller` may act on its marketplace.
+    async fn scoped_takedown(&self, caller: &Caller, id: u64) -> Result<(), Error> {
+        if caller.scope().is_none() {
+            return Ok(());
+        }
+        let td = self.blocking(move |bank| bank.get(id)).await?;
+        caller.require_marketplace(&td.listing.marketplace)
+    }
+
+    /// The match `id`, if `caller` may see it.
+    async fn scoped_match(&self, caller: &Caller, id: u64) -> Result<crate::history::MatchView, Error> {
+        let view = self.blocking(move |bank| bank.get_match(id)).await?;
+        let r = &view.record;
+        caller.require_any_marketplace(
+            std::iter::once(r.candidate.marketplace.as_str()).chain(r.matches.iter().map(|m| m.marketplace.as_str())),
+        )?;
+        Ok(view)
     }
 }
 
@@ -52,58 +175,89 @@ impl pb::relist_server::Relist for RelistService {
         &self,
         request: Request<pb::RegisterTakedownRequest>,
     ) -> Result<Response<pb::RegisterTakedownResponse>, Status> {
-        let req = request.into_inner();
-        let listing = api::listing_from_proto(req.listing).map_err(api::status)?;
-        api::reason_from_proto(&req.reason).map_err(api::status)?;
-        let taken_down_at = api::ms_from_timestamp("taken_down_at", req.taken_down_at).map_err(api::status)?;
-        let reason = req.reason;
-        let registered = self
-            .blocking(move |bank| bank.register(&listing, &reason, taken_down_at))
-            .await?;
-        info!(
-            takedown_id = registered.takedown_id,
-            updated = registered.updated,
-            "takedown registered"
-        );
-        Ok(Response::new(api::registered_to_proto(&registered)))
+        self.unary(
+            "RegisterTakedown",
+            Action::WriteTakedowns,
+            request,
+            |s, caller, req| async move {
+                let listing = s.listing(req.listing)?;
+                caller.require_marketplace(&listing.marketplace)?;
+                api::reason_from_proto(&req.reason)?;
+                let taken_down_at = api::ms_from_timestamp("taken_down_at", req.taken_down_at)?;
+                let reason = req.reason;
+                let registered = s
+                    .blocking(move |bank| bank.register(&listing, &reason, taken_down_at))
+                    .await?;
+                info!(
+                    takedown_id = registered.takedown_id,
+                    updated = registered.updated,
+                    "takedown registered"
+                );
+                Ok(api::registered_to_proto(&registered))
+            },
+        )
+        .await
     }
 
     async fn remove_takedown(
         &self,
         request: Request<pb::RemoveTakedownRequest>,
     ) -> Result<Response<pb::RemoveTakedownResponse>, Status> {
-        let id = request.into_inner().takedown_id;
-        if id == 0 {
-            return Err(api::status(Error::invalid("takedown_id", "is required")));
-        }
-        let removed_at = self.blocking(move |bank| bank.remove(id)).await?;
-        info!(takedown_id = id, "takedown removed");
-        Ok(Response::new(pb::RemoveTakedownResponse {
-            removed_at: Some(api::timestamp(removed_at)),
-        }))
+        self.unary(
+            "RemoveTakedown",
+            Action::WriteTakedowns,
+            request,
+            |s, caller, req| async move {
+                let id = req.takedown_id;
+                if id == 0 {
+                    return Err(Error::invalid("takedown_id", "is required"));
+                }
+                s.scoped_takedown(&caller, id).await?;
+                let removed_at = s.blocking(move |bank| bank.remove(id)).await?;
+                info!(takedown_id = id, "takedown removed");
+                Ok(pb::RemoveTakedownResponse {
+                    removed_at: Some(api::timestamp(removed_at)),
+                })
+            },
+        )
+        .await
     }
 
     async fn get_takedown(
         &self,
         request: Request<pb::GetTakedownRequest>,
     ) -> Result<Response<pb::GetTakedownResponse>, Status> {
-        let id = request.into_inner().takedown_id;
-        if id == 0 {
-            return Err(api::status(Error::invalid("takedown_id", "is required")));
-        }
-        let td = self.blocking(move |bank| bank.get(id)).await?;
-        Ok(Response::new(pb::GetTakedownResponse {
-            takedown: Some(api::takedown_to_proto(&td)),
-        }))
+        self.unary(
+            "GetTakedown",
+            Action::WriteTakedowns,
+            request,
+            |s, caller, req| async move {
+                let id = req.takedown_id;
+                if id == 0 {
+                    return Err(Error::invalid("takedown_id", "is required"));
+                }
+                let td = s.blocking(move |bank| bank.get(id)).await?;
+                caller.require_marketplace(&td.listing.marketplace)?;
+                Ok(pb::GetTakedownResponse {
+                    takedown: Some(api::takedown_to_proto(&td)),
+                })
+            },
+        )
+        .await
     }
 
     async fn check_listing(
         &self,
         request: Request<pb::CheckListingRequest>,
     ) -> Result<Response<pb::CheckListingResponse>, Status> {
-        let listing = api::listing_from_proto(request.into_inner().listing).map_err(api::status)?;
-        let outcome = self.blocking(move |bank| bank.check(&listing, Source::Upload)).await?;
-        Ok(Response::new(api::check_to_proto(&outcome)))
+        self.unary("CheckListing", Action::Check, request, |s, caller, req| async move {
+            let listing = s.listing(req.listing)?;
+            caller.require_marketplace(&listing.marketplace)?;
+            let outcome = s.blocking(move |bank| bank.check(&listing, Source::Upload)).await?;
+            s.metrics.verdict(outcome.verdict);
+            Ok(api::check_to_proto(&outcome))
+        })
+        .await
     }
 
     type CheckListingsStream = Pin<Box<dyn Stream<Item = Result<pb::CheckListingsResponse, Status>> + Send>>;
@@ -112,11 +266,23 @@ impl pb::relist_server::Relist for RelistService {
         &self,
         request: Request<tonic::Streaming<pb::CheckListingRequest>>,
     ) -> Result<Response<Self::CheckListingsStream>, Status> {
+        let started = Instant::now();
+        let admitted = self.admit(&request, Action::Check).map_err(api::status);
+        self.metrics
+            .request("CheckListings", code_of(&admitted), started.elapsed());
+        let (caller, permit) = admitted?;
+        // The stream holds its slot until it ends and its last item's work is done; each item
+        // has its own deadline and one of the stream's item slots while its work runs.
+        let permit = Arc::new(permit);
+        let item_slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
         let service = self.clone();
         let answers = request
             .into_inner()
             .map(move |item| {
                 let service = service.clone();
+                let caller = caller.clone();
+                let stream_slot = permit.clone();
+                let item_slots = item_slots.clone();
                 async move {
                     // A broken request stream ends the response stream with its status.
                     let req = item?;
@@ -125,16 +291,28 @@ impl pb::relist_server::Relist for RelistService {
                         .as_ref()
                         .map(|l| (l.listing_id.clone(), l.marketplace.clone()))
                         .unwrap_or_default();
-                    let result = match api::listing_from_proto(req.listing) {
-                        Ok(listing) => service.blocking(move |bank| bank.check(&listing, Source::Batch)).await,
-                        Err(e) => Err(api::status(e)),
+                    let item_slot = item_slots
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| Status::internal("stream slots closed"))?;
+                    let s = service.clone();
+                    let work = async move {
+                        let listing = s.listing(req.listing)?;
+                        caller.require_marketplace(&listing.marketplace)?;
+                        let c = s.blocking(move |bank| bank.check(&listing, Source::Batch)).await?;
+                        s.metrics.verdict(c.verdict);
+                        Ok(c)
                     };
-                    let outcome = match result {
+                    let slots = (stream_slot, item_slot);
+                    let outcome = match service.deadline("CheckListings item", slots, work).await {
                         Ok(c) => pb::check_listings_response::Outcome::Result(api::check_to_proto(&c)),
-                        Err(s) => pb::check_listings_response::Outcome::Error(pb::ItemError {
-                            code: s.code() as i32,
-                            message: s.message().to_string(),
-                        }),
+                        Err(e) => {
+                            let s = api::status(e);
+                            pb::check_listings_response::Outcome::Error(pb::ItemError {
+                                code: s.code() as i32,
+                                message: s.message().to_string(),
+                            })
+                        }
                     };
                     Ok(pb::CheckListingsResponse {
                         listing_id,
@@ -151,51 +329,214 @@ impl pb::relist_server::Relist for RelistService {
         &self,
         request: Request<pb::QueryMatchesRequest>,
     ) -> Result<Response<pb::QueryMatchesResponse>, Status> {
-        let (q, page_size, token) = api::query_from_proto(request.get_ref()).map_err(api::status)?;
-        let page = self
-            .blocking(move |bank| bank.query_matches(&q, page_size, token.as_deref()))
-            .await?;
-        Ok(Response::new(api::page_to_proto(&page)))
+        self.unary(
+            "QueryMatches",
+            Action::ReadHistory,
+            request,
+            |s, caller, req| async move {
+                let (mut q, page_size, token) = api::query_from_proto(&req)?;
+                if page_size > s.limits.max_page_size {
+                    return Err(Error::invalid(
+                        "page_size",
+                        format!("is {page_size}, over the maximum of {}", s.limits.max_page_size),
+                    ));
+                }
+                if let Some(scope) = caller.scope() {
+                    // A scoped analyst sees its marketplace's records only, whatever it asks.
+                    if let Some(m) = &q.marketplace {
+                        caller.require_marketplace(m)?;
+                    }
+                    q.marketplace = Some(scope.to_string());
+                }
+                let page = s
+                    .blocking(move |bank| bank.query_matches(&q, page_size, token.as_deref()))
+                    .await?;
+                Ok(api::page_to_proto(&page))
+            },
+        )
+        .await
     }
 
     async fn get_match(&self, request: Request<pb::GetMatchRequest>) -> Result<Response<pb::MatchRecord>, Status> {
-        let id = request.into_inner().match_id;
-        if id == 0 {
-            return Err(api::status(Error::invalid("match_id", "is required")));
-        }
-        let view = self.blocking(move |bank| bank.get_match(id)).await?;
-        Ok(Response::new(api::match_view_to_proto(&view)))
+        self.unary("GetMatch", Action::ReadHistory, request, |s, caller, req| async move {
+            if req.match_id == 0 {
+                return Err(Error::invalid("match_id", "is required"));
+            }
+            let view = s.scoped_match(&caller, req.match_id).await?;
+            Ok(api::match_view_to_proto(&view))
+        })
+        .await
     }
 
     async fn match_stats(
         &self,
         request: Request<pb::MatchStatsRequest>,
     ) -> Result<Response<pb::MatchStatsResponse>, Status> {
-        let (from, to, top) = api::stats_request_from_proto(request.get_ref()).map_err(api::status)?;
-        let stats = self.blocking(move |bank| bank.match_stats(from, to, top)).await?;
-        Ok(Response::new(api::stats_to_proto(&stats)))
+        self.unary(
+            "MatchStats",
+            Action::ReadHistory,
+            request,
+            |s, caller, req| async move {
+                if let Some(m) = caller.scope() {
+                    return Err(Error::PermissionDenied(format!(
+                        "match stats count every marketplace; this key sees {m:?} only"
+                    )));
+                }
+                let (from, to, top) = api::stats_request_from_proto(&req)?;
+                let stats = s.blocking(move |bank| bank.match_stats(from, to, top)).await?;
+                Ok(api::stats_to_proto(&stats))
+            },
+        )
+        .await
     }
 
     async fn review_match(
         &self,
         request: Request<pb::ReviewMatchRequest>,
     ) -> Result<Response<pb::MatchRecord>, Status> {
-        let (id, label, reviewer, note) = api::review_from_proto(request.into_inner()).map_err(api::status)?;
-        let view = self
-            .blocking(move |bank| bank.review_match(id, label, &reviewer, &note))
-            .await?;
-        info!(match_id = id, label = label.as_str(), "match reviewed");
-        Ok(Response::new(api::match_view_to_proto(&view)))
+        self.unary(
+            "ReviewMatch",
+            Action::ReadHistory,
+            request,
+            |s, caller, req| async move {
+                let (id, label, reviewer, note) = api::review_from_proto(req)?;
+                s.scoped_match(&caller, id).await?;
+                let view = s
+                    .blocking(move |bank| bank.review_match(id, label, &reviewer, &note))
+                    .await?;
+                info!(match_id = id, label = label.as_str(), "match reviewed");
+                Ok(api::match_view_to_proto(&view))
+            },
+        )
+        .await
+    }
+
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        self.unary("CreateKey", Action::ManageKeys, request, |s, _caller, req| async move {
+            let (role, marketplace, name) = api::create_key_from_proto(&req)?;
+            let keys = s.keys.clone();
+            let (info, secret) = s
+                .blocking(move |bank| bank.gated(|| keys.create(role, marketplace.as_deref(), &name)))
+                .await?;
+            info!(key_id = info.id, role = info.role.as_str(), "api key created");
+            Ok(pb::CreateKeyResponse {
+                key: Some(api::key_to_proto(&info)),
+                secret,
+            })
+        })
+        .await
+    }
+
+    async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.unary("ListKeys", Action::ManageKeys, request, |s, _caller, _req| async move {
+            let keys = s.keys.clone();
+            let list = s.blocking(move |_| keys.list()).await?;
+            Ok(pb::ListKeysResponse {
+                keys: list.iter().map(api::key_to_proto).collect(),
+            })
+        })
+        .await
+    }
+
+    type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+    async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let started = Instant::now();
+        let admitted = self.admit(&request, Action::Backup);
+        let result = match admitted {
+            Ok((_caller, permit)) => self
+                .blocking(backup_to_temp)
+                .await
+                .map(|(file, summary)| (file, summary, permit)),
+            Err(e) => Err(e),
+        };
+        let result = result.map_err(api::status);
+        self.metrics.request("Backup", code_of(&result), started.elapsed());
+        let (file, summary, permit) = result?;
+        info!(entries = summary.entries, bytes = summary.bytes, "backup taken");
+        // The stream holds its concurrency slot until the last chunk; a read error ends it.
+        let chunks = futures::stream::unfold(
+            (Some(tokio::fs::File::from_std(file)), permit),
+            |(file, permit)| async move {
+                use tokio::io::AsyncReadExt;
+                let mut file = file?;
+                let mut buf = vec![0u8; BACKUP_CHUNK_BYTES];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(pb::BackupChunk { data: buf }), (Some(file), permit)))
+                    }
+                    Err(e) => Some((Err(Status::unavailable(format!("reading backup: {e}"))), (None, permit))),
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
+        self.unary("RevokeKey", Action::ManageKeys, request, |s, _caller, req| async move {
+            let keys = s.keys.clone();
+            let id = req.key_id;
+            let info = s.blocking(move |bank| bank.gated(|| keys.revoke(id))).await?;
+            info!(key_id = id, "api key revoked");
+            Ok(api::key_to_proto(&info))
+        })
+        .await
     }
 }
 
-/// Largest gRPC message accepted: a listing of several full-size photos.
+/// Size of the pieces a backup is streamed in.
+pub const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
+/// Writes a backup of `bank` to an unlinked temporary file (so a slow client never holds
+/// writers back) and returns it rewound.
+fn backup_to_temp(bank: &Bank) -> Result<(std::fs::File, crate::backup::BackupSummary), Error> {
+    use std::io::Seek;
+    let io = |e: std::io::Error| Error::Internal(format!("backup temp file: {e}"));
+    let path = std::env::temp_dir().join(format!(
+        "relist-backup-{}-{}",
+        std::process::id(),
+        bank.db().generate_id()?
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io)?;
+    // Unlinked at once: the open handle keeps the data, nothing is left behind.
+    let _ = std::fs::remove_file(&path);
+    let summary = bank.backup(std::io::BufWriter::new(&mut file))?;
+    file.rewind().map_err(io)?;
+    Ok((file, summary))
+}
+
+/// The status code a call ends with, for the metrics.
+fn code_of<T>(result: &Result<T, Status>) -> tonic::Code {
+    result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok)
+}
+
+/// Largest gRPC message accepted by default: a listing of several full-size photos.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Serves the bank on `listener` until `shutdown` completes, then flushes the store.
+/// Serves the bank on `listener` with default options until `shutdown` completes.
 pub async fn serve(
     bank: Arc<Bank>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(bank, listener, ServerOptions::default(), shutdown).await
+}
+
+/// Serves the bank on `listener` until `shutdown` completes, then flushes the store.
+pub async fn serve_with(
+    bank: Arc<Bank>,
+    listener: TcpListener,
+    options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -210,12 +551,25 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let service = pb::relist_server::RelistServer::new(RelistService::new(bank.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let limits = options.limits;
+    limits.validate().map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    let metrics = options.metrics.unwrap_or_default();
+    let relist = RelistService::new(bank.clone(), limits, metrics)?;
+    if relist.keys.is_empty() {
+        warn!("no API keys exist: every request is allowed (create one with `relist keys create`)");
+    }
+    let service = pb::relist_server::RelistServer::new(relist)
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
     let addr = listener.local_addr()?;
-    info!(%addr, "relist serving");
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+        info!(%addr, "relist serving (TLS)");
+    } else {
+        info!(%addr, "relist serving");
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

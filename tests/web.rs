@@ -782,3 +782,48 @@ async fn analyst_filters_opens_and_confirms_a_match_in_chromium() {
     b.quit().await;
     fx.stop().await;
 }
+
+/// Once API keys exist the page asks for one (a prompt), sends it with every API call, and
+/// its thumbnails load through the session cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_asks_for_an_api_key_once_keys_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let Some((_driver, b)) = start_browser(profile.path()).await else {
+        return;
+    };
+    let fx = Fixture::start(dir.path()).await;
+    let key = relist::auth::Keys::open(fx.server.bank.db())
+        .unwrap()
+        .create(relist::auth::Role::Analyst, None, "browser")
+        .unwrap()
+        .1;
+    b.goto(&format!("http://{}/", fx.web)).await;
+    // Only the alert endpoints may run while the prompt is open (others would dismiss it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http(b.driver, "GET", &b.path("/alert/text"), &[], b"").await;
+        if r.status == 200 {
+            assert!(r.json()["value"].as_str().unwrap().contains("API key"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the page never asked for a key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wd(b.driver, "POST", &b.path("/alert/text"), Some(json!({ "text": key }))).await;
+    wd(b.driver, "POST", &b.path("/alert/accept"), Some(json!({}))).await;
+    b.wait_for("all rows", &format!("{ROWS}.length === {}", fx.matches.len()))
+        .await;
+    b.wait_for(
+        "thumbnails",
+        "[...document.images].every(i => i.complete) && document.querySelectorAll('.placeholder').length === 2",
+    )
+    .await;
+    let broken = b
+        .js("return [...document.images].filter(i => i.naturalWidth === 0).length;")
+        .await;
+    assert_eq!(broken, json!(0), "thumbnails load with the cookie");
+    b.screenshot("/tmp/relist-web-key.png").await;
+    b.quit().await;
+    fx.stop().await;
+}

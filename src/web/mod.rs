@@ -13,11 +13,13 @@
 //! | `GET /api/stats?from=&to=&top=` | [`Stats`] (default: the last 30 days) |
 //! | `GET /api/takedowns/{id}` | the takedown and the timeline of its matches |
 //! | `GET /api/thumbs/match/{id}/{i}.jpg`, `/api/thumbs/takedown/{id}/{i}.jpg` | kept thumbnails |
+//! | `GET /metrics` | Prometheus metrics (see [`crate::metrics`]) |
 //!
 //! Errors map like the gRPC ones: bad input is 400 with `{"error": "field: reason", "field"}`,
 //! an unknown id 404. Times in queries are Unix milliseconds or RFC 3339. Bank calls run in
-//! `spawn_blocking`. There is no authentication: bind it to loopback or put it behind a proxy
-//! that authenticates. The review POST is guarded against cross-site requests: it needs
+//! `spawn_blocking`. Once API keys exist, `/api/` needs an unscoped analyst or admin key
+//! (`Authorization: Bearer <key>`, or the `relist_key` cookie the page sets from the key typed
+//! in): 401 without one, 403 for another role. `GET /metrics` (Prometheus) is open. The review POST is guarded against cross-site requests: it needs
 //! `Content-Type: application/json`, and `Origin` / `Sec-Fetch-Site`, when sent, must say
 //! same-origin.
 use std::collections::BTreeMap;
@@ -34,10 +36,12 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::auth::{Action, Keys};
 use crate::bank::{Bank, ThumbnailOf};
 use crate::domain::{now_ms, MatchId, Source, Takedown, TakedownId, Verdict};
 use crate::error::Error;
 use crate::history::{Label, MatchView, Page, Query, Stats, MAX_PAGE_SIZE};
+use crate::metrics::{BankGauges, Metrics};
 
 const INDEX_HTML: &str = include_str!("static/index.html");
 const APP_JS: &str = include_str!("static/app.js");
@@ -56,9 +60,15 @@ const MAX_REVIEWER_BYTES: usize = 256;
 const MAX_NOTE_CHARS: usize = 2_000;
 const MAX_REVIEW_BODY_BYTES: usize = 16 * 1024;
 
-/// The router over `bank`; `serve` runs it, tests may too.
+/// The router over `bank` with a fresh set of gRPC metrics; `serve` runs it, tests may too.
 pub fn router(bank: Arc<Bank>) -> Router {
-    Router::new()
+    router_with(bank, Arc::new(Metrics::default()))
+}
+
+/// The page, its API (which needs an analyst or admin key once keys exist) and `/metrics`
+/// over the daemon's shared counters.
+pub fn router_with(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
+    let page = Router::new()
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/app.js", get(app_js))
@@ -70,7 +80,17 @@ pub fn router(bank: Arc<Bank>) -> Router {
         .route("/api/takedowns/{id}", get(takedown))
         .route("/api/thumbs/{of}/{id}/{file}", get(thumbnail))
         .fallback(not_found)
-        .with_state(bank)
+        .with_state(bank.clone())
+        .layer(axum::middleware::from_fn_with_state(bank.clone(), require_analyst));
+    metrics_router(bank, metrics).merge(page)
+}
+
+/// Prometheus `/metrics` alone (for `serve --metrics ADDR`). Open: it tells counts and
+/// sizes, never history.
+pub fn metrics_router(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .with_state((bank, metrics))
 }
 
 /// Serves the page and its API on `listener` until `shutdown` completes.
@@ -79,13 +99,98 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(router(bank), listener, shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve_with(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, "relist web page serving");
-    axum::serve(listener, router(bank))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     info!("relist web page stopped");
     Ok(())
+}
+
+/// Cookie the page sets from the key typed in (thumbnails are plain `<img>` requests, which
+/// cannot carry a header). Session-only and SameSite=Strict.
+const KEY_COOKIE: &str = "relist_key";
+
+fn cookie_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == KEY_COOKIE)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// Once API keys exist, `/api/` needs an unscoped analyst or admin key, as
+/// `Authorization: Bearer <key>` or the page's cookie. The page's files stay open so it can
+/// ask for the key.
+async fn require_analyst(
+    State(bank): State<Arc<Bank>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let caller = Keys::open(bank.db()).and_then(|keys| match headers.get(header::AUTHORIZATION) {
+        Some(v) => keys.authenticate(Some(v.to_str().unwrap_or(""))),
+        None => match cookie_key(headers) {
+            Some(k) => keys.authenticate_secret(&k),
+            None => keys.authenticate(None),
+        },
+    });
+    let allowed = caller.and_then(|c| {
+        c.require(Action::ReadHistory)?;
+        match c.scope() {
+            Some(m) => Err(Error::PermissionDenied(format!(
+                "the web page shows every marketplace; this key sees {m:?} only (use the gRPC API)"
+            ))),
+            None => Ok(()),
+        }
+    });
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(e) => {
+            let mut r = ApiError::from(e).into_response();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            r
+        }
+    }
+}
+
+async fn metrics_page(State((bank, metrics)): State<(Arc<Bank>, Arc<Metrics>)>) -> Response {
+    let b = bank.clone();
+    // Walking the data dir for its size is blocking I/O.
+    let store_bytes = tokio::task::spawn_blocking(move || b.db().size_on_disk().unwrap_or(0))
+        .await
+        .unwrap_or(0);
+    let sizes = bank.index_sizes();
+    let gauges = BankGauges {
+        pdq: sizes.pdq,
+        phash: sizes.phash,
+        title: sizes.title,
+        store_bytes,
+    };
+    let body = metrics.render(&gauges, bank.fingerprint_time());
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// An API error: status and a JSON body naming the field at fault.
@@ -116,6 +221,9 @@ impl From<Error> for ApiError {
             Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use relist::api::pb;
+use relist::auth::{Keys, Role};
 use relist::bank::Bank;
 use relist::fingerprint::DecodeLimits;
 use relist::policy::Thresholds;
+use relist::server::ServerOptions;
+use relist::transport::Connection;
 use tokio::sync::oneshot;
 
 pub type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
@@ -20,6 +23,8 @@ pub type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub bank: Arc<Bank>,
+    /// The web page and `/metrics`, when started with [`TestServer::start_full`].
+    pub http: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -30,24 +35,68 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: &Path, limits: DecodeLimits) -> TestServer {
+        Self::start_full(dir, limits, ServerOptions::default(), false).await
+    }
+
+    /// The daemon with `options` (limits, TLS), and with `http` the web page and `/metrics`
+    /// sharing its counters, as `serve --http` runs them.
+    pub async fn start_full(dir: &Path, limits: DecodeLimits, mut options: ServerOptions, http: bool) -> TestServer {
         let bank = Arc::new(Bank::open(dir, Thresholds::default(), limits).expect("open bank"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
+        let (web_tx, web_rx) = tokio::sync::watch::channel(false);
+        let metrics = options.metrics.get_or_insert_with(Default::default).clone();
+        let http = if http {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind web");
+            let web_addr = l.local_addr().expect("web addr");
+            let router = relist::web::router_with(bank.clone(), metrics);
+            let mut rx = web_rx.clone();
+            tokio::spawn(async move {
+                relist::web::serve_with(router, l, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .expect("web serve");
+            });
+            Some(web_addr)
+        } else {
+            None
+        };
         let b = bank.clone();
         let task = tokio::spawn(async move {
-            relist::server::serve(b, listener, async {
+            relist::server::serve_with(b, listener, options, async {
                 let _ = rx.await;
             })
             .await
             .expect("serve");
+            let _ = web_tx.send(true);
         });
         TestServer {
             addr,
             bank,
+            http,
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// A client sending `key` (and using `conn`'s TLS settings, if any).
+    pub async fn client_as(&self, key: Option<&str>) -> KeyedClient {
+        let conn = Connection {
+            api_key: key.map(str::to_string),
+            ..Default::default()
+        };
+        connect_with(&format!("http://{}", self.addr), &conn).await
+    }
+
+    /// Creates a key directly in the store, as `relist keys create --data-dir` does.
+    pub fn create_key(&self, role: Role, marketplace: Option<&str>) -> String {
+        Keys::open(self.bank.db())
+            .expect("keys")
+            .create(role, marketplace, "test")
+            .expect("create key")
+            .1
     }
 
     pub async fn client(&self) -> Client {
@@ -63,6 +112,13 @@ impl TestServer {
             t.await.expect("server task");
         }
     }
+}
+
+/// A client with an API key interceptor and optional TLS.
+pub type KeyedClient = relist::transport::Client;
+
+pub async fn connect_with(addr: &str, conn: &Connection) -> KeyedClient {
+    conn.connect(addr, 64 << 20).await.expect("connect")
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {
@@ -180,5 +236,60 @@ pub fn shared_data() -> Option<std::path::PathBuf> {
     } else {
         println!("skipped: ../shared/data not found");
         None
+    }
+}
+
+/// The real `relist serve` in a child process, killed on drop.
+pub struct Daemon {
+    pub child: std::process::Child,
+    /// The address logged on the first stderr line containing the marker.
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Runs `relist serve ARGS` and waits (bounded) for a log line containing `marker` with
+    /// an `addr=` field; stderr is drained for the daemon's whole life.
+    pub fn start<I, S>(args: I, marker: &str) -> Daemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relist"))
+            .arg("serve")
+            .args(args)
+            .env("RELIST_LOG", "info")
+            .env_remove("RELIST_API_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn relist serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = marker.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(&marker) {
+                    if let Some(rest) = line.split("addr=").nth(1) {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            addr: String::new(),
+        };
+        daemon.addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the daemon logged its address");
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

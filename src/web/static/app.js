@@ -23,8 +23,30 @@
     return n;
   }
 
-  async function api(path, opts) {
-    const r = await fetch(path, Object.assign({ headers: { Accept: 'application/json' } }, opts || {}));
+  // The API key, once the daemon asked for one: kept for this tab only (sessionStorage) and
+  // as a session cookie, which the thumbnails' <img> requests carry.
+  const KEY = 'relist_key';
+  function saveKey(k) {
+    sessionStorage.setItem(KEY, k);
+    document.cookie = KEY + '=' + encodeURIComponent(k) + '; path=/; SameSite=Strict';
+  }
+
+  async function api(path, opts, retried) {
+    const o = Object.assign({}, opts || {});
+    o.headers = Object.assign({ Accept: 'application/json' }, o.headers || {});
+    const key = sessionStorage.getItem(KEY);
+    if (key) o.headers.Authorization = 'Bearer ' + key;
+    const r = await fetch(path, o);
+    if (r.status === 401 && !retried) {
+      // Another request may have asked for the key meanwhile: use it rather than ask twice.
+      const now = sessionStorage.getItem(KEY);
+      if (now && now !== key) return api(path, opts, true);
+      const k = window.prompt('This relist needs an API key (analyst or admin):');
+      if (k && k.trim()) {
+        saveKey(k.trim());
+        return api(path, opts, true);
+      }
+    }
     let body = null;
     try { body = await r.json(); } catch (_) { body = null; }
     if (!r.ok) {

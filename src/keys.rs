@@ -1,0 +1,170 @@
+//! `relist keys create|list|revoke`: API key management. Through the daemon's admin RPCs
+//! (`--addr`, `--api-key`), or with `--data-dir` straight on the store of a stopped daemon
+//! (sled allows one process at a time), which is how the first admin key comes to exist.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::api::{self, pb};
+use crate::auth::{KeyInfo, Keys, Role};
+use crate::cli::{connect, fmt_ms, print_json, rpc_error, ClientArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret (shown this once only).
+    Create {
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The one marketplace the key acts for (required for writers; optional for checkers
+        /// and analysts).
+        #[arg(long)]
+        marketplace: Option<String>,
+        /// Who holds the key.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        target: KeysTarget,
+    },
+    /// List keys, revoked ones included (never their secrets).
+    List {
+        #[command(flatten)]
+        target: KeysTarget,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        key_id: u64,
+        #[command(flatten)]
+        target: KeysTarget,
+    },
+}
+
+/// Where the keys are: a stopped daemon's data dir, or a running daemon.
+#[derive(Debug, Args)]
+pub struct KeysTarget {
+    /// Work on this data dir directly (the daemon must be stopped) instead of over gRPC.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl KeysCommand {
+    fn target(&self) -> &KeysTarget {
+        match self {
+            KeysCommand::Create { target, .. } | KeysCommand::List { target } | KeysCommand::Revoke { target, .. } => {
+                target
+            }
+        }
+    }
+
+    /// The client flags, for the connection settings.
+    pub fn client(&self) -> &ClientArgs {
+        &self.target().client
+    }
+}
+
+fn open_offline(dir: &Path) -> anyhow::Result<Keys> {
+    let store = crate::store::Store::open(dir).with_context(|| {
+        format!(
+            "opening {} (is the daemon running? then use --addr with an admin --api-key)",
+            dir.display()
+        )
+    })?;
+    Ok(Keys::open(store.db())?)
+}
+
+/// Runs a `relist keys` command.
+pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
+    let json = cmd.client().json;
+    match cmd {
+        KeysCommand::Create {
+            role,
+            marketplace,
+            name,
+            target,
+        } => {
+            let (info, secret) = match &target.data_dir {
+                Some(dir) => open_offline(dir)?.create(role, marketplace.as_deref(), &name)?,
+                None => {
+                    let resp = connect(&target.client.addr)
+                        .await?
+                        .create_key(pb::CreateKeyRequest {
+                            role: role.as_str().to_string(),
+                            marketplace: marketplace.unwrap_or_default(),
+                            name,
+                        })
+                        .await
+                        .map_err(rpc_error)?
+                        .into_inner();
+                    (api::key_from_proto(resp.key.unwrap_or_default())?, resp.secret)
+                }
+            };
+            if json {
+                return print_json(&serde_json::json!({ "key": info, "secret": secret }));
+            }
+            println!("{secret}");
+            eprintln!(
+                "key {} ({}) created; the line above is its secret, shown only now",
+                info.id,
+                describe(&info)
+            );
+        }
+        KeysCommand::List { target } => {
+            let keys = match &target.data_dir {
+                Some(dir) => open_offline(dir)?.list()?,
+                None => connect(&target.client.addr)
+                    .await?
+                    .list_keys(pb::ListKeysRequest {})
+                    .await
+                    .map_err(rpc_error)?
+                    .into_inner()
+                    .keys
+                    .into_iter()
+                    .map(api::key_from_proto)
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            if json {
+                return print_json(&keys);
+            }
+            for k in &keys {
+                let state = match k.revoked_at_ms {
+                    Some(at) => format!("REVOKED {}", fmt_ms(at)),
+                    None => "active".to_string(),
+                };
+                println!(
+                    "{:>6}  {:<32} created {}  {state}  {:?}",
+                    k.id,
+                    describe(k),
+                    fmt_ms(k.created_at_ms),
+                    k.name
+                );
+            }
+        }
+        KeysCommand::Revoke { key_id, target } => {
+            let info = match &target.data_dir {
+                Some(dir) => open_offline(dir)?.revoke(key_id)?,
+                None => api::key_from_proto(
+                    connect(&target.client.addr)
+                        .await?
+                        .revoke_key(pb::RevokeKeyRequest { key_id })
+                        .await
+                        .map_err(rpc_error)?
+                        .into_inner(),
+                )?,
+            };
+            if json {
+                return print_json(&info);
+            }
+            println!("key {} ({}) revoked", info.id, describe(&info));
+        }
+    }
+    Ok(())
+}
+
+fn describe(k: &KeyInfo) -> String {
+    match &k.marketplace {
+        Some(m) => format!("{} of {m}", k.role.as_str()),
+        None => k.role.as_str().to_string(),
+    }
+}

@@ -1,0 +1,175 @@
+//! Prometheus metrics, in the text exposition format, served at `/metrics` on the HTTP port.
+//! Hand-written (a few counters and histograms) so no metrics framework is pulled in.
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `relist_requests_total` | `rpc`, `code` (gRPC code name, e.g. `Ok`, `PermissionDenied`) |
+//! | `relist_request_duration_seconds` (histogram) | `rpc`, `code` |
+//! | `relist_verdicts_total` | `verdict` (`CLEAR`, `REVIEW`, `REUPLOAD`) |
+//! | `relist_requests_shed_total` | refused by the concurrency limit |
+//! | `relist_index_entries` | `kind` (`pdq`, `phash`, `title`) |
+//! | `relist_store_size_bytes` | sled's size on disk |
+//! | `relist_fingerprint_duration_seconds` (histogram) | time to decode and hash one listing |
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::domain::Verdict;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency histogram, lock-free so the bank's hot path can feed it.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` lines; `labels` is `k="v",` or empty.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let labels = labels.trim_end_matches(',');
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
+        let _ = writeln!(out, "{name}_count{braced} {count}");
+    }
+}
+
+/// The gRPC service's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (rpc, code) -> count.
+    requests: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// (rpc, code) -> latency.
+    latency: Mutex<BTreeMap<(&'static str, String), std::sync::Arc<Histogram>>>,
+    verdicts: [AtomicU64; 3],
+    shed: AtomicU64,
+}
+
+/// What the bank reports at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BankGauges {
+    pub pdq: usize,
+    pub phash: usize,
+    pub title: usize,
+    pub store_bytes: u64,
+}
+
+impl Metrics {
+    /// Counts one finished request.
+    pub fn request(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
+        let code = format!("{code:?}");
+        *self.requests.lock().entry((rpc, code.clone())).or_default() += 1;
+        let h = self.latency.lock().entry((rpc, code)).or_default().clone();
+        h.observe(elapsed);
+    }
+
+    pub fn verdict(&self, v: Verdict) {
+        let i = match v {
+            Verdict::Clear => 0,
+            Verdict::Review => 1,
+            Verdict::Reupload => 2,
+        };
+        self.verdicts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The whole exposition.
+    pub fn render(&self, bank: &BankGauges, fingerprinting: &Histogram) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP relist_requests_total gRPC requests by method and status code.\n");
+        out.push_str("# TYPE relist_requests_total counter\n");
+        for ((rpc, code), n) in self.requests.lock().iter() {
+            let _ = writeln!(out, "relist_requests_total{{rpc=\"{rpc}\",code=\"{code}\"}} {n}");
+        }
+        out.push_str("# HELP relist_request_duration_seconds gRPC request latency by method and status code.\n");
+        out.push_str("# TYPE relist_request_duration_seconds histogram\n");
+        for ((rpc, code), h) in self.latency.lock().iter() {
+            let labels = format!("rpc=\"{rpc}\",code=\"{code}\",");
+            h.render(&mut out, "relist_request_duration_seconds", &labels);
+        }
+        out.push_str("# HELP relist_verdicts_total Check verdicts (CheckListing and CheckListings items).\n");
+        out.push_str("# TYPE relist_verdicts_total counter\n");
+        for (name, n) in ["CLEAR", "REVIEW", "REUPLOAD"].iter().zip(&self.verdicts) {
+            let _ = writeln!(
+                out,
+                "relist_verdicts_total{{verdict=\"{name}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP relist_requests_shed_total Requests refused because the concurrency limit was reached.\n");
+        out.push_str("# TYPE relist_requests_shed_total counter\n");
+        let _ = writeln!(out, "relist_requests_shed_total {}", self.shed.load(Ordering::Relaxed));
+        out.push_str("# HELP relist_index_entries Live index entries by hash kind.\n");
+        out.push_str("# TYPE relist_index_entries gauge\n");
+        for (kind, n) in [("pdq", bank.pdq), ("phash", bank.phash), ("title", bank.title)] {
+            let _ = writeln!(out, "relist_index_entries{{kind=\"{kind}\"}} {n}");
+        }
+        out.push_str("# HELP relist_store_size_bytes Size of the sled store on disk.\n");
+        out.push_str("# TYPE relist_store_size_bytes gauge\n");
+        let _ = writeln!(out, "relist_store_size_bytes {}", bank.store_bytes);
+        out.push_str("# HELP relist_fingerprint_duration_seconds Time to decode and fingerprint one listing.\n");
+        out.push_str("# TYPE relist_fingerprint_duration_seconds histogram\n");
+        fingerprinting.render(&mut out, "relist_fingerprint_duration_seconds", "");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_labelled() {
+        let m = Metrics::default();
+        m.request("CheckListing", tonic::Code::Ok, Duration::from_millis(3));
+        m.request("CheckListing", tonic::Code::Ok, Duration::from_millis(300));
+        m.verdict(Verdict::Reupload);
+        let fp = Histogram::default();
+        let text = m.render(&BankGauges::default(), &fp);
+        assert!(text.contains("relist_requests_total{rpc=\"CheckListing\",code=\"Ok\"} 2"));
+        assert!(
+            text.contains("relist_request_duration_seconds_bucket{rpc=\"CheckListing\",code=\"Ok\",le=\"0.005\"} 1")
+        );
+        assert!(text.contains("relist_request_duration_seconds_bucket{rpc=\"CheckListing\",code=\"Ok\",le=\"+Inf\"} 2"));
+        assert!(text.contains("relist_request_duration_seconds_count{rpc=\"CheckListing\",code=\"Ok\"} 2"));
+        assert!(text.contains("relist_verdicts_total{verdict=\"REUPLOAD\"} 1"));
+        assert!(text.contains("relist_fingerprint_duration_seconds_count 0"));
+    }
+}

@@ -1,0 +1,115 @@
+//! How clients reach the daemon and how the daemon secures its port: TLS (rustls) on both
+//! sides, with optional client certificates, and the API key sent as
+//! `authorization: Bearer <key>` on every call.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::{Request, Status};
+
+use crate::api::pb;
+
+fn read(what: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+/// The daemon's TLS: its certificate chain and key (PEM), and when `client_ca` is given,
+/// mutual TLS: only clients with a certificate signed by that CA get in.
+pub fn server_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<ServerTlsConfig> {
+    let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+    }
+    Ok(tls)
+}
+
+/// A client's credentials and TLS settings.
+#[derive(Clone, Debug, Default)]
+pub struct Connection {
+    /// Sent as `authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// CA (PEM) that signed the daemon's certificate; without it, `https://` uses the
+    /// public web roots.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for a daemon that requires them (mTLS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Adds the API key to every call.
+#[derive(Clone, Debug, Default)]
+pub struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl ApiKey {
+    /// The header value for `key`; a key that cannot be a header value is refused here.
+    pub fn new(key: Option<&str>) -> anyhow::Result<ApiKey> {
+        key.map(|k| {
+            MetadataValue::try_from(format!("Bearer {}", k.trim()))
+                .context("the API key has characters a header cannot carry")
+        })
+        .transpose()
+        .map(ApiKey)
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client, with the key interceptor.
+pub type Client = pb::relist_client::RelistClient<InterceptedService<Channel, ApiKey>>;
+
+impl Connection {
+    fn uses_tls(&self, addr: &str) -> bool {
+        addr.starts_with("https://") || self.tls_ca.is_some() || self.tls_cert.is_some()
+    }
+
+    /// The endpoint for `addr`, over TLS when the address is `https://` or TLS files are set.
+    pub fn endpoint(&self, addr: &str) -> anyhow::Result<Endpoint> {
+        if !self.uses_tls(addr) {
+            return Endpoint::from_shared(addr.to_string()).with_context(|| format!("bad address {addr}"));
+        }
+        let addr = match addr.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => addr.to_string(),
+        };
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.tls_ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
+            None => tls.with_webpki_roots(),
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?));
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        }
+        Endpoint::from_shared(addr.clone())
+            .with_context(|| format!("bad address {addr}"))?
+            .tls_config(tls)
+            .context("TLS settings")
+    }
+
+    /// Connects to the daemon at `addr`, allowing messages up to `max_message_bytes`.
+    pub async fn connect(&self, addr: &str, max_message_bytes: usize) -> anyhow::Result<Client> {
+        let channel = self
+            .endpoint(addr)?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to relist at {addr}"))?;
+        Ok(
+            pb::relist_client::RelistClient::with_interceptor(channel, ApiKey::new(self.api_key.as_deref())?)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        )
+    }
+}
