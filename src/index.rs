@@ -301,7 +301,7 @@ impl<const W: usize> HammingIndex<W> {
         self.bucket(0, key)
             .records(Self::STRIDE)
             .chunks_exact(Self::STRIDE)
-            .find(|r| self.ids[rec_slot(r) as usize] == id && self.code_of(r, 0, key) == *code)
+            .find(|r| self.code_of(r, 0, key) == *code && self.ids[rec_slot(r) as usize] == id)
             .map(rec_slot)
     }
 
@@ -316,9 +316,15 @@ impl<const W: usize> HammingIndex<W> {
     /// Adds `(code, id)`. Inserting an identical `(code, id)` pair again is a
     /// no-op; the same id with a different code (or vice versa) is a new entry.
     pub fn insert(&mut self, code: [u64; W], id: u64) {
-        if self.find_slot(&code, id).is_some() {
-            return;
+        if self.find_slot(&code, id).is_none() {
+            self.insert_unique(code, id);
         }
+    }
+
+    /// Adds `(code, id)`, which the caller knows is not in the index yet (loading a store
+    /// whose keys are unique): skips the duplicate check, a bucket scan of random reads.
+    pub fn insert_unique(&mut self, code: [u64; W], id: u64) {
+        debug_assert!(self.find_slot(&code, id).is_none(), "insert_unique of a present entry");
         if self.tables.is_empty() {
             self.tables = (0..Self::TABLES * BUCKETS).map(|_| Bucket::default()).collect();
         }
