@@ -21,6 +21,14 @@ import faiss
 import numpy as np
 
 
+def rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[round((len(xs) - 1) * p)] if xs else 0.0
@@ -52,9 +60,11 @@ def main(d):
         nhash = bits // 16
         mh = faiss.IndexBinaryMultiHash(bits, nhash, 16)
         mh.nflip = radius // nhash
+        rss0 = rss_mib()
         t = time.perf_counter()
         mh.add(codes)
         add_s = time.perf_counter() - t
+        mh_bytes = (rss_mib() - rss0) * (1 << 20) / n
         # MultiHash enumerates flips slowly at large radii: time the first 200 lookups.
         mh_t, mh_counts = lookups_us(mh, queries, per, radius, limit=200)
         same = mh_counts == meta["counts"][: len(mh_counts)]
@@ -67,7 +77,7 @@ def main(d):
         flat_mean = sum(flat_t) / len(flat_t)
         print(
             f"{name:<28} relist p50 {meta['relist_p50_us']:9.1f} p99 {meta['relist_p99_us']:9.1f} us | "
-            f"MultiHash p50 {pct(mh_t, 0.5):9.1f} p99 {pct(mh_t, 0.99):9.1f} us (add {add_s:.1f}s) | "
+            f"MultiHash p50 {pct(mh_t, 0.5):9.1f} p99 {pct(mh_t, 0.99):9.1f} us (add {add_s:.1f}s, ~{mh_bytes:.0f} B/code) | "
             f"Flat mean {flat_mean:9.1f} us | relist/MultiHash time {relist_mean / mh_mean:.3f}, "
             f"relist/Flat {meta['relist_mean_us'] / flat_mean:.4f} | results identical: "
             f"MultiHash {same}, Flat {same_flat}",
