@@ -25,6 +25,11 @@ use crate::fingerprint::pdq::PdqHash;
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
+/// sled's page cache. Its default (1 GiB) filled with the fingerprint pages read once at
+/// start-up and made resident memory grow with the bank; matching never reads them again
+/// (the index is in memory), so a smaller cache only serves history queries and lookups.
+const CACHE_BYTES: u64 = 256 << 20;
+
 /// The sled database and its trees.
 #[derive(Clone)]
 pub struct Store {
@@ -38,7 +43,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`, refusing a store written by another schema.
     pub fn open(dir: &Path) -> Result<Store> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open()?;
         let meta = db.open_tree("meta")?;
         match meta.get(SCHEMA_KEY)? {
             Some(v) => {
