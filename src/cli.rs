@@ -45,6 +45,9 @@ pub enum Command {
     /// resumable, bounded memory. See `relist batch --help` for the formats.
     #[command(after_long_help = crate::batch::FORMATS_HELP)]
     Batch(crate::batch::BatchArgs),
+    /// Measure detection quality on photos and/or titles with generated evasions; see
+    /// `relist eval --help`.
+    Eval(crate::eval::EvalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -378,6 +381,7 @@ pub fn run() -> anyhow::Result<()> {
             Command::Stats(args) => stats(args).await,
             Command::Review(args) => review(args).await,
             Command::Batch(args) => crate::batch::run(args).await,
+            Command::Eval(args) => tokio::task::spawn_blocking(move || crate::eval::run(args)).await?,
         }
     })
 }

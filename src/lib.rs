@@ -23,6 +23,8 @@
 //! - [`store`]: sled trees and the stored formats (a contract, versioned).
 //! - [`config`], [`cli`]: flags, environment, TOML; the `relist` command.
 //! - [`batch`]: `relist batch`, re-checking a whole catalog over one CheckListings stream.
+//! - [`eval`]: `relist eval`, detection quality (recall per evasion, false positives, curves)
+//!   measured with the same fingerprinting, index and policy, and the regression guard.
 pub mod api;
 pub mod bank;
 pub mod batch;
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod eval;
 pub mod fingerprint;
 pub mod history;
 pub mod index;

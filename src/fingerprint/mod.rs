@@ -13,6 +13,8 @@ pub mod pdq;
 pub mod phash;
 pub mod text;
 
+use ::image::DynamicImage;
+
 use crate::domain::{CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints};
 use crate::error::{Error, Result};
 
@@ -43,20 +45,24 @@ impl Fingerprinter {
 
     /// Decodes and hashes one encoded image.
     pub fn image_bytes(&self, bytes: &[u8]) -> Result<CandidateImage, image::DecodeError> {
-        let img = image::decode(bytes, self.limits)?;
-        let (variants, quality) = pdq::pdq_dihedral(&img);
-        Ok(CandidateImage {
+        Ok(self.image(&image::decode(bytes, self.limits)?))
+    }
+
+    /// Hashes one decoded image (the evaluation feeds generated images straight in).
+    pub fn image(&self, img: &DynamicImage) -> CandidateImage {
+        let (variants, quality) = pdq::pdq_dihedral(img);
+        CandidateImage {
             fingerprint: ImageFingerprint {
                 pdq: Some(variants[0]),
                 pdq_quality: quality,
-                phash: Some(phash::phash(&img)),
+                phash: Some(phash::phash(img)),
             },
             pdq_variants: Some(variants),
             thumbnail: self
                 .thumbnails
-                .then(|| image::thumbnail_jpeg(&img, THUMBNAIL_SIZE))
+                .then(|| image::thumbnail_jpeg(img, THUMBNAIL_SIZE))
                 .flatten(),
-        })
+        }
     }
 
     /// Fingerprints every image and the title of a listing. CPU-bound: call it off the async
@@ -84,11 +90,16 @@ impl Fingerprinter {
             };
             images.push(candidate);
         }
-        let fingerprints = ListingFingerprints {
-            images: images.iter().map(|c| c.fingerprint).collect(),
-            title_simhash: text::simhash(&listing.title),
-            normalized_title: text::normalize(&listing.title),
-        };
+        let fingerprints = listing_fingerprints(&images, &listing.title);
         Ok((images, fingerprints))
+    }
+}
+
+/// What is stored of a listing, from its hashed images and its title.
+pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFingerprints {
+    ListingFingerprints {
+        images: images.iter().map(|c| c.fingerprint).collect(),
+        title_simhash: text::simhash(title),
+        normalized_title: text::normalize(title),
     }
 }
