@@ -266,6 +266,7 @@ fn fingerprints_from_proto(f: Option<pb::Fingerprints>) -> ListingFingerprints {
             .collect(),
         title_simhash: u64::from_str_radix(&f.title_simhash, 16).ok(),
         normalized_title: f.normalized_title,
+        regions: Vec::new(),
     }
 }
 

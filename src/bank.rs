@@ -15,7 +15,7 @@ use crate::domain::{
     now_ms, CheckOutcome, Listing, ListingInfo, Match, Registered, Source, Takedown, TakedownId, Verdict,
 };
 use crate::error::{Error, Result};
-use crate::fingerprint::{DecodeLimits, Fingerprinter};
+use crate::fingerprint::{DecodeLimits, Fingerprinter, Side};
 use crate::history::{History, Label, MatchView, Page, Query, Stats};
 use crate::matcher::{IndexSizes, LiveIndex};
 use crate::policy::Thresholds;
@@ -79,7 +79,7 @@ impl Bank {
 
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
-        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
+        let (images, fingerprints) = self.fingerprinter.listing(listing, Side::Stored)?;
         let _w = self.writer.lock();
         let existing = match self
             .store
@@ -152,7 +152,7 @@ impl Bank {
     /// Checks a listing against every live takedown; records non-clear results as coming
     /// from `source`.
     pub fn check(&self, listing: &Listing, source: Source) -> Result<CheckOutcome> {
-        let (images, fingerprints) = self.fingerprinter.listing(listing)?;
+        let (images, fingerprints) = self.fingerprinter.listing(listing, Side::Checked)?;
         let found = self
             .index
             .read()

@@ -51,6 +51,20 @@ pub struct ListingFingerprints {
     #[serde(with = "hex_u64")]
     pub title_simhash: Option<u64>,
     pub normalized_title: String,
+    /// PDQ hashes of regions of the images (trimmed, segments, crops; see
+    /// [`crate::fingerprint::regions`]), so crops, frames and collages still match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionFingerprint>,
+}
+
+/// The PDQ hash of one region of one image of a listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionFingerprint {
+    /// Index of the image in the listing.
+    pub image: u8,
+    #[serde(with = "hex_pdq")]
+    pub pdq: Option<PdqHash>,
+    pub pdq_quality: u8,
 }
 
 /// What a check computes for a candidate image: its fingerprint plus the PDQ hashes of its
@@ -59,6 +73,9 @@ pub struct ListingFingerprints {
 pub struct CandidateImage {
     pub fingerprint: ImageFingerprint,
     pub pdq_variants: Option<[PdqHash; 8]>,
+    /// PDQ hashes (with quality) of regions of the image: stored ones for a takedown, checked
+    /// ones for a check (see [`crate::fingerprint::regions::Side`]).
+    pub regions: Vec<(PdqHash, u8)>,
     /// A small JPEG for people to look at (history page), when thumbnails are kept.
     pub thumbnail: Option<Vec<u8>>,
 }

@@ -1,11 +1,12 @@
 //! Candidate generation: the live in-memory indexes over every live takedown's fingerprints,
 //! and the queries that turn a checked listing into per-takedown evidence.
 //!
-//! Each image entry's id packs the takedown id and the stored image index
-//! (`takedown_id << 8 | image_index`), so a hit says which image matched without a lookup.
+//! Each image entry's id packs the takedown id, a variant byte and the stored image index
+//! (`takedown_id << 16 | variant << 8 | image_index`; variant 0 is the whole image, 1.. its
+//! stored regions in order), so a hit says which image matched without a lookup.
 use std::collections::BTreeMap;
 
-use crate::domain::{CandidateImage, HashKind, ImageEvidence, ListingFingerprints, TakedownId};
+use crate::domain::{CandidateImage, HashKind, ImageEvidence, ListingFingerprints, RegionFingerprint, TakedownId};
 use crate::fingerprint::pdq::Dihedral;
 use crate::index::HammingIndex;
 use crate::policy::Thresholds;
@@ -30,8 +31,23 @@ pub struct LiveIndex {
     title: HammingIndex<1>,
 }
 
-fn entry_id(takedown: TakedownId, image: usize) -> u64 {
-    (takedown << 8) | image as u64
+/// Most stored regions per image: region variants must fit the variant byte of an entry id.
+pub const MAX_REGIONS: usize = 255;
+
+fn entry_id(takedown: TakedownId, image: usize, variant: usize) -> u64 {
+    (takedown << 16) | ((variant as u64) << 8) | image as u64
+}
+
+/// Stored regions with their variant number (1.., counted per image), capped at
+/// [`MAX_REGIONS`] per image.
+fn region_entries(f: &ListingFingerprints) -> impl Iterator<Item = (usize, usize, &RegionFingerprint)> {
+    let mut seen = [0usize; MAX_IMAGES];
+    f.regions.iter().filter_map(move |r| {
+        let image = usize::from(r.image);
+        let n = seen.get_mut(image)?;
+        *n += 1;
+        (*n <= MAX_REGIONS).then_some((image, *n, r))
+    })
 }
 
 /// Sizes of the live indexes, for logs and metrics.
@@ -48,10 +64,15 @@ impl LiveIndex {
     pub fn add(&mut self, id: TakedownId, f: &ListingFingerprints, min_quality: u8) {
         for (i, img) in f.images.iter().enumerate() {
             if let Some(p) = img.pdq.filter(|_| img.pdq_quality >= min_quality) {
-                self.pdq.insert(p.words(), entry_id(id, i));
+                self.pdq.insert(p.words(), entry_id(id, i, 0));
             }
             if let Some(h) = img.phash {
-                self.phash.insert([h], entry_id(id, i));
+                self.phash.insert([h], entry_id(id, i, 0));
+            }
+        }
+        for (i, v, r) in region_entries(f) {
+            if let Some(p) = r.pdq.filter(|_| r.pdq_quality >= min_quality) {
+                self.pdq.insert(p.words(), entry_id(id, i, v));
             }
         }
         if let Some(h) = f.title_simhash {
@@ -63,10 +84,15 @@ impl LiveIndex {
     pub fn remove(&mut self, id: TakedownId, f: &ListingFingerprints) {
         for (i, img) in f.images.iter().enumerate() {
             if let Some(p) = img.pdq {
-                self.pdq.remove(&p.words(), entry_id(id, i));
+                self.pdq.remove(&p.words(), entry_id(id, i, 0));
             }
             if let Some(h) = img.phash {
-                self.phash.remove(&[h], entry_id(id, i));
+                self.phash.remove(&[h], entry_id(id, i, 0));
+            }
+        }
+        for (i, v, r) in region_entries(f) {
+            if let Some(p) = r.pdq {
+                self.pdq.remove(&p.words(), entry_id(id, i, v));
             }
         }
         if let Some(h) = f.title_simhash {
@@ -96,20 +122,19 @@ impl LiveIndex {
             if let Some(pdq) = fp.pdq.filter(|_| fp.pdq_quality >= t.pdq_min_quality) {
                 let variants: Vec<(Option<Dihedral>, _)> = match &img.pdq_variants {
                     Some(v) => Dihedral::ALL.iter().map(|d| Some(*d)).zip(v.iter().copied()).collect(),
-                    None => vec![(None, pdq)],
+                    None => vec![(Some(Dihedral::Original), pdq)],
                 };
-                for (transform, code) in variants {
+                // Regions of the checked image carry no rotation/flip of their own.
+                let regions = img
+                    .regions
+                    .iter()
+                    .filter(|(_, q)| *q >= t.pdq_min_quality)
+                    .map(|(code, _)| (None, *code));
+                for (transform, code) in variants.into_iter().chain(regions) {
                     hits.clear();
                     self.pdq.range(&code.words(), t.pdq_review, &mut hits);
                     for &(entry, distance) in &hits {
-                        push_best(
-                            &mut found,
-                            entry,
-                            ci,
-                            HashKind::Pdq,
-                            distance,
-                            transform.or(Some(Dihedral::Original)),
-                        );
+                        push_best(&mut found, entry, ci, HashKind::Pdq, distance, transform);
                     }
                 }
             }
@@ -151,7 +176,7 @@ fn push_best(
     distance: u32,
     transform: Option<Dihedral>,
 ) {
-    let (takedown, stored) = (entry >> 8, (entry & 0xff) as u32);
+    let (takedown, stored) = (entry >> 16, (entry & 0xff) as u32);
     let ev = found.entry(takedown).or_default();
     let candidate = candidate as u32;
     match ev

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::transforms::{self, dynamic};
 use super::{par_map, Curve, CurvePoint};
 use crate::domain::{CandidateImage, HashKind, TakedownId, Verdict};
-use crate::fingerprint::{listing_fingerprints, DecodeLimits, Fingerprinter};
+use crate::fingerprint::{listing_fingerprints, DecodeLimits, Fingerprinter, Side};
 use crate::matcher::{Evidence, LiveIndex};
 use crate::policy::Thresholds;
 
@@ -107,7 +107,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
     // Register every photo (id = position + 1).
     let registered = par_map(photos, threads, |_, (_, img)| {
         let started = Instant::now();
-        let c = fp.image(&dynamic(img.clone()));
+        let c = fp.image(&dynamic(img.clone()), Side::Stored);
         (c, started.elapsed().as_secs_f64())
     });
     let mut index = LiveIndex::default();
@@ -124,7 +124,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
     // Every photo against the bank of all the others.
     let checks = par_map(photos, threads, |i, (_, img)| {
         let started = Instant::now();
-        let c = fp.image(&dynamic(img.clone()));
+        let c = fp.image(&dynamic(img.clone()), Side::Checked);
         let looked_up = Instant::now();
         let found = lookup(&index, &c, &wide_t);
         let lookup_s = looked_up.elapsed().as_secs_f64();
@@ -155,7 +155,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
             .iter()
             .map(|tr| {
                 let evaded = tr.apply(img, seed(i), &partner_imgs);
-                let c = fp.image(&dynamic(evaded));
+                let c = fp.image(&dynamic(evaded), Side::Checked);
                 let found = lookup(&index, &c, &wide_t);
                 let own = found.get(&(i as u64 + 1)).map(|ev| seen(t, ev));
                 let wrong = found.iter().any(|(id, ev)| {
@@ -238,7 +238,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
 
 /// PDQ hashes a check of this candidate looks up.
 fn lookups(c: &CandidateImage) -> usize {
-    c.pdq_variants.map_or(1, |v| v.len())
+    c.pdq_variants.map_or(1, |v| v.len()) + c.regions.len()
 }
 
 fn min_opt(a: Option<u32>, b: Option<u32>) -> Option<u32> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::transforms::SplitMix;
 use super::{Curve, EvalError};
 use crate::domain::{ImageInput, Listing, Verdict};
-use crate::fingerprint::{DecodeLimits, Fingerprinter};
+use crate::fingerprint::{DecodeLimits, Fingerprinter, Side};
 use crate::matcher::LiveIndex;
 use crate::policy::Thresholds;
 
@@ -213,8 +213,8 @@ pub fn evaluate(rows: &[TitleRow], t: &Thresholds) -> Result<TitleReport, EvalEr
         text_support: t.text_support.max(TEXT_CURVE_MAX),
         ..*t
     };
-    let fingerprint = |title: &str, phash: Option<u64>| {
-        fp.listing(&listing(title, phash))
+    let fingerprint = |title: &str, phash: Option<u64>, side: Side| {
+        fp.listing(&listing(title, phash), side)
             .map_err(|e| EvalError::Input(e.to_string()))
     };
     // Takedowns: the first listing of each group; id = row index + 1.
@@ -225,7 +225,7 @@ pub fn evaluate(rows: &[TitleRow], t: &Thresholds) -> Result<TitleReport, EvalEr
             continue;
         }
         first.insert(&r.group, i);
-        let (_, f) = fingerprint(&r.title, r.image_phash)?;
+        let (_, f) = fingerprint(&r.title, r.image_phash, Side::Stored)?;
         bank.add(i as u64 + 1, &f, t.pdq_min_quality);
     }
     let takedown_rows: HashSet<usize> = first.values().copied().collect();
@@ -240,7 +240,7 @@ pub fn evaluate(rows: &[TitleRow], t: &Thresholds) -> Result<TitleReport, EvalEr
             continue;
         }
         candidates += 1;
-        let (_, f) = fingerprint(&r.title, None)?;
+        let (_, f) = fingerprint(&r.title, None, Side::Checked)?;
         let found = bank.find(&[], f.title_simhash, &wide);
         let own_id = own(r);
         real_d.push(own_id.and_then(|id| found.get(&id)).and_then(|ev| ev.text_distance));
@@ -249,7 +249,7 @@ pub fn evaluate(rows: &[TitleRow], t: &Thresholds) -> Result<TitleReport, EvalEr
             .filter(|ev| t.decide(&ev.images, ev.text_distance).0 == Verdict::Reupload)
             .count() as u64;
         // The same listing with its photo's pHash, through the hash-only path.
-        let (images, f) = fingerprint(&r.title, r.image_phash)?;
+        let (images, f) = fingerprint(&r.title, r.image_phash, Side::Checked)?;
         let found = bank.find(&images, f.title_simhash, t);
         let mut wrong = Verdict::Clear;
         for (id, ev) in &found {
@@ -269,7 +269,7 @@ pub fn evaluate(rows: &[TitleRow], t: &Thresholds) -> Result<TitleReport, EvalEr
     let mut all = LiveIndex::default();
     let mut simhashes = Vec::with_capacity(rows.len());
     for (i, r) in rows.iter().enumerate() {
-        let (_, f) = fingerprint(&r.title, None)?;
+        let (_, f) = fingerprint(&r.title, None, Side::Stored)?;
         all.add(i as u64 + 1, &f, t.pdq_min_quality);
         simhashes.push(f.title_simhash);
     }
@@ -309,7 +309,7 @@ pub fn evaluate(rows: &[TitleRow], t: &Thresholds) -> Result<TitleReport, EvalEr
             let Some(edited) = edit(&rows[i].title, name, (i * EDITS.len() + k) as u64) else {
                 continue;
             };
-            let (_, f) = fingerprint(&edited, None)?;
+            let (_, f) = fingerprint(&edited, None, Side::Checked)?;
             let found = bank.find(&[], f.title_simhash, &wide);
             d.push(found.get(&(i as u64 + 1)).and_then(|ev| ev.text_distance));
         }
