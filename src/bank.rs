@@ -97,6 +97,11 @@ impl Bank {
             Some(td) => td.id,
             None => self.store.next_id()?,
         };
+        // What the index holds for the old version (the JSON record lacks local features).
+        let old_fingerprints = match &existing {
+            Some(td) if td.removed_at_ms.is_none() => self.store.live_fingerprints_of(td.id)?,
+            _ => None,
+        };
         let td = Takedown {
             id,
             listing: ListingInfo::from(listing),
@@ -110,8 +115,8 @@ impl Bank {
         self.store.put_takedown(&td)?;
         self.store.flush()?;
         let mut index = self.index.write();
-        if let Some(old) = existing.as_ref().filter(|t| t.removed_at_ms.is_none()) {
-            index.remove(old.id, &old.fingerprints);
+        if let Some(old) = &old_fingerprints {
+            index.remove(id, old);
         }
         index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
         drop(index);
@@ -133,12 +138,16 @@ impl Bank {
         if let Some(at) = td.removed_at_ms {
             return Ok(at);
         }
+        let indexed = self
+            .store
+            .live_fingerprints_of(id)?
+            .unwrap_or_else(|| td.fingerprints.clone());
         let now = now_ms();
         td.removed_at_ms = Some(now);
         td.updated_at_ms = now;
         self.store.put_takedown(&td)?;
         self.store.flush()?;
-        self.index.write().remove(id, &td.fingerprints);
+        self.index.write().remove(id, &indexed);
         Ok(now)
     }
 

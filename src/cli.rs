@@ -616,6 +616,7 @@ fn print_check(c: &CheckOutcome) {
             let kind = match e.kind {
                 crate::domain::HashKind::Pdq => "pdq",
                 crate::domain::HashKind::Phash => "phash",
+                crate::domain::HashKind::Local => "local",
             };
             let transform = e.transform.map(|t| format!(" ({})", t.name())).unwrap_or_default();
             println!(

@@ -3,10 +3,14 @@
 //!
 //! Each image entry's id packs the takedown id, a variant byte and the stored image index
 //! (`takedown_id << 16 | variant << 8 | image_index`; variant 0 is the whole image, 1.. its
-//! stored regions in order), so a hit says which image matched without a lookup.
-use std::collections::BTreeMap;
+//! stored regions in order), so a hit says which image matched without a lookup. Local
+//! features live in an index of their own, with ids `takedown_id << 20 | image << 15 |
+//! feature_number` and their positions beside it, for the placement check.
+use std::collections::{BTreeMap, HashMap};
 
+use crate::domain::LOCAL_MAX;
 use crate::domain::{CandidateImage, HashKind, ImageEvidence, ListingFingerprints, RegionFingerprint, TakedownId};
+use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::Dihedral;
 use crate::index::HammingIndex;
 use crate::policy::Thresholds;
@@ -29,6 +33,38 @@ pub struct LiveIndex {
     pdq: HammingIndex<4>,
     phash: HammingIndex<1>,
     title: HammingIndex<1>,
+    local: HammingIndex<4>,
+    /// Level and position of each local feature, by entry id.
+    local_at: HashMap<u64, (u8, u16, u16)>,
+}
+
+/// Most local features kept per image: feature numbers must fit 15 bits of an entry id.
+pub const MAX_FEATURES: usize = 1 << 15;
+/// Descriptor distance (of 256) at or under which two local features match. Under 32, so the
+/// multi-index probe flips at most one bit per 16-bit substring.
+pub const LOCAL_RADIUS: u32 = 15;
+/// A checked feature with more stored hits than this is not distinctive (edges and
+/// gradients describe alike everywhere) and is skipped; this also bounds the lookup cost.
+const MAX_HITS_PER_FEATURE: usize = 32;
+/// A checked feature counts only for the stored image it matches best, and only when every
+/// other image's best match is at least this many bits further (a ratio test in bits).
+const DISTINCT_MARGIN: u32 = 4;
+/// Size, in pixels of the checked level, of the cells in which matches vote for a placement.
+const PLACEMENT_CELL: i32 = 8;
+
+fn feature_id(takedown: TakedownId, image: usize, k: usize) -> u64 {
+    (takedown << 20) | ((image as u64) << 15) | k as u64
+}
+
+/// Stored features with their number (counted per image), capped at [`MAX_FEATURES`].
+fn feature_entries(f: &ListingFingerprints) -> impl Iterator<Item = (usize, usize, &Feature)> {
+    let mut seen = [0usize; MAX_IMAGES];
+    f.features.iter().filter_map(move |(image, feat)| {
+        let image = usize::from(*image);
+        let n = seen.get_mut(image)?;
+        *n += 1;
+        (*n <= MAX_FEATURES).then_some((image, *n - 1, feat))
+    })
 }
 
 /// Most stored regions per image: region variants must fit the variant byte of an entry id.
@@ -75,6 +111,11 @@ impl LiveIndex {
                 self.pdq.insert(p.words(), entry_id(id, i, v));
             }
         }
+        for (i, k, feat) in feature_entries(f) {
+            let e = feature_id(id, i, k);
+            self.local.insert(feat.bits, e);
+            self.local_at.insert(e, (feat.level, feat.x, feat.y));
+        }
         if let Some(h) = f.title_simhash {
             self.title.insert([h], id);
         }
@@ -94,6 +135,11 @@ impl LiveIndex {
             if let Some(p) = r.pdq {
                 self.pdq.remove(&p.words(), entry_id(id, i, v));
             }
+        }
+        for (i, k, feat) in feature_entries(f) {
+            let e = feature_id(id, i, k);
+            self.local.remove(&feat.bits, e);
+            self.local_at.remove(&e);
         }
         if let Some(h) = f.title_simhash {
             self.title.remove(&[h], id);
@@ -145,6 +191,12 @@ impl LiveIndex {
                     push_best(&mut found, entry, ci, HashKind::Phash, distance, None);
                 }
             }
+            for (entry, agree) in self.local_matches(&img.features, &mut hits) {
+                if agree >= t.local_review {
+                    let distance = LOCAL_MAX.saturating_sub(agree);
+                    push_best(&mut found, entry, ci, HashKind::Local, distance, None);
+                }
+            }
         }
         if let Some(h) = title_simhash {
             hits.clear();
@@ -164,6 +216,73 @@ impl LiveIndex {
             });
         }
         found
+    }
+}
+
+impl LiveIndex {
+    /// Per stored image (as an image entry id), the most checked features that match its
+    /// features and agree on one placement: each match votes for the translation between
+    /// the two positions (checked level 0 against each stored level), and the votes in the
+    /// best cell and its neighbours count once per checked feature.
+    fn local_matches(&self, features: &[Feature], hits: &mut Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+        if features.is_empty() || self.local.is_empty() {
+            return Vec::new();
+        }
+        // (takedown, image, level) -> (translation cell, checked feature)
+        let mut votes: HashMap<(u64, u8), Vec<((i32, i32), u16)>> = HashMap::new();
+        for (q, feat) in features.iter().enumerate() {
+            hits.clear();
+            self.local.range(&feat.bits, LOCAL_RADIUS, hits);
+            if hits.is_empty() || hits.len() > MAX_HITS_PER_FEATURE {
+                continue;
+            }
+            // Best distance per stored image; keep the feature only if one image stands out.
+            hits.sort_unstable_by_key(|&(e, d)| (d, e));
+            let best_image = hits[0].0 >> 15;
+            let runner_up = hits.iter().find(|(e, _)| e >> 15 != best_image).map(|&(_, d)| d);
+            if runner_up.is_some_and(|d| d < hits[0].1 + DISTINCT_MARGIN) {
+                continue;
+            }
+            for &(e, _) in hits.iter().filter(|(e, _)| e >> 15 == best_image) {
+                let Some(&(level, x, y)) = self.local_at.get(&e) else {
+                    continue;
+                };
+                let dx = i32::from(feat.x) - i32::from(x);
+                let dy = i32::from(feat.y) - i32::from(y);
+                let cell = (dx.div_euclid(PLACEMENT_CELL), dy.div_euclid(PLACEMENT_CELL));
+                votes.entry((e >> 15, level)).or_default().push((cell, q as u16));
+            }
+        }
+        let mut best: BTreeMap<u64, u32> = BTreeMap::new();
+        for ((image_key, _), v) in votes {
+            if v.len() < 4 {
+                continue;
+            }
+            let mut cells: HashMap<(i32, i32), Vec<u16>> = HashMap::new();
+            for (cell, q) in &v {
+                cells.entry(*cell).or_default().push(*q);
+            }
+            let agree = cells
+                .keys()
+                .map(|&(cx, cy)| {
+                    let mut qs: Vec<u16> = (-1..=1)
+                        .flat_map(|dy| (-1..=1).map(move |dx| (cx + dx, cy + dy)))
+                        .filter_map(|c| cells.get(&c))
+                        .flatten()
+                        .copied()
+                        .collect();
+                    qs.sort_unstable();
+                    qs.dedup();
+                    qs.len() as u32
+                })
+                .max()
+                .unwrap_or(0);
+            // An image entry id: takedown << 16 | image (variant 0).
+            let (takedown, image) = (image_key >> 5, image_key & 0x1f);
+            let e = best.entry(entry_id(takedown, image as usize, 0)).or_default();
+            *e = (*e).max(agree);
+        }
+        best.into_iter().collect()
     }
 }
 

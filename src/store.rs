@@ -18,6 +18,7 @@ use sled::{Transactional, Tree};
 
 use crate::domain::{ImageFingerprint, ListingFingerprints, RegionFingerprint, Takedown, TakedownId};
 use crate::error::{Error, Result};
+use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::PdqHash;
 
 /// Version of the stored layout. Bump it, with a migration, on any change of what is stored
@@ -140,6 +141,17 @@ impl Store {
         })
     }
 
+    /// The binary fingerprints record of a live takedown (with its local features, which the
+    /// JSON record leaves out).
+    pub fn live_fingerprints_of(&self, id: TakedownId) -> Result<Option<ListingFingerprints>> {
+        match self.fingerprints.get(id.to_be_bytes())? {
+            Some(v) => decode_fingerprints(&v)
+                .map(Some)
+                .ok_or_else(|| Error::Corrupt(format!("fingerprints of takedown {id}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Number of live takedowns.
     pub fn live_count(&self) -> usize {
         self.fingerprints.len()
@@ -197,7 +209,9 @@ const HAS_PHASH: u8 = 2;
 
 /// Compact binary fingerprints: format byte, flags, optional simhash, image count, and per
 /// image flags, optional PDQ (32 bytes + quality) and optional pHash; then (format 2) the
-/// region count (u16 BE) and per region its image index, flags and optional PDQ + quality.
+/// region count (u16 BE) and per region its image index, flags and optional PDQ + quality;
+/// then the local-feature count (u16 BE) and per feature its image index, level, x and y
+/// (u16 BE each) and 32 descriptor bytes (four u64 BE).
 /// The normalised title is not needed for matching and lives in the takedown's JSON only.
 fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
     let mut b = Vec::with_capacity(13 + f.images.len() * 42 + f.regions.len() * 35);
@@ -229,6 +243,15 @@ fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
             b.extend_from_slice(&p.0);
             b.push(r.pdq_quality);
         }
+    }
+    let features = &f.features[..f.features.len().min(usize::from(u16::MAX))];
+    b.extend_from_slice(&(features.len() as u16).to_be_bytes());
+    for (image, feat) in features {
+        b.push(*image);
+        b.push(feat.level);
+        b.extend_from_slice(&feat.x.to_be_bytes());
+        b.extend_from_slice(&feat.y.to_be_bytes());
+        feat.bits.iter().for_each(|w| b.extend_from_slice(&w.to_be_bytes()));
     }
     b
 }
@@ -262,8 +285,9 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
         });
     }
     let mut regions = Vec::new();
+    let mut features = Vec::new();
     if format == FP_FORMAT {
-        let n = u16::from_be_bytes(r.take(2)?.try_into().ok()?);
+        let n = r.u16()?;
         regions.reserve(usize::from(n));
         for _ in 0..n {
             let image = r.u8()?;
@@ -279,12 +303,20 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
                 pdq_quality,
             });
         }
+        let n = r.u16()?;
+        features.reserve(usize::from(n));
+        for _ in 0..n {
+            let (image, level, x, y) = (r.u8()?, r.u8()?, r.u16()?, r.u16()?);
+            let bits = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+            features.push((image, Feature { x, y, level, bits }));
+        }
     }
     r.0.is_empty().then_some(ListingFingerprints {
         images,
         title_simhash,
         normalized_title: String::new(),
         regions,
+        features,
     })
 }
 
@@ -301,6 +333,9 @@ impl<'a> Reader<'a> {
     }
     fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
         self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
@@ -333,15 +368,29 @@ mod tests {
                 pdq: Some(PdqHash([0xcd; 32])),
                 pdq_quality: 66,
             }],
+            features: vec![(
+                0,
+                Feature {
+                    x: 300,
+                    y: 2,
+                    level: 1,
+                    bits: [1, 2, 3, u64::MAX],
+                },
+            )],
         };
         let b = encode_fingerprints(&f);
         assert_eq!(decode_fingerprints(&b), Some(f.clone()));
         // Golden bytes: the layout is a stored contract.
         assert_eq!(hex::encode(&b[..12]), "0201deadbeef000000010203");
         let images_end = 1 + 1 + 8 + 1 + (1 + 32 + 1 + 8) + (1 + 8);
-        assert_eq!(b.len(), images_end + 2 + (1 + 1 + 32 + 1));
+        let regions_end = images_end + 2 + (1 + 1 + 32 + 1);
+        assert_eq!(b.len(), regions_end + 2 + (1 + 1 + 2 + 2 + 32));
         assert_eq!(hex::encode(&b[images_end..images_end + 4]), "00010101");
-        assert_eq!(b[b.len() - 1], 66);
+        assert_eq!(b[regions_end - 1], 66);
+        assert_eq!(
+            hex::encode(&b[regions_end..regions_end + 16]),
+            "00010001012c00020000000000000001"
+        );
         assert_eq!(
             decode_fingerprints(&b[..b.len() - 1]),
             None,
@@ -352,6 +401,7 @@ mod tests {
         v1[0] = FP_FORMAT_V1;
         let old = ListingFingerprints {
             regions: Vec::new(),
+            features: Vec::new(),
             ..f
         };
         assert_eq!(decode_fingerprints(&v1), Some(old));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::transforms::{self, dynamic};
 use super::{par_map, Curve, CurvePoint};
-use crate::domain::{CandidateImage, HashKind, TakedownId, Verdict};
+use crate::domain::{CandidateImage, HashKind, TakedownId, Verdict, LOCAL_MAX};
 use crate::fingerprint::{listing_fingerprints, DecodeLimits, Fingerprinter, Side};
 use crate::matcher::{Evidence, LiveIndex};
 use crate::policy::Thresholds;
@@ -46,6 +46,9 @@ pub struct Costs {
     pub pdq_entries_per_image: f64,
     /// PDQ hashes looked up per checked photo.
     pub pdq_lookups_per_query: f64,
+    /// Local features stored per registered photo, and looked up per checked photo.
+    pub local_features_per_image: f64,
+    pub local_lookups_per_query: f64,
 }
 
 /// The image part of the report.
@@ -73,6 +76,7 @@ struct Seen {
     verdict: Verdict,
     pdq: Option<u32>,
     phash: Option<u32>,
+    local: Option<u32>,
 }
 
 fn seen(t: &Thresholds, ev: &Evidence) -> Seen {
@@ -81,6 +85,7 @@ fn seen(t: &Thresholds, ev: &Evidence) -> Seen {
         verdict: t.decide(&ev.images, ev.text_distance).0,
         pdq: min(HashKind::Pdq),
         phash: min(HashKind::Phash),
+        local: min(HashKind::Local),
     }
 }
 
@@ -90,6 +95,7 @@ fn wide(t: &Thresholds) -> Thresholds {
     Thresholds {
         pdq_review: t.pdq_review.max(PDQ_CURVE_MAX),
         phash_review: t.phash_review.max(PHASH_CURVE_MAX),
+        local_review: t.local_review.min(4),
         ..*t
     }
 }
@@ -110,6 +116,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
         let c = fp.image(&dynamic(img.clone()), Side::Stored);
         (c, started.elapsed().as_secs_f64())
     });
+    let stored_features: usize = registered.iter().map(|(c, _)| c.features.len()).sum();
     let mut index = LiveIndex::default();
     for (i, (c, _)) in registered.iter().enumerate() {
         index.add(
@@ -143,6 +150,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
             e.verdict = e.verdict.max(s.verdict);
             e.pdq = min_opt(e.pdq, s.pdq);
             e.phash = min_opt(e.phash, s.phash);
+            e.local = min_opt(e.local, s.local);
         }
     }
     let total_pairs = (n as u64) * (n.saturating_sub(1) as u64) / 2;
@@ -213,6 +221,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
     let curves = vec![
         curve("image_pdq", PDQ_CURVE_MAX, &|s: &Seen| s.pdq),
         curve("image_phash", PHASH_CURVE_MAX, &|s: &Seen| s.phash),
+        curve("image_local_64_minus_agreeing", LOCAL_MAX, &|s: &Seen| s.local),
     ];
     let fp_pairs_any = pairs.values().filter(|s| s.verdict != Verdict::Clear).count() as u64;
     let nq = n.max(1) as f64;
@@ -231,14 +240,19 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
             query_ms: checks.iter().map(|c| c.1).sum::<f64>() * 1e3 / nq,
             lookup_ms: checks.iter().map(|c| c.2).sum::<f64>() * 1e3 / nq,
             pdq_entries_per_image: pdq_entries as f64 / nq,
-            pdq_lookups_per_query: checks.iter().map(|c| c.3).sum::<usize>() as f64 / nq,
+            pdq_lookups_per_query: checks.iter().map(|c| c.3 .0).sum::<usize>() as f64 / nq,
+            local_features_per_image: stored_features as f64 / nq,
+            local_lookups_per_query: checks.iter().map(|c| c.3 .1).sum::<usize>() as f64 / nq,
         },
     }
 }
 
-/// PDQ hashes a check of this candidate looks up.
-fn lookups(c: &CandidateImage) -> usize {
-    c.pdq_variants.map_or(1, |v| v.len()) + c.regions.len()
+/// PDQ hashes and local features a check of this candidate looks up.
+fn lookups(c: &CandidateImage) -> (usize, usize) {
+    (
+        c.pdq_variants.map_or(1, |v| v.len()) + c.regions.len(),
+        c.features.len(),
+    )
 }
 
 fn min_opt(a: Option<u32>, b: Option<u32>) -> Option<u32> {

@@ -307,8 +307,14 @@ pub fn render_table(r: &Report) -> String {
         let c = &im.costs;
         let _ = writeln!(
             s,
-            "cost: register {:.1} ms/photo, check {:.1} ms/photo (lookup {:.2} ms), {:.1} PDQ entries/photo, {:.1} PDQ lookups/check",
-            c.register_ms, c.query_ms, c.lookup_ms, c.pdq_entries_per_image, c.pdq_lookups_per_query
+            "cost: register {:.1} ms/photo, check {:.1} ms/photo (lookup {:.2} ms), {:.1} PDQ entries/photo, {:.1} PDQ lookups/check, {:.0} local features/photo, {:.0} local lookups/check",
+            c.register_ms,
+            c.query_ms,
+            c.lookup_ms,
+            c.pdq_entries_per_image,
+            c.pdq_lookups_per_query,
+            c.local_features_per_image,
+            c.local_lookups_per_query
         );
         for curve in &im.curves {
             s.push_str(&render_curve(curve, 4));

@@ -9,6 +9,7 @@
 //! Every stored fingerprint is pinned by golden-value tests: a change of output is a change of
 //! stored format and needs a schema migration.
 pub mod image;
+pub mod local;
 pub mod pdq;
 pub mod phash;
 pub mod regions;
@@ -62,6 +63,7 @@ impl Fingerprinter {
                 (h.hash, h.quality)
             })
             .collect();
+        let features = local::features(&rgb, side);
         CandidateImage {
             fingerprint: ImageFingerprint {
                 pdq: Some(variants[0]),
@@ -70,6 +72,7 @@ impl Fingerprinter {
             },
             pdq_variants: Some(variants),
             regions,
+            features,
             thumbnail: self
                 .thumbnails
                 .then(|| image::thumbnail_jpeg(img, THUMBNAIL_SIZE))
@@ -100,6 +103,7 @@ impl Fingerprinter {
                     },
                     pdq_variants: None,
                     regions: Vec::new(),
+                    features: Vec::new(),
                     thumbnail: None,
                 },
             };
@@ -126,6 +130,11 @@ pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFi
                     pdq_quality,
                 })
             })
+            .collect(),
+        features: images
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.features.iter().map(move |f| (i as u8, *f)))
             .collect(),
     }
 }
