@@ -51,6 +51,10 @@ const MAX_HITS_PER_FEATURE: usize = 32;
 const DISTINCT_MARGIN: u32 = 4;
 /// Size, in pixels of the checked level, of the cells in which matches vote for a placement.
 const PLACEMENT_CELL: i32 = 8;
+/// Agreeing features must spread at least this far (pixels of the checked level, of 320) in
+/// both directions: a shared shop-name stamp or logo on two different photos is a thin or
+/// small patch of agreeing corners, a re-upload agrees all over.
+const MIN_SPREAD: u16 = 48;
 
 fn feature_id(takedown: TakedownId, image: usize, k: usize) -> u64 {
     (takedown << 20) | ((image as u64) << 15) | k as u64
@@ -208,7 +212,11 @@ impl LiveIndex {
         for ev in found.values_mut() {
             ev.images.sort_by_key(|e| {
                 (
-                    e.kind == HashKind::Phash,
+                    match e.kind {
+                        HashKind::Pdq => 0,
+                        HashKind::Local => 1,
+                        HashKind::Phash => 2,
+                    },
                     e.distance,
                     e.candidate_image_index,
                     e.stored_image_index,
@@ -228,8 +236,8 @@ impl LiveIndex {
         if features.is_empty() || self.local.is_empty() {
             return Vec::new();
         }
-        // (takedown, image, level) -> (translation cell, checked feature)
-        let mut votes: HashMap<(u64, u8), Vec<((i32, i32), u16)>> = HashMap::new();
+        // (takedown << 5 | image, stored level, checked level) -> (translation cell, checked feature)
+        let mut votes: HashMap<(u64, u8, u8), Vec<((i32, i32), u16)>> = HashMap::new();
         for (q, feat) in features.iter().enumerate() {
             hits.clear();
             self.local.range(&feat.bits, LOCAL_RADIUS, hits);
@@ -250,11 +258,14 @@ impl LiveIndex {
                 let dx = i32::from(feat.x) - i32::from(x);
                 let dy = i32::from(feat.y) - i32::from(y);
                 let cell = (dx.div_euclid(PLACEMENT_CELL), dy.div_euclid(PLACEMENT_CELL));
-                votes.entry((e >> 15, level)).or_default().push((cell, q as u16));
+                votes
+                    .entry((e >> 15, level, feat.level))
+                    .or_default()
+                    .push((cell, q as u16));
             }
         }
         let mut best: BTreeMap<u64, u32> = BTreeMap::new();
-        for ((image_key, _), v) in votes {
+        for ((image_key, _, _), v) in votes {
             if v.len() < 4 {
                 continue;
             }
@@ -273,6 +284,16 @@ impl LiveIndex {
                         .collect();
                     qs.sort_unstable();
                     qs.dedup();
+                    let spread = |coord: fn(&Feature) -> u16| {
+                        let (lo, hi) = qs
+                            .iter()
+                            .map(|&q| coord(&features[usize::from(q)]))
+                            .fold((u16::MAX, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
+                        hi.saturating_sub(lo)
+                    };
+                    if spread(|f| f.x) < MIN_SPREAD || spread(|f| f.y) < MIN_SPREAD {
+                        return 0;
+                    }
                     qs.len() as u32
                 })
                 .max()

@@ -28,6 +28,7 @@ impl Baseline {
             }
             hi.insert("images.fp_pairs_reupload".into(), im.fp_pairs_reupload as f64);
             hi.insert("images.fp_pairs_any".into(), im.fp_pairs_any as f64);
+            hi.insert("images.fp_pairs_same_stamp".into(), im.fp_pairs_same_stamp as f64);
         }
         if let Some(p) = &r.phash_vs_imagehash {
             hi.insert("phash_vs_imagehash.median".into(), f64::from(p.median));

@@ -62,6 +62,10 @@ pub struct ImageReport {
     /// Pairs where either check returned the other as REUPLOAD or REVIEW.
     pub fp_pairs_any: u64,
     pub fp_rate_any: f64,
+    /// Hard negatives: pairs of distinct photos that both carry the same shop stamp (logo
+    /// and shop-name text, as one seller's honest listings do), each stamped photo checked
+    /// against a bank of the other stamped ones; pairs matched REUPLOAD or REVIEW.
+    pub fp_pairs_same_stamp: u64,
     pub transforms: Vec<TransformResult>,
     /// Per report group (crop_5 = both 5% crops, ...).
     pub groups: Vec<TransformResult>,
@@ -155,6 +159,8 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
     }
     let total_pairs = (n as u64) * (n.saturating_sub(1) as u64) / 2;
 
+    let fp_pairs_same_stamp = same_stamp_pairs(photos, &fp, t, &wide_t, threads);
+
     // Every evasion of every photo against the whole bank.
     let per_photo = par_map(photos, threads, |i, (_, img)| {
         let partners: Vec<usize> = (1..4).map(|k| (i + k) % n).filter(|&j| j != i).collect();
@@ -231,6 +237,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
         fp_pairs_reupload: pairs.values().filter(|s| s.verdict == Verdict::Reupload).count() as u64,
         fp_pairs_any,
         fp_rate_any: fp_pairs_any as f64 / total_pairs.max(1) as f64,
+        fp_pairs_same_stamp,
         overall: result("overall", "overall", &all),
         transforms: transforms_out,
         groups,
@@ -245,6 +252,44 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
             local_lookups_per_query: checks.iter().map(|c| c.3 .1).sum::<usize>() as f64 / nq,
         },
     }
+}
+
+/// Distinct photo pairs that match once both carry the same logo and shop name.
+fn same_stamp_pairs(
+    photos: &[(String, RgbImage)],
+    fp: &Fingerprinter,
+    t: &Thresholds,
+    wide_t: &Thresholds,
+    threads: usize,
+) -> u64 {
+    let stamp = |img: &RgbImage| {
+        transforms::ALL
+            .iter()
+            .filter(|tr| tr.group == "watermark" || tr.group == "text_overlay")
+            .fold(img.clone(), |acc, tr| tr.apply(&acc, 0, &[]))
+    };
+    let stamped = par_map(photos, threads, |_, (_, img)| {
+        let s = dynamic(stamp(img));
+        (fp.image(&s, Side::Stored), fp.image(&s, Side::Checked))
+    });
+    let mut index = LiveIndex::default();
+    for (i, (c, _)) in stamped.iter().enumerate() {
+        index.add(
+            i as u64 + 1,
+            &listing_fingerprints(std::slice::from_ref(c), ""),
+            t.pdq_min_quality,
+        );
+    }
+    let mut pairs = std::collections::HashSet::new();
+    for (i, (_, c)) in stamped.iter().enumerate() {
+        for (id, ev) in lookup(&index, c, wide_t) {
+            let j = id as usize - 1;
+            if j != i && seen(t, &ev).verdict != Verdict::Clear {
+                pairs.insert((i.min(j), i.max(j)));
+            }
+        }
+    }
+    pairs.len() as u64
 }
 
 /// PDQ hashes and local features a check of this candidate looks up.

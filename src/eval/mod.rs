@@ -301,8 +301,8 @@ pub fn render_table(r: &Report) -> String {
         }
         let _ = writeln!(
             s,
-            "false positives: {} pairs REUPLOAD, {} pairs REUPLOAD+REVIEW of {} (rate {:.2e})",
-            im.fp_pairs_reupload, im.fp_pairs_any, im.pairs, im.fp_rate_any
+            "false positives: {} pairs REUPLOAD, {} pairs REUPLOAD+REVIEW of {} (rate {:.2e}); {} pairs when both carry the same shop stamp",
+            im.fp_pairs_reupload, im.fp_pairs_any, im.pairs, im.fp_rate_any, im.fp_pairs_same_stamp
         );
         let c = &im.costs;
         let _ = writeln!(

@@ -44,20 +44,32 @@ pub struct Feature {
 }
 
 /// The features of a picture: level 0 only when checked, every stored level when stored.
+///
+/// A checked picture also gets level 1: the features of its largest segment (the photo in a
+/// screenshot, a collage tile) at [`CHECK_SIDE`], where the whole picture shows it too small.
+/// Levels of a checked picture and of a stored one are different things: the matcher only
+/// compares positions within one (checked level, stored level) pair.
 pub fn features(img: &RgbImage, side: Side) -> Vec<Feature> {
     let trimmed = regions::trim(img, Rect::of(img));
-    let base = if trimmed.w >= 32 && trimmed.h >= 32 {
-        regions::cut(img, trimmed)
-    } else {
-        img.clone()
-    };
-    let gray = imageops::grayscale(&base);
-    let sides: &[u32] = match side {
-        Side::Stored => &STORED_SIDES,
-        Side::Checked => &STORED_SIDES[..1],
-    };
+    let usable = |r: Rect| r.w >= 32 && r.h >= 32;
+    let base = if usable(trimmed) { trimmed } else { Rect::of(img) };
+    match side {
+        Side::Stored => levels(img, base, &STORED_SIDES, 0),
+        Side::Checked => {
+            let mut out = levels(img, base, &[CHECK_SIDE], 0);
+            if let Some(seg) = regions::segments(img).into_iter().next().filter(|r| usable(*r)) {
+                out.extend(levels(img, seg, &[CHECK_SIDE], 1));
+            }
+            out
+        }
+    }
+}
+
+/// Features of `r` scaled to each longer side in `sides`, levels numbered from `first`.
+fn levels(img: &RgbImage, r: Rect, sides: &[u32], first: u8) -> Vec<Feature> {
+    let gray = imageops::grayscale(&regions::cut(img, r));
     let mut out = Vec::new();
-    for (level, &long) in sides.iter().enumerate() {
+    for (level, &long) in (first..).zip(sides) {
         let (w, h) = gray.dimensions();
         let f = long as f32 / w.max(h) as f32;
         let (lw, lh) = (
@@ -65,7 +77,7 @@ pub fn features(img: &RgbImage, side: Side) -> Vec<Feature> {
             ((h as f32 * f).round() as u32).max(1),
         );
         let scaled = imageops::resize(&gray, lw, lh, FilterType::Triangle);
-        out.extend(level_features(&scaled, level as u8));
+        out.extend(level_features(&scaled, level));
     }
     out
 }

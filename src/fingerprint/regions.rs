@@ -285,3 +285,53 @@ pub fn regions(img: &RgbImage, side: Side) -> Vec<Rect> {
 pub fn cut(img: &RgbImage, r: Rect) -> RgbImage {
     img.view(r.x, r.y, r.w, r.h).to_image()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn textured(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(x * 13 % 251) as u8, (y * 7 % 253) as u8, ((x ^ y) % 255) as u8])
+        })
+    }
+
+    #[test]
+    fn trim_removes_a_solid_frame_exactly() {
+        let inner = textured(60, 40);
+        let mut framed = RgbImage::from_pixel(100, 70, Rgb([250, 250, 250]));
+        image::imageops::replace(&mut framed, &inner, 17, 11);
+        assert_eq!(
+            trim(&framed, Rect::of(&framed)),
+            Rect {
+                x: 17,
+                y: 11,
+                w: 60,
+                h: 40
+            }
+        );
+        assert_eq!(trim(&inner, Rect::of(&inner)), Rect::of(&inner));
+    }
+
+    #[test]
+    fn segments_find_the_tiles_of_a_collage_with_gutters() {
+        let mut c = RgbImage::from_pixel(210, 210, Rgb([255, 255, 255]));
+        for (x, y) in [(5, 5), (108, 5), (5, 108), (108, 108)] {
+            image::imageops::replace(&mut c, &textured(97, 97), x, y);
+        }
+        let s = segments(&c);
+        assert_eq!(s.len(), 4, "{s:?}");
+        assert!(s.iter().all(|r| r.w == 97 && r.h == 97), "{s:?}");
+    }
+
+    #[test]
+    fn stored_and_checked_regions_differ_and_skip_the_whole() {
+        let img = textured(120, 90);
+        let stored = regions(&img, Side::Stored);
+        let checked = regions(&img, Side::Checked);
+        assert!(!stored.contains(&Rect::of(&img)) && !checked.contains(&Rect::of(&img)));
+        assert_eq!(stored.len(), CROPS.len());
+        assert_eq!(checked.len(), 8);
+    }
+}
