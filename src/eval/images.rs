@@ -7,7 +7,7 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::transforms::{self, dynamic};
+use super::transforms::{self, dynamic, Transform};
 use super::{par_map, Curve, CurvePoint};
 use crate::domain::{CandidateImage, HashKind, TakedownId, Verdict, LOCAL_MAX};
 use crate::fingerprint::{listing_fingerprints, DecodeLimits, Fingerprinter, Side};
@@ -110,6 +110,16 @@ fn lookup(index: &LiveIndex, c: &CandidateImage, wide: &Thresholds) -> BTreeMap<
 
 /// Runs the image evaluation over `photos` (name, pixels) with `threads` workers.
 pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -> ImageReport {
+    evaluate_with(photos, t, threads, transforms::ALL)
+}
+
+/// [`evaluate`] with only some of the evasions (quick tests).
+pub fn evaluate_with(
+    photos: &[(String, RgbImage)],
+    t: &Thresholds,
+    threads: usize,
+    evasions: &[Transform],
+) -> ImageReport {
     let n = photos.len();
     let fp = Fingerprinter::new(DecodeLimits::default());
     let wide_t = wide(t);
@@ -165,7 +175,7 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
     let per_photo = par_map(photos, threads, |i, (_, img)| {
         let partners: Vec<usize> = (1..4).map(|k| (i + k) % n).filter(|&j| j != i).collect();
         let partner_imgs: Vec<&RgbImage> = partners.iter().map(|&j| &photos[j].1).collect();
-        transforms::ALL
+        evasions
             .iter()
             .map(|tr| {
                 let evaded = tr.apply(img, seed(i), &partner_imgs);
@@ -200,17 +210,17 @@ pub fn evaluate(photos: &[(String, RgbImage)], t: &Thresholds, threads: usize) -
     };
     let column = |k: usize| per_photo.iter().map(|v| v[k]).collect::<Vec<_>>();
     let all: Vec<(Option<Seen>, bool)> = per_photo.iter().flatten().copied().collect();
-    let transforms_out: Vec<TransformResult> = transforms::ALL
+    let transforms_out: Vec<TransformResult> = evasions
         .iter()
         .enumerate()
         .map(|(k, tr)| result(tr.name, tr.group, &column(k)))
         .collect();
     let mut groups: Vec<TransformResult> = Vec::new();
-    for tr in transforms::ALL {
+    for tr in evasions {
         if groups.iter().any(|g| g.group == tr.group) {
             continue;
         }
-        let outcomes: Vec<_> = transforms::ALL
+        let outcomes: Vec<_> = evasions
             .iter()
             .enumerate()
             .filter(|(_, x)| x.group == tr.group)
