@@ -56,6 +56,11 @@ const PLACEMENT_CELL: i32 = 8;
 /// small patch of agreeing corners, a re-upload agrees all over.
 const MIN_SPREAD: u16 = 48;
 
+/// (takedown << 5 | image, stored level, checked level): votes are only comparable within one.
+type VoteKey = (u64, u8, u8);
+/// (translation cell, checked feature number).
+type Vote = ((i32, i32), u16);
+
 fn feature_id(takedown: TakedownId, image: usize, k: usize) -> u64 {
     (takedown << 20) | ((image as u64) << 15) | k as u64
 }
@@ -236,8 +241,7 @@ impl LiveIndex {
         if features.is_empty() || self.local.is_empty() {
             return Vec::new();
         }
-        // (takedown << 5 | image, stored level, checked level) -> (translation cell, checked feature)
-        let mut votes: HashMap<(u64, u8, u8), Vec<((i32, i32), u16)>> = HashMap::new();
+        let mut votes: HashMap<VoteKey, Vec<Vote>> = HashMap::new();
         for (q, feat) in features.iter().enumerate() {
             hits.clear();
             self.local.range(&feat.bits, LOCAL_RADIUS, hits);

@@ -198,7 +198,7 @@ fn jpeg_round_trip(img: &RgbImage, quality: u8) -> RgbImage {
 }
 
 fn noise(img: &RgbImage, sigma: f32, seed: u64) -> RgbImage {
-    let mut rng = SplitMix(seed ^ 0x6e6f_6973_65);
+    let mut rng = SplitMix(seed ^ 0x006e_6f69_7365);
     let mut out = img.clone();
     for c in out.iter_mut() {
         // Sum of four uniforms: close enough to Gaussian for an evasion, and cheap.
@@ -248,7 +248,11 @@ fn watermark(img: &RgbImage, seed: u64) -> RgbImage {
     let size = (w.min(h) as f32 * 0.4) as i64;
     let (cx, cy) = (i64::from(w) - size * 6 / 10, i64::from(h) - size * 6 / 10);
     let (r_out, r_in) = (size / 2, size / 2 - size / 10);
-    let colour = if seed % 2 == 0 { [255, 255, 255] } else { [20, 20, 20] };
+    let colour = if seed.is_multiple_of(2) {
+        [255, 255, 255]
+    } else {
+        [20, 20, 20]
+    };
     for y in cy - r_out..=cy + r_out {
         for x in cx - r_out..=cx + r_out {
             let d2 = (x - cx).pow(2) + (y - cy).pow(2);
