@@ -3,7 +3,8 @@
 //!
 //! For 500x375 and 2000x1500 JPEGs (made from the dev photos when present, else generated):
 //! images/s on one core for the whole check-side path (`Fingerprinter::image_bytes`: decode,
-//! PDQ with its 8 rotations/flips, pHash, and whatever else the fingerprinter adds), and
+//! PDQ with its 8 rotations/flips, pHash, region hashes and local features) and the
+//! registration side, and
 //! for its parts on their own: decode (large JPEGs decode at 1/2-1/8 scale, see below), and
 //! PDQ, PDQ dihedral and pHash of the full-size pixels. Then jpeg-decoder's
 //! DCT-domain scaling (decoding straight to 1/2, 1/4 or 1/8 size): its decode time and the PDQ
@@ -17,7 +18,7 @@ use image::DynamicImage;
 use relist::fingerprint::image::{decode, decode_jpeg_scaled, DecodeLimits};
 use relist::fingerprint::pdq::{pdq_dihedral, pdq_hash};
 use relist::fingerprint::phash::phash;
-use relist::fingerprint::Fingerprinter;
+use relist::fingerprint::{Fingerprinter, Side};
 
 fn photos(n: usize) -> Vec<DynamicImage> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/photos-dev");
@@ -85,7 +86,8 @@ fn main() {
             .iter()
             .map(|b| image::load_from_memory(b).expect("decode"))
             .collect();
-        let whole = time_us(&files, |b| fp.image_bytes(b).is_ok());
+        let whole = time_us(&files, |b| fp.image_bytes(b, Side::Checked).is_ok());
+        let stored = time_us(&files, |b| fp.image_bytes(b, Side::Stored).is_ok());
         let dec = time_us(&files, |b| decode(b, limits).is_ok());
         let mut k = 0;
         let mut next = || {
@@ -96,9 +98,10 @@ fn main() {
         let pdq8 = time_us(&files, |_| pdq_dihedral(next()).1);
         let ph = time_us(&files, |_| phash(next()));
         println!(
-            "{w}x{h}: {:.0} images/s ({whole:.0} us each: decode {dec:.0}, PDQ {pdq1:.0} or with its 8 variants {pdq8:.0}, pHash {ph:.0}, the rest {:.0})",
+            "{w}x{h}: checks {:.0} images/s ({whole:.0} us each: decode {dec:.0}, PDQ {pdq1:.0} or with its 8 variants {pdq8:.0}, pHash {ph:.0}, regions and local features {:.0}); registrations {:.0} images/s",
             1e6 / whole,
-            (whole - dec - pdq8 - ph).max(0.0)
+            (whole - dec - pdq8 - ph).max(0.0),
+            1e6 / stored
         );
         for factor in [2u16, 4, 8] {
             let scaled: Vec<DynamicImage> = files

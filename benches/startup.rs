@@ -93,6 +93,8 @@ fn takedown(id: u64) -> Takedown {
             }],
             title_simhash: Some(mix(id ^ 0xAAAA)),
             normalized_title: String::new(),
+            regions: Vec::new(),
+            features: Vec::new(),
         },
     }
 }

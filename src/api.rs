@@ -284,6 +284,8 @@ fn fingerprints_from_proto(f: Option<pb::Fingerprints>) -> ListingFingerprints {
             .collect(),
         title_simhash: u64::from_str_radix(&f.title_simhash, 16).ok(),
         normalized_title: f.normalized_title,
+        regions: Vec::new(),
+        features: Vec::new(),
     }
 }
 
@@ -348,6 +350,7 @@ fn match_to_proto(m: &Match) -> pb::Match {
                 hash_kind: match e.kind {
                     HashKind::Pdq => pb::HashKind::Pdq,
                     HashKind::Phash => pb::HashKind::Phash,
+                    HashKind::Local => pb::HashKind::Local,
                 } as i32,
                 distance: e.distance,
                 transform: e.transform.map(|t| t.name().to_string()).unwrap_or_default(),
@@ -372,10 +375,10 @@ fn match_from_proto(m: pb::Match) -> Match {
             .map(|e| ImageEvidence {
                 candidate_image_index: e.candidate_image_index,
                 stored_image_index: e.stored_image_index,
-                kind: if e.hash_kind == pb::HashKind::Phash as i32 {
-                    HashKind::Phash
-                } else {
-                    HashKind::Pdq
+                kind: match pb::HashKind::try_from(e.hash_kind) {
+                    Ok(pb::HashKind::Phash) => HashKind::Phash,
+                    Ok(pb::HashKind::Local) => HashKind::Local,
+                    _ => HashKind::Pdq,
                 },
                 distance: e.distance,
                 transform: Dihedral::ALL.into_iter().find(|d| d.name() == e.transform),

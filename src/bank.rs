@@ -15,7 +15,7 @@ use crate::domain::{
     now_ms, CheckOutcome, Listing, ListingInfo, Match, Registered, Source, Takedown, TakedownId, Verdict,
 };
 use crate::error::{Error, Result};
-use crate::fingerprint::{DecodeLimits, Fingerprinter};
+use crate::fingerprint::{DecodeLimits, Fingerprinter, Side};
 use crate::history::{History, Label, MatchView, Page, Query, Stats};
 use crate::matcher::{IndexSizes, LiveIndex};
 use crate::policy::Thresholds;
@@ -45,7 +45,7 @@ impl Bank {
         let mut n = 0usize;
         for item in store.live_fingerprints() {
             let (id, f) = item?;
-            index.add(id, &f, thresholds.pdq_min_quality);
+            index.load(id, &f, thresholds.pdq_min_quality);
             n += 1;
         }
         let sizes = index.sizes();
@@ -96,16 +96,17 @@ impl Bank {
     fn fingerprint(
         &self,
         listing: &Listing,
+        side: Side,
     ) -> Result<(Vec<crate::domain::CandidateImage>, crate::domain::ListingFingerprints)> {
         let started = std::time::Instant::now();
-        let out = self.fingerprinter.listing(listing);
+        let out = self.fingerprinter.listing(listing, side);
         self.fingerprint_time.observe(started.elapsed());
         out
     }
 
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
-        let (images, fingerprints) = self.fingerprint(listing)?;
+        let (images, fingerprints) = self.fingerprint(listing, Side::Stored)?;
         let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
         let existing = match self
@@ -124,6 +125,11 @@ impl Bank {
             Some(td) => td.id,
             None => self.store.next_id()?,
         };
+        // What the index holds for the old version (the JSON record lacks local features).
+        let old_fingerprints = match &existing {
+            Some(td) if td.removed_at_ms.is_none() => self.store.live_fingerprints_of(td.id)?,
+            _ => None,
+        };
         let td = Takedown {
             id,
             listing: ListingInfo::from(listing),
@@ -137,8 +143,8 @@ impl Bank {
         self.store.put_takedown(&td)?;
         self.store.flush()?;
         let mut index = self.index.write();
-        if let Some(old) = existing.as_ref().filter(|t| t.removed_at_ms.is_none()) {
-            index.remove(old.id, &old.fingerprints);
+        if let Some(old) = &old_fingerprints {
+            index.remove(id, old);
         }
         index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
         drop(index);
@@ -161,12 +167,16 @@ impl Bank {
         if let Some(at) = td.removed_at_ms {
             return Ok(at);
         }
+        let indexed = self
+            .store
+            .live_fingerprints_of(id)?
+            .unwrap_or_else(|| td.fingerprints.clone());
         let now = now_ms();
         td.removed_at_ms = Some(now);
         td.updated_at_ms = now;
         self.store.put_takedown(&td)?;
         self.store.flush()?;
-        self.index.write().remove(id, &td.fingerprints);
+        self.index.write().remove(id, &indexed);
         Ok(now)
     }
 
@@ -180,7 +190,7 @@ impl Bank {
     /// Checks a listing against every live takedown; records non-clear results as coming
     /// from `source`.
     pub fn check(&self, listing: &Listing, source: Source) -> Result<CheckOutcome> {
-        let (images, fingerprints) = self.fingerprint(listing)?;
+        let (images, fingerprints) = self.fingerprint(listing, Side::Checked)?;
         let found = self
             .index
             .read()

@@ -54,6 +54,9 @@ pub enum Command {
     Backup(crate::backup::BackupArgs),
     /// Restore a backup into a new, empty data dir (offline).
     Restore(crate::backup::RestoreArgs),
+    /// Measure detection quality on photos and/or titles with generated evasions; see
+    /// `relist eval --help`.
+    Eval(crate::eval::EvalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -491,7 +494,7 @@ impl Command {
     /// The client connection flags of a client command.
     fn conn(&self) -> Option<&ConnArgs> {
         match self {
-            Command::Serve(_) | Command::Restore(_) => None,
+            Command::Serve(_) | Command::Restore(_) | Command::Eval(_) => None,
             Command::Backup(a) => Some(&a.client.conn),
             Command::Takedown(TakedownCommand::Add { client, .. })
             | Command::Takedown(TakedownCommand::Remove { client, .. })
@@ -526,6 +529,7 @@ pub fn run() -> anyhow::Result<()> {
             Command::Keys(cmd) => crate::keys::run(cmd).await,
             Command::Backup(args) => crate::backup::run_backup(args).await,
             Command::Restore(args) => crate::backup::run_restore(args),
+            Command::Eval(args) => tokio::task::spawn_blocking(move || crate::eval::run(args)).await?,
         }
     })
 }
@@ -818,6 +822,7 @@ fn print_check(c: &CheckOutcome) {
             let kind = match e.kind {
                 crate::domain::HashKind::Pdq => "pdq",
                 crate::domain::HashKind::Phash => "phash",
+                crate::domain::HashKind::Local => "local",
             };
             let transform = e.transform.map(|t| format!(" ({})", t.name())).unwrap_or_default();
             println!(

@@ -2,6 +2,7 @@
 //! generated protobuf types: `api` converts between the two.
 use serde::{Deserialize, Serialize};
 
+use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::{Dihedral, PdqHash};
 
 /// The bank's id of a takedown. Never 0 (0 means "none" on the wire).
@@ -51,6 +52,25 @@ pub struct ListingFingerprints {
     #[serde(with = "hex_u64")]
     pub title_simhash: Option<u64>,
     pub normalized_title: String,
+    /// PDQ hashes of regions of the images (trimmed, segments, crops; see
+    /// [`crate::fingerprint::regions`]), so crops, frames and collages still match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionFingerprint>,
+    /// Local features of the images (image index, feature; see
+    /// [`crate::fingerprint::local`]). Kilobytes per image, so they live in the binary
+    /// fingerprints record only, not in JSON.
+    #[serde(skip)]
+    pub features: Vec<(u8, Feature)>,
+}
+
+/// The PDQ hash of one region of one image of a listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionFingerprint {
+    /// Index of the image in the listing.
+    pub image: u8,
+    #[serde(with = "hex_pdq")]
+    pub pdq: Option<PdqHash>,
+    pub pdq_quality: u8,
 }
 
 /// What a check computes for a candidate image: its fingerprint plus the PDQ hashes of its
@@ -59,6 +79,11 @@ pub struct ListingFingerprints {
 pub struct CandidateImage {
     pub fingerprint: ImageFingerprint,
     pub pdq_variants: Option<[PdqHash; 8]>,
+    /// PDQ hashes (with quality) of regions of the image: stored ones for a takedown, checked
+    /// ones for a check (see [`crate::fingerprint::regions::Side`]).
+    pub regions: Vec<(PdqHash, u8)>,
+    /// Local features of the image (stored levels or the checked level, as for `regions`).
+    pub features: Vec<Feature>,
     /// A small JPEG for people to look at (history page), when thumbnails are kept.
     pub thumbnail: Option<Vec<u8>>,
 }
@@ -132,7 +157,13 @@ impl Verdict {
 pub enum HashKind {
     Pdq,
     Phash,
+    /// Local features agreeing on one placement; the evidence's distance is
+    /// [`LOCAL_MAX`] minus the number of agreeing features (0: [`LOCAL_MAX`] or more).
+    Local,
 }
+
+/// Scale of the distance of [`HashKind::Local`] evidence.
+pub const LOCAL_MAX: u32 = 64;
 
 /// Evidence that one candidate image matches one stored image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -456,7 +456,7 @@ impl History {
                     stored_images: m
                         .images
                         .iter()
-                        .filter(|e| e.kind == HashKind::Pdq || e.kind == HashKind::Phash)
+                        .filter(|e| matches!(e.kind, HashKind::Pdq | HashKind::Phash | HashKind::Local))
                         .map(|e| e.stored_image_index)
                         .collect(),
                     text: m.text_distance.is_some(),

@@ -28,6 +28,8 @@
 //! - [`transport`]: TLS (server and client, mTLS) and the API key on every client call.
 //! - [`metrics`]: Prometheus counters and histograms, served at `/metrics` by [`web`].
 //! - [`backup`]: `relist backup|restore`, a consistent copy of the store and its restore.
+//! - [`eval`]: `relist eval`, detection quality (recall per evasion, false positives, curves)
+//!   measured with the same fingerprinting, index and policy, and the regression guard.
 pub mod api;
 pub mod auth;
 pub mod backup;
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod eval;
 pub mod fingerprint;
 pub mod history;
 pub mod index;

@@ -1,11 +1,16 @@
 //! Candidate generation: the live in-memory indexes over every live takedown's fingerprints,
 //! and the queries that turn a checked listing into per-takedown evidence.
 //!
-//! Each image entry's id packs the takedown id and the stored image index
-//! (`takedown_id << 8 | image_index`), so a hit says which image matched without a lookup.
-use std::collections::BTreeMap;
+//! Each image entry's id packs the takedown id, a variant byte and the stored image index
+//! (`takedown_id << 16 | variant << 8 | image_index`; variant 0 is the whole image, 1.. its
+//! stored regions in order), so a hit says which image matched without a lookup. Local
+//! features live in an index of their own, with ids `takedown_id << 20 | image << 15 |
+//! feature_number` and their positions beside it, for the placement check.
+use std::collections::{BTreeMap, HashMap};
 
-use crate::domain::{CandidateImage, HashKind, ImageEvidence, ListingFingerprints, TakedownId};
+use crate::domain::LOCAL_MAX;
+use crate::domain::{CandidateImage, HashKind, ImageEvidence, ListingFingerprints, RegionFingerprint, TakedownId};
+use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::Dihedral;
 use crate::index::HammingIndex;
 use crate::policy::Thresholds;
@@ -28,10 +33,66 @@ pub struct LiveIndex {
     pdq: HammingIndex<4>,
     phash: HammingIndex<1>,
     title: HammingIndex<1>,
+    local: HammingIndex<4>,
+    /// Level and position of each local feature, by entry id.
+    local_at: HashMap<u64, (u8, u16, u16)>,
 }
 
-fn entry_id(takedown: TakedownId, image: usize) -> u64 {
-    (takedown << 8) | image as u64
+/// Most local features kept per image: feature numbers must fit 15 bits of an entry id.
+pub const MAX_FEATURES: usize = 1 << 15;
+/// Descriptor distance (of 256) at or under which two local features match. Under 32, so the
+/// multi-index probe flips at most one bit per 16-bit substring.
+pub const LOCAL_RADIUS: u32 = 15;
+/// A checked feature with more stored hits than this is not distinctive (edges and
+/// gradients describe alike everywhere) and is skipped; this also bounds the lookup cost.
+const MAX_HITS_PER_FEATURE: usize = 32;
+/// A checked feature counts only for the stored image it matches best, and only when every
+/// other image's best match is at least this many bits further (a ratio test in bits).
+const DISTINCT_MARGIN: u32 = 4;
+/// Size, in pixels of the checked level, of the cells in which matches vote for a placement.
+const PLACEMENT_CELL: i32 = 8;
+/// Agreeing features must spread at least this far (pixels of the checked level, of 320) in
+/// both directions: a shared shop-name stamp or logo on two different photos is a thin or
+/// small patch of agreeing corners, a re-upload agrees all over.
+const MIN_SPREAD: u16 = 48;
+
+/// (takedown << 5 | image, stored level, checked level): votes are only comparable within one.
+type VoteKey = (u64, u8, u8);
+/// (translation cell, checked feature number).
+type Vote = ((i32, i32), u16);
+
+fn feature_id(takedown: TakedownId, image: usize, k: usize) -> u64 {
+    (takedown << 20) | ((image as u64) << 15) | k as u64
+}
+
+/// Stored features with their number (counted per image), capped at [`MAX_FEATURES`].
+fn feature_entries(f: &ListingFingerprints) -> impl Iterator<Item = (usize, usize, &Feature)> {
+    let mut seen = [0usize; MAX_IMAGES];
+    f.features.iter().filter_map(move |(image, feat)| {
+        let image = usize::from(*image);
+        let n = seen.get_mut(image)?;
+        *n += 1;
+        (*n <= MAX_FEATURES).then_some((image, *n - 1, feat))
+    })
+}
+
+/// Most stored regions per image: region variants must fit the variant byte of an entry id.
+pub const MAX_REGIONS: usize = 255;
+
+fn entry_id(takedown: TakedownId, image: usize, variant: usize) -> u64 {
+    (takedown << 16) | ((variant as u64) << 8) | image as u64
+}
+
+/// Stored regions with their variant number (1.., counted per image), capped at
+/// [`MAX_REGIONS`] per image.
+fn region_entries(f: &ListingFingerprints) -> impl Iterator<Item = (usize, usize, &RegionFingerprint)> {
+    let mut seen = [0usize; MAX_IMAGES];
+    f.regions.iter().filter_map(move |r| {
+        let image = usize::from(r.image);
+        let n = seen.get_mut(image)?;
+        *n += 1;
+        (*n <= MAX_REGIONS).then_some((image, *n, r))
+    })
 }
 
 /// Sizes of the live indexes, for logs and metrics.
@@ -46,16 +107,44 @@ impl LiveIndex {
     /// Adds a takedown's fingerprints. PDQ hashes under the quality floor are left out: they
     /// are too featureless to be evidence.
     pub fn add(&mut self, id: TakedownId, f: &ListingFingerprints, min_quality: u8) {
-        for (i, img) in f.images.iter().enumerate() {
-            if let Some(p) = img.pdq.filter(|_| img.pdq_quality >= min_quality) {
-                self.pdq.insert(p.words(), entry_id(id, i));
-            }
-            if let Some(h) = img.phash {
-                self.phash.insert([h], entry_id(id, i));
+        self.add_entries(id, f, min_quality, false);
+    }
+
+    /// [`LiveIndex::add`] for a takedown read from the store at start-up: its entries cannot
+    /// be in the index yet, so the duplicate checks (a bucket scan of random reads per entry,
+    /// most of the start-up time at millions of takedowns) are skipped.
+    pub fn load(&mut self, id: TakedownId, f: &ListingFingerprints, min_quality: u8) {
+        self.add_entries(id, f, min_quality, true);
+    }
+
+    fn add_entries(&mut self, id: TakedownId, f: &ListingFingerprints, min_quality: u8, fresh: bool) {
+        fn put<const W: usize>(ix: &mut HammingIndex<W>, code: [u64; W], entry: u64, fresh: bool) {
+            if fresh {
+                ix.insert_unique(code, entry);
+            } else {
+                ix.insert(code, entry);
             }
         }
+        for (i, img) in f.images.iter().enumerate() {
+            if let Some(p) = img.pdq.filter(|_| img.pdq_quality >= min_quality) {
+                put(&mut self.pdq, p.words(), entry_id(id, i, 0), fresh);
+            }
+            if let Some(h) = img.phash {
+                put(&mut self.phash, [h], entry_id(id, i, 0), fresh);
+            }
+        }
+        for (i, v, r) in region_entries(f) {
+            if let Some(p) = r.pdq.filter(|_| r.pdq_quality >= min_quality) {
+                put(&mut self.pdq, p.words(), entry_id(id, i, v), fresh);
+            }
+        }
+        for (i, k, feat) in feature_entries(f) {
+            let e = feature_id(id, i, k);
+            put(&mut self.local, feat.bits, e, fresh);
+            self.local_at.insert(e, (feat.level, feat.x, feat.y));
+        }
         if let Some(h) = f.title_simhash {
-            self.title.insert([h], id);
+            put(&mut self.title, [h], id, fresh);
         }
     }
 
@@ -63,11 +152,21 @@ impl LiveIndex {
     pub fn remove(&mut self, id: TakedownId, f: &ListingFingerprints) {
         for (i, img) in f.images.iter().enumerate() {
             if let Some(p) = img.pdq {
-                self.pdq.remove(&p.words(), entry_id(id, i));
+                self.pdq.remove(&p.words(), entry_id(id, i, 0));
             }
             if let Some(h) = img.phash {
-                self.phash.remove(&[h], entry_id(id, i));
+                self.phash.remove(&[h], entry_id(id, i, 0));
             }
+        }
+        for (i, v, r) in region_entries(f) {
+            if let Some(p) = r.pdq {
+                self.pdq.remove(&p.words(), entry_id(id, i, v));
+            }
+        }
+        for (i, k, feat) in feature_entries(f) {
+            let e = feature_id(id, i, k);
+            self.local.remove(&feat.bits, e);
+            self.local_at.remove(&e);
         }
         if let Some(h) = f.title_simhash {
             self.title.remove(&[h], id);
@@ -96,20 +195,19 @@ impl LiveIndex {
             if let Some(pdq) = fp.pdq.filter(|_| fp.pdq_quality >= t.pdq_min_quality) {
                 let variants: Vec<(Option<Dihedral>, _)> = match &img.pdq_variants {
                     Some(v) => Dihedral::ALL.iter().map(|d| Some(*d)).zip(v.iter().copied()).collect(),
-                    None => vec![(None, pdq)],
+                    None => vec![(Some(Dihedral::Original), pdq)],
                 };
-                for (transform, code) in variants {
+                // Regions of the checked image carry no rotation/flip of their own.
+                let regions = img
+                    .regions
+                    .iter()
+                    .filter(|(_, q)| *q >= t.pdq_min_quality)
+                    .map(|(code, _)| (None, *code));
+                for (transform, code) in variants.into_iter().chain(regions) {
                     hits.clear();
                     self.pdq.range(&code.words(), t.pdq_review, &mut hits);
                     for &(entry, distance) in &hits {
-                        push_best(
-                            &mut found,
-                            entry,
-                            ci,
-                            HashKind::Pdq,
-                            distance,
-                            transform.or(Some(Dihedral::Original)),
-                        );
+                        push_best(&mut found, entry, ci, HashKind::Pdq, distance, transform);
                     }
                 }
             }
@@ -118,6 +216,12 @@ impl LiveIndex {
                 self.phash.range(&[h], t.phash_review, &mut hits);
                 for &(entry, distance) in &hits {
                     push_best(&mut found, entry, ci, HashKind::Phash, distance, None);
+                }
+            }
+            for (entry, agree) in self.local_matches(&img.features, &mut hits) {
+                if agree >= t.local_review {
+                    let distance = LOCAL_MAX.saturating_sub(agree);
+                    push_best(&mut found, entry, ci, HashKind::Local, distance, None);
                 }
             }
         }
@@ -131,7 +235,11 @@ impl LiveIndex {
         for ev in found.values_mut() {
             ev.images.sort_by_key(|e| {
                 (
-                    e.kind == HashKind::Phash,
+                    match e.kind {
+                        HashKind::Pdq => 0,
+                        HashKind::Local => 1,
+                        HashKind::Phash => 2,
+                    },
                     e.distance,
                     e.candidate_image_index,
                     e.stored_image_index,
@@ -139,6 +247,85 @@ impl LiveIndex {
             });
         }
         found
+    }
+}
+
+impl LiveIndex {
+    /// Per stored image (as an image entry id), the most checked features that match its
+    /// features and agree on one placement: each match votes for the translation between
+    /// the two positions (checked level 0 against each stored level), and the votes in the
+    /// best cell and its neighbours count once per checked feature.
+    fn local_matches(&self, features: &[Feature], hits: &mut Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+        if features.is_empty() || self.local.is_empty() {
+            return Vec::new();
+        }
+        let mut votes: HashMap<VoteKey, Vec<Vote>> = HashMap::new();
+        for (q, feat) in features.iter().enumerate() {
+            hits.clear();
+            self.local.range(&feat.bits, LOCAL_RADIUS, hits);
+            if hits.is_empty() || hits.len() > MAX_HITS_PER_FEATURE {
+                continue;
+            }
+            // Best distance per stored image; keep the feature only if one image stands out.
+            hits.sort_unstable_by_key(|&(e, d)| (d, e));
+            let best_image = hits[0].0 >> 15;
+            let runner_up = hits.iter().find(|(e, _)| e >> 15 != best_image).map(|&(_, d)| d);
+            if runner_up.is_some_and(|d| d < hits[0].1 + DISTINCT_MARGIN) {
+                continue;
+            }
+            for &(e, _) in hits.iter().filter(|(e, _)| e >> 15 == best_image) {
+                let Some(&(level, x, y)) = self.local_at.get(&e) else {
+                    continue;
+                };
+                let dx = i32::from(feat.x) - i32::from(x);
+                let dy = i32::from(feat.y) - i32::from(y);
+                let cell = (dx.div_euclid(PLACEMENT_CELL), dy.div_euclid(PLACEMENT_CELL));
+                votes
+                    .entry((e >> 15, level, feat.level))
+                    .or_default()
+                    .push((cell, q as u16));
+            }
+        }
+        let mut best: BTreeMap<u64, u32> = BTreeMap::new();
+        for ((image_key, _, _), v) in votes {
+            if v.len() < 4 {
+                continue;
+            }
+            let mut cells: HashMap<(i32, i32), Vec<u16>> = HashMap::new();
+            for (cell, q) in &v {
+                cells.entry(*cell).or_default().push(*q);
+            }
+            let agree = cells
+                .keys()
+                .map(|&(cx, cy)| {
+                    let mut qs: Vec<u16> = (-1..=1)
+                        .flat_map(|dy| (-1..=1).map(move |dx| (cx + dx, cy + dy)))
+                        .filter_map(|c| cells.get(&c))
+                        .flatten()
+                        .copied()
+                        .collect();
+                    qs.sort_unstable();
+                    qs.dedup();
+                    let spread = |coord: fn(&Feature) -> u16| {
+                        let (lo, hi) = qs
+                            .iter()
+                            .map(|&q| coord(&features[usize::from(q)]))
+                            .fold((u16::MAX, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
+                        hi.saturating_sub(lo)
+                    };
+                    if spread(|f| f.x) < MIN_SPREAD || spread(|f| f.y) < MIN_SPREAD {
+                        return 0;
+                    }
+                    qs.len() as u32
+                })
+                .max()
+                .unwrap_or(0);
+            // An image entry id: takedown << 16 | image (variant 0).
+            let (takedown, image) = (image_key >> 5, image_key & 0x1f);
+            let e = best.entry(entry_id(takedown, image as usize, 0)).or_default();
+            *e = (*e).max(agree);
+        }
+        best.into_iter().collect()
     }
 }
 
@@ -151,7 +338,7 @@ fn push_best(
     distance: u32,
     transform: Option<Dihedral>,
 ) {
-    let (takedown, stored) = (entry >> 8, (entry & 0xff) as u32);
+    let (takedown, stored) = (entry >> 16, (entry & 0xff) as u32);
     let ev = found.entry(takedown).or_default();
     let candidate = candidate as u32;
     match ev

@@ -3,6 +3,8 @@
 //! Principles (see README, "Matching policy"):
 //! - An image match is the strong signal. PDQ at distance <= `pdq_reupload` (over its 8
 //!   rotations/flips, both hashes of quality >= `pdq_min_quality`) is a re-upload on its own.
+//! - So is a local-feature match: at least `local_reupload` corners whose descriptors match
+//!   and agree on one placement of the stored photo in the checked one.
 //! - A weaker image match (PDQ up to `pdq_review`, or the 64-bit pHash, which collides on
 //!   plain-background product shots) is a re-upload only when the title agrees too; alone it
 //!   goes to a person.
@@ -10,7 +12,7 @@
 //!   A near-identical title alone is REVIEW at most.
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{HashKind, ImageEvidence, Verdict};
+use crate::domain::{HashKind, ImageEvidence, Verdict, LOCAL_MAX};
 
 /// Distance thresholds, in bits. Configurable; defaults are the measured ones.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +30,11 @@ pub struct Thresholds {
     pub text_support: u32,
     /// Title simhash distance at or under which the title alone is worth a review.
     pub text_review: u32,
+    /// Local features agreeing on one placement at or over which an image alone is a
+    /// re-upload (crops, rotations, overlays).
+    pub local_reupload: u32,
+    /// Agreeing local features at or over which an image is evidence at all.
+    pub local_review: u32,
     /// Most matches returned per check.
     pub max_matches: usize,
 }
@@ -41,6 +48,8 @@ impl Default for Thresholds {
             phash_review: 6,
             text_support: 15,
             text_review: 8,
+            local_reupload: 12,
+            local_review: 8,
             max_matches: 10,
         }
     }
@@ -58,6 +67,11 @@ impl Thresholds {
         if self.pdq_review > 128 || self.phash_review > 32 || self.text_support > 32 {
             return Err("policy thresholds above half the hash length match noise".into());
         }
+        if self.local_review == 0 || self.local_review > self.local_reupload || self.local_reupload > LOCAL_MAX {
+            return Err(format!(
+                "policy.local_review must be at least 1 and at most policy.local_reupload, itself at most {LOCAL_MAX}"
+            ));
+        }
         if self.max_matches == 0 {
             return Err("policy.max_matches must be at least 1".into());
         }
@@ -68,14 +82,24 @@ impl Thresholds {
     pub fn decide(&self, images: &[ImageEvidence], text_distance: Option<u32>) -> (Verdict, f64) {
         let best_pdq = best(images, HashKind::Pdq);
         let best_phash = best(images, HashKind::Phash);
+        // Local evidence's distance counts down from LOCAL_MAX agreeing features.
+        let local_agree = best(images, HashKind::Local).map(|d| LOCAL_MAX.saturating_sub(d));
         let text_supports = text_distance.is_some_and(|d| d <= self.text_support);
 
         let pdq_strength = best_pdq.map(|d| strength(d, self.pdq_review));
         let phash_strength = best_phash.map(|d| strength(d, self.phash_review));
-        let image_strength = pdq_strength.into_iter().chain(phash_strength).fold(0.0, f64::max);
+        let local_strength = local_agree.map(|n| strength(LOCAL_MAX.saturating_sub(n), LOCAL_MAX - self.local_review));
+        let image_strength = pdq_strength
+            .into_iter()
+            .chain(phash_strength)
+            .chain(local_strength)
+            .fold(0.0, f64::max);
         let text_strength = text_distance.map_or(0.0, |d| strength(d, self.text_support));
 
-        let verdict = if best_pdq.is_some_and(|d| d <= self.pdq_reupload) || (image_strength > 0.0 && text_supports) {
+        let verdict = if best_pdq.is_some_and(|d| d <= self.pdq_reupload)
+            || local_agree.is_some_and(|n| n >= self.local_reupload)
+            || (image_strength > 0.0 && text_supports)
+        {
             Verdict::Reupload
         } else if image_strength > 0.0 || text_distance.is_some_and(|d| d <= self.text_review) {
             Verdict::Review

@@ -16,13 +16,19 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
-use crate::domain::{ImageFingerprint, ListingFingerprints, Takedown, TakedownId};
+use crate::domain::{ImageFingerprint, ListingFingerprints, RegionFingerprint, Takedown, TakedownId};
 use crate::error::{Error, Result};
+use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::PdqHash;
 
 /// Version of the stored layout. Bump it, with a migration, on any change of what is stored
 /// or of the fingerprints' output.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: fingerprints record format 1 (whole-image hashes and title simhash).
+/// - 2: adds fingerprints record format 2 (plus region hashes). Stores of version 1 are
+///   upgraded in place on open: their records stay readable as they are; takedowns
+///   registered before have no region hashes until they are registered again.
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// sled's page cache. Its default (1 GiB) filled with the fingerprint pages read once at
@@ -50,7 +56,14 @@ impl Store {
                 let found = <[u8; 4]>::try_from(v.as_ref())
                     .map(u32::from_be_bytes)
                     .map_err(|_| Error::Corrupt("schema_version is not a u32".into()))?;
-                if found != SCHEMA_VERSION {
+                if found == 1 {
+                    tracing::warn!(
+                        "upgrading store schema 1 -> {SCHEMA_VERSION}: takedowns registered before have no \
+                         region hashes (crops, frames, collages) until registered again"
+                    );
+                    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                    db.flush()?;
+                } else if found != SCHEMA_VERSION {
                     return Err(Error::Corrupt(format!(
                         "store has schema version {found}, this relist reads version {SCHEMA_VERSION}"
                     )));
@@ -133,6 +146,17 @@ impl Store {
         })
     }
 
+    /// The binary fingerprints record of a live takedown (with its local features, which the
+    /// JSON record leaves out).
+    pub fn live_fingerprints_of(&self, id: TakedownId) -> Result<Option<ListingFingerprints>> {
+        match self.fingerprints.get(id.to_be_bytes())? {
+            Some(v) => decode_fingerprints(&v)
+                .map(Some)
+                .ok_or_else(|| Error::Corrupt(format!("fingerprints of takedown {id}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Number of live takedowns.
     pub fn live_count(&self) -> usize {
         self.fingerprints.len()
@@ -181,16 +205,21 @@ fn decode_id(v: &[u8]) -> Result<u64> {
         .map_err(|_| Error::Corrupt("id is not 8 bytes".into()))
 }
 
-const FP_FORMAT: u8 = 1;
+/// Record format written now; format 1 (no regions section) is still read.
+const FP_FORMAT: u8 = 2;
+const FP_FORMAT_V1: u8 = 1;
 const HAS_SIMHASH: u8 = 1;
 const HAS_PDQ: u8 = 1;
 const HAS_PHASH: u8 = 2;
 
 /// Compact binary fingerprints: format byte, flags, optional simhash, image count, and per
-/// image flags, optional PDQ (32 bytes + quality) and optional pHash. The normalised title is
-/// not needed for matching and lives in the takedown's JSON only.
+/// image flags, optional PDQ (32 bytes + quality) and optional pHash; then (format 2) the
+/// region count (u16 BE) and per region its image index, flags and optional PDQ + quality;
+/// then the local-feature count (u16 BE) and per feature its image index, level, x and y
+/// (u16 BE each) and 32 descriptor bytes (four u64 BE).
+/// The normalised title is not needed for matching and lives in the takedown's JSON only.
 fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
-    let mut b = Vec::with_capacity(11 + f.images.len() * 42);
+    let mut b = Vec::with_capacity(13 + f.images.len() * 42 + f.regions.len() * 35);
     b.push(FP_FORMAT);
     match f.title_simhash {
         Some(h) => {
@@ -210,12 +239,32 @@ fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
             b.extend_from_slice(&h.to_be_bytes());
         }
     }
+    let regions = &f.regions[..f.regions.len().min(usize::from(u16::MAX))];
+    b.extend_from_slice(&(regions.len() as u16).to_be_bytes());
+    for r in regions {
+        b.push(r.image);
+        b.push(if r.pdq.is_some() { HAS_PDQ } else { 0 });
+        if let Some(p) = r.pdq {
+            b.extend_from_slice(&p.0);
+            b.push(r.pdq_quality);
+        }
+    }
+    let features = &f.features[..f.features.len().min(usize::from(u16::MAX))];
+    b.extend_from_slice(&(features.len() as u16).to_be_bytes());
+    for (image, feat) in features {
+        b.push(*image);
+        b.push(feat.level);
+        b.extend_from_slice(&feat.x.to_be_bytes());
+        b.extend_from_slice(&feat.y.to_be_bytes());
+        feat.bits.iter().for_each(|w| b.extend_from_slice(&w.to_be_bytes()));
+    }
     b
 }
 
 fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
     let mut r = Reader(b);
-    if r.u8()? != FP_FORMAT {
+    let format = r.u8()?;
+    if format != FP_FORMAT && format != FP_FORMAT_V1 {
         return None;
     }
     let title_simhash = if r.u8()? & HAS_SIMHASH != 0 {
@@ -240,10 +289,39 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
             phash,
         });
     }
+    let mut regions = Vec::new();
+    let mut features = Vec::new();
+    if format == FP_FORMAT {
+        let n = r.u16()?;
+        regions.reserve(usize::from(n));
+        for _ in 0..n {
+            let image = r.u8()?;
+            let (pdq, pdq_quality) = if r.u8()? & HAS_PDQ != 0 {
+                let bytes: [u8; 32] = r.take(32)?.try_into().ok()?;
+                (Some(PdqHash(bytes)), r.u8()?)
+            } else {
+                (None, 0)
+            };
+            regions.push(RegionFingerprint {
+                image,
+                pdq,
+                pdq_quality,
+            });
+        }
+        let n = r.u16()?;
+        features.reserve(usize::from(n));
+        for _ in 0..n {
+            let (image, level, x, y) = (r.u8()?, r.u8()?, r.u16()?, r.u16()?);
+            let bits = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+            features.push((image, Feature { x, y, level, bits }));
+        }
+    }
     r.0.is_empty().then_some(ListingFingerprints {
         images,
         title_simhash,
         normalized_title: String::new(),
+        regions,
+        features,
     })
 }
 
@@ -260,6 +338,9 @@ impl<'a> Reader<'a> {
     }
     fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
         self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
@@ -287,17 +368,69 @@ mod tests {
             ],
             title_simhash: Some(0xdead_beef_0000_0001),
             normalized_title: String::new(),
+            regions: vec![RegionFingerprint {
+                image: 1,
+                pdq: Some(PdqHash([0xcd; 32])),
+                pdq_quality: 66,
+            }],
+            features: vec![(
+                0,
+                Feature {
+                    x: 300,
+                    y: 2,
+                    level: 1,
+                    bits: [1, 2, 3, u64::MAX],
+                },
+            )],
         };
         let b = encode_fingerprints(&f);
-        assert_eq!(decode_fingerprints(&b), Some(f));
+        assert_eq!(decode_fingerprints(&b), Some(f.clone()));
         // Golden bytes: the layout is a stored contract.
-        assert_eq!(hex::encode(&b[..12]), "0101deadbeef000000010203");
-        assert_eq!(b.len(), 1 + 1 + 8 + 1 + (1 + 32 + 1 + 8) + (1 + 8));
+        assert_eq!(hex::encode(&b[..12]), "0201deadbeef000000010203");
+        let images_end = 1 + 1 + 8 + 1 + (1 + 32 + 1 + 8) + (1 + 8);
+        let regions_end = images_end + 2 + (1 + 1 + 32 + 1);
+        assert_eq!(b.len(), regions_end + 2 + (1 + 1 + 2 + 2 + 32));
+        assert_eq!(hex::encode(&b[images_end..images_end + 4]), "00010101");
+        assert_eq!(b[regions_end - 1], 66);
+        assert_eq!(
+            hex::encode(&b[regions_end..regions_end + 16]),
+            "00010001012c00020000000000000001"
+        );
         assert_eq!(
             decode_fingerprints(&b[..b.len() - 1]),
             None,
             "truncated must not decode"
         );
+        // Format 1 records (schema 1 stores) still decode, without regions.
+        let mut v1 = b[..images_end].to_vec();
+        v1[0] = FP_FORMAT_V1;
+        let old = ListingFingerprints {
+            regions: Vec::new(),
+            features: Vec::new(),
+            ..f
+        };
+        assert_eq!(decode_fingerprints(&v1), Some(old));
+        assert_eq!(
+            hex::encode(&v1[..12]),
+            "0101deadbeef000000010203",
+            "format 1 golden bytes"
+        );
+    }
+
+    #[test]
+    fn upgrades_schema_1_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.db.open_tree("meta")
+                .unwrap()
+                .insert(SCHEMA_KEY, &1u32.to_be_bytes())
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let v = s.db.open_tree("meta").unwrap().get(SCHEMA_KEY).unwrap().unwrap();
+        assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
     }
 
     #[test]

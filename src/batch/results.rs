@@ -101,11 +101,12 @@ impl Row {
                     takedown_listing_id: best.map(|m| m.listing_id.clone()),
                     image_distance: evidence.map(|e| e.distance),
                     image_hash_kind: evidence.map(|e| {
-                        if e.hash_kind == pb::HashKind::Phash as i32 {
-                            "phash".to_string()
-                        } else {
-                            "pdq".to_string()
+                        match pb::HashKind::try_from(e.hash_kind) {
+                            Ok(pb::HashKind::Phash) => "phash",
+                            Ok(pb::HashKind::Local) => "local",
+                            _ => "pdq",
                         }
+                        .to_string()
                     }),
                     text_distance: best.and_then(|m| m.text_distance),
                     same_seller: best.map(|m| m.same_seller),

@@ -9,14 +9,19 @@
 //! Every stored fingerprint is pinned by golden-value tests: a change of output is a change of
 //! stored format and needs a schema migration.
 pub mod image;
+pub mod local;
 pub mod pdq;
 pub mod phash;
+pub mod regions;
 pub mod text;
 
-use crate::domain::{CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints};
+use ::image::DynamicImage;
+
+use crate::domain::{CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints, RegionFingerprint};
 use crate::error::{Error, Result};
 
 pub use self::image::DecodeLimits;
+pub use self::regions::Side;
 
 /// Computes the fingerprints of listings. Cheap to share; holds no per-call state.
 pub struct Fingerprinter {
@@ -42,31 +47,49 @@ impl Fingerprinter {
     }
 
     /// Decodes and hashes one encoded image.
-    pub fn image_bytes(&self, bytes: &[u8]) -> Result<CandidateImage, image::DecodeError> {
-        let img = image::decode(bytes, self.limits)?;
-        let (variants, quality) = pdq::pdq_dihedral(&img);
-        Ok(CandidateImage {
+    pub fn image_bytes(&self, bytes: &[u8], side: Side) -> Result<CandidateImage, image::DecodeError> {
+        Ok(self.image(&image::decode(bytes, self.limits)?, side))
+    }
+
+    /// Hashes one decoded image and the regions `side` calls for (the evaluation feeds
+    /// generated images straight in).
+    pub fn image(&self, img: &DynamicImage, side: Side) -> CandidateImage {
+        let (variants, quality) = pdq::pdq_dihedral(img);
+        let rgb = img.to_rgb8();
+        let regions = regions::regions(&rgb, side)
+            .into_iter()
+            .map(|r| {
+                let h = pdq::pdq_hash(&DynamicImage::ImageRgb8(regions::cut(&rgb, r)));
+                (h.hash, h.quality)
+            })
+            .collect();
+        let features = local::features(&rgb, side);
+        CandidateImage {
             fingerprint: ImageFingerprint {
                 pdq: Some(variants[0]),
                 pdq_quality: quality,
-                phash: Some(phash::phash(&img)),
+                phash: Some(phash::phash(img)),
             },
             pdq_variants: Some(variants),
+            regions,
+            features,
             thumbnail: self
                 .thumbnails
-                .then(|| image::thumbnail_jpeg(&img, THUMBNAIL_SIZE))
+                .then(|| image::thumbnail_jpeg(img, THUMBNAIL_SIZE))
                 .flatten(),
-        })
+        }
     }
 
     /// Fingerprints every image and the title of a listing. CPU-bound: call it off the async
     /// runtime. Errors name the offending field, e.g. `listing.images[1].data`.
-    pub fn listing(&self, listing: &Listing) -> Result<(Vec<CandidateImage>, ListingFingerprints)> {
+    /// `side` says whether the listing is being registered or checked: each hashes other
+    /// regions of its images.
+    pub fn listing(&self, listing: &Listing, side: Side) -> Result<(Vec<CandidateImage>, ListingFingerprints)> {
         let mut images = Vec::with_capacity(listing.images.len());
         for (i, input) in listing.images.iter().enumerate() {
             let candidate = match input {
                 ImageInput::Encoded(bytes) => self
-                    .image_bytes(bytes)
+                    .image_bytes(bytes, side)
                     .map_err(|e| Error::invalid(format!("listing.images[{i}].data"), e.to_string()))?,
                 ImageInput::Hashes {
                     pdq,
@@ -79,16 +102,39 @@ impl Fingerprinter {
                         phash: *phash,
                     },
                     pdq_variants: None,
+                    regions: Vec::new(),
+                    features: Vec::new(),
                     thumbnail: None,
                 },
             };
             images.push(candidate);
         }
-        let fingerprints = ListingFingerprints {
-            images: images.iter().map(|c| c.fingerprint).collect(),
-            title_simhash: text::simhash(&listing.title),
-            normalized_title: text::normalize(&listing.title),
-        };
+        let fingerprints = listing_fingerprints(&images, &listing.title);
         Ok((images, fingerprints))
+    }
+}
+
+/// What is stored of a listing, from its hashed images and its title.
+pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFingerprints {
+    ListingFingerprints {
+        images: images.iter().map(|c| c.fingerprint).collect(),
+        title_simhash: text::simhash(title),
+        normalized_title: text::normalize(title),
+        regions: images
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                c.regions.iter().map(move |&(pdq, pdq_quality)| RegionFingerprint {
+                    image: i as u8,
+                    pdq: Some(pdq),
+                    pdq_quality,
+                })
+            })
+            .collect(),
+        features: images
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.features.iter().map(move |f| (i as u8, *f)))
+            .collect(),
     }
 }

@@ -1,0 +1,231 @@
+//! Local binary features: FAST-9 corners with 256-bit BRIEF descriptors, the way
+//! copy-detection systems survive crops. A global hash describes the whole frame, so cutting
+//! 3% off one side already moves PDQ past its threshold; a corner's neighbourhood does not
+//! change when the frame does.
+//!
+//! Features are computed on the trimmed picture (see [`super::regions::trim`]) scaled so its
+//! longer side is [`CHECK_SIDE`] pixels; stored photos also get a level at
+//! [`STORED_SIDES`]`[1]`, so that a checked crop (whose content looks larger once scaled)
+//! meets a stored level of about its scale. Matching (in [`crate::matcher`]) looks each
+//! descriptor up in the exact Hamming index and counts, per stored image and level, the
+//! matches that agree on one translation: random matches do not agree.
+//!
+//! Everything here is integer or fixed-seed arithmetic on pixels; the output is stored, so
+//! any change of output must bump [`LOCAL_VERSION`].
+use std::sync::OnceLock;
+
+use image::imageops::{self, FilterType};
+use image::{GrayImage, RgbImage};
+
+use super::regions::{self, Rect, Side};
+
+/// Version of the feature rules.
+pub const LOCAL_VERSION: u8 = 1;
+/// Longer side, in pixels, of the picture a checked photo's features are computed on.
+pub const CHECK_SIDE: u32 = 320;
+/// Levels of a stored photo: the checked scale, and 1.25x for crops of up to about 20%.
+pub const STORED_SIDES: [u32; 2] = [320, 400];
+/// Most features kept per level (strongest distinctive corners first).
+pub const MAX_FEATURES: usize = 200;
+/// FAST intensity threshold.
+const FAST_THRESHOLD: i16 = 20;
+/// Patch radius of the descriptor; corners closer to the edge are skipped.
+const PATCH: i32 = 15;
+
+/// One corner and its descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Feature {
+    /// Position in the level's pixels.
+    pub x: u16,
+    pub y: u16,
+    /// Level index (0: [`CHECK_SIDE`]).
+    pub level: u8,
+    pub bits: [u64; 4],
+}
+
+/// The features of a picture: level 0 only when checked, every stored level when stored.
+///
+/// A checked picture also gets level 1: the features of its largest segment (the photo in a
+/// screenshot, a collage tile) at [`CHECK_SIDE`], where the whole picture shows it too small.
+/// Levels of a checked picture and of a stored one are different things: the matcher only
+/// compares positions within one (checked level, stored level) pair.
+pub fn features(img: &RgbImage, side: Side) -> Vec<Feature> {
+    let trimmed = regions::trim(img, Rect::of(img));
+    let usable = |r: Rect| r.w >= 32 && r.h >= 32;
+    let base = if usable(trimmed) { trimmed } else { Rect::of(img) };
+    match side {
+        Side::Stored => levels(img, base, &STORED_SIDES, 0),
+        Side::Checked => {
+            let mut out = levels(img, base, &[CHECK_SIDE], 0);
+            if let Some(seg) = regions::segments(img).into_iter().next().filter(|r| usable(*r)) {
+                out.extend(levels(img, seg, &[CHECK_SIDE], 1));
+            }
+            out
+        }
+    }
+}
+
+/// Features of `r` scaled to each longer side in `sides`, levels numbered from `first`.
+fn levels(img: &RgbImage, r: Rect, sides: &[u32], first: u8) -> Vec<Feature> {
+    let gray = imageops::grayscale(&regions::cut(img, r));
+    let mut out = Vec::new();
+    for (level, &long) in (first..).zip(sides) {
+        let (w, h) = gray.dimensions();
+        let f = long as f32 / w.max(h) as f32;
+        let (lw, lh) = (
+            ((w as f32 * f).round() as u32).max(1),
+            ((h as f32 * f).round() as u32).max(1),
+        );
+        let scaled = imageops::resize(&gray, lw, lh, FilterType::Triangle);
+        out.extend(level_features(&scaled, level));
+    }
+    out
+}
+
+/// Bresenham circle of radius 3 used by FAST, in order around the circle.
+const CIRCLE: [(i32, i32); 16] = [
+    (0, -3),
+    (1, -3),
+    (2, -2),
+    (3, -1),
+    (3, 0),
+    (3, 1),
+    (2, 2),
+    (1, 3),
+    (0, 3),
+    (-1, 3),
+    (-2, 2),
+    (-3, 1),
+    (-3, 0),
+    (-3, -1),
+    (-2, -2),
+    (-1, -3),
+];
+
+/// FAST-9 score at (x, y): 0 when not a corner, else the summed contrast past the threshold.
+fn fast_score(img: &GrayImage, x: i32, y: i32) -> u32 {
+    let p = i16::from(img.get_pixel(x as u32, y as u32).0[0]);
+    let mut state = [0i8; 16];
+    for (s, (dx, dy)) in state.iter_mut().zip(CIRCLE) {
+        let v = i16::from(img.get_pixel((x + dx) as u32, (y + dy) as u32).0[0]);
+        *s = if v > p + FAST_THRESHOLD {
+            1
+        } else if v < p - FAST_THRESHOLD {
+            -1
+        } else {
+            0
+        };
+    }
+    let run = |sign: i8| {
+        let (mut best, mut cur) = (0, 0);
+        for i in 0..32 {
+            if state[i % 16] == sign {
+                cur += 1;
+                best = best.max(cur);
+            } else {
+                cur = 0;
+            }
+        }
+        best
+    };
+    if run(1) < 9 && run(-1) < 9 {
+        return 0;
+    }
+    CIRCLE
+        .iter()
+        .map(|(dx, dy)| {
+            let v = i16::from(img.get_pixel((x + dx) as u32, (y + dy) as u32).0[0]);
+            u32::from(((v - p).abs() - FAST_THRESHOLD).max(0) as u16)
+        })
+        .sum()
+}
+
+/// The 256 point pairs compared by the descriptor: fixed-seed Gaussian offsets (sigma = patch
+/// size / 5, as in the BRIEF paper) within the patch.
+fn pairs() -> &'static [(i32, i32, i32, i32); 256] {
+    static PAIRS: OnceLock<[(i32, i32, i32, i32); 256]> = OnceLock::new();
+    PAIRS.get_or_init(|| {
+        let mut state = 0x4252_4945_465f_7631u64;
+        let mut next = || {
+            // SplitMix64, then a sum of uniforms as a Gaussian; integer rounding only.
+            let mut g = 0f64;
+            for _ in 0..4 {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                g += ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+            }
+            let v = ((g - 2.0) * 1.732 * (2.0 * f64::from(PATCH) + 1.0) / 5.0).round() as i32;
+            v.clamp(-PATCH, PATCH)
+        };
+        std::array::from_fn(|_| (next(), next(), next(), next()))
+    })
+}
+
+fn level_features(img: &GrayImage, level: u8) -> Vec<Feature> {
+    let (w, h) = (img.width() as i32, img.height() as i32);
+    if w <= 2 * PATCH + 2 || h <= 2 * PATCH + 2 {
+        return Vec::new();
+    }
+    let mut scores = vec![0u32; (w * h) as usize];
+    for y in PATCH..h - PATCH {
+        for x in PATCH..w - PATCH {
+            scores[(y * w + x) as usize] = fast_score(img, x, y);
+        }
+    }
+    // Non-maximum suppression over 3x3 (ties broken by position, so the result is stable).
+    let mut corners: Vec<(u32, i32, i32)> = Vec::new();
+    for y in PATCH..h - PATCH {
+        for x in PATCH..w - PATCH {
+            let s = scores[(y * w + x) as usize];
+            if s == 0 {
+                continue;
+            }
+            let is_max = (-1..=1).all(|dy| {
+                (-1..=1).all(|dx| {
+                    let o = scores[((y + dy) * w + x + dx) as usize];
+                    (dx, dy) == (0, 0) || o < s || (o == s && (dy, dx) > (0, 0))
+                })
+            });
+            if is_max {
+                corners.push((s, x, y));
+            }
+        }
+    }
+    corners.sort_by_key(|&(s, x, y)| (std::cmp::Reverse(s), y, x));
+    let smooth = imageops::blur(img, 2.0);
+    let px = |x: i32, y: i32| smooth.get_pixel(x as u32, y as u32).0[0];
+    corners
+        .into_iter()
+        .map(|(_, x, y)| {
+            let mut bits = [0u64; 4];
+            for (i, &(x1, y1, x2, y2)) in pairs().iter().enumerate() {
+                if px(x + x1, y + y1) < px(x + x2, y + y2) {
+                    bits[i / 64] |= 1 << (i % 64);
+                }
+            }
+            Feature {
+                x: x as u16,
+                y: y as u16,
+                level,
+                bits,
+            }
+        })
+        .filter(distinctive)
+        .take(MAX_FEATURES)
+        .collect()
+}
+
+/// Whether a descriptor says something specific. A patch that is one straight edge or
+/// gradient answers most tests alike (popcount far from half) and looks like every other
+/// such patch; such descriptors would crowd the index's buckets and match anything.
+fn distinctive(f: &Feature) -> bool {
+    let ones: u32 = f.bits.iter().map(|w| w.count_ones()).sum();
+    let lopsided_substring = f
+        .bits
+        .iter()
+        .flat_map(|w| (0..4).map(move |k| (w >> (16 * k)) as u16))
+        .any(|s| s.count_ones() <= 1 || s.count_ones() >= 15);
+    (80..=176).contains(&ones) && !lopsided_substring
+}

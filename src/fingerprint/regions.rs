@@ -1,0 +1,337 @@
+//! Sub-regions of a photo that get their own PDQ hash besides the whole photo.
+//!
+//! A global hash does not survive a crop, a frame, a screenshot or a collage: the photo it
+//! describes is no longer the whole picture. So relist also hashes parts of pictures, and a
+//! match between any part of a checked photo and any part of a stored one is evidence:
+//! - [`trim`]: the picture without uniform margins (frames, letterboxing, white background
+//!   around a product). Done on both sides, so a framed re-upload meets its original.
+//! - [`segments`]: the blocks of a picture separated by uniform bands (the photo inside a
+//!   phone screenshot between status bar, app bar and buttons; the tiles of a collage).
+//! - [`crops`] (stored side): crops of the trimmed takedown photo, so a cropped re-upload
+//!   meets the crop of the original it is closest to.
+//! - [`quadrants`] (checked side): quarters and halves of the trimmed picture, for collages
+//!   without gutters.
+//!
+//! The rules are pure functions of the pixels; their output is stored (region hashes of
+//! takedowns), so a change of rule is a change of stored output: bump
+//! [`REGIONS_VERSION`].
+use image::{GenericImageView, RgbImage};
+
+/// Version of the region rules; stored region hashes were made by this version.
+pub const REGIONS_VERSION: u8 = 1;
+
+/// A rectangle of pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Rect {
+    /// The whole of `img`.
+    pub fn of(img: &RgbImage) -> Rect {
+        Rect {
+            x: 0,
+            y: 0,
+            w: img.width(),
+            h: img.height(),
+        }
+    }
+
+    fn area(&self) -> u64 {
+        u64::from(self.w) * u64::from(self.h)
+    }
+
+    /// The part of this rect from fractions `fx0..fx1` of its width and `fy0..fy1` of its
+    /// height.
+    fn part(&self, fx0: f32, fy0: f32, fx1: f32, fy1: f32) -> Rect {
+        let at = |len: u32, f: f32| ((len as f32 * f).round() as u32).min(len);
+        let (x0, x1) = (at(self.w, fx0), at(self.w, fx1));
+        let (y0, y1) = (at(self.h, fy0), at(self.h, fy1));
+        Rect {
+            x: self.x + x0,
+            y: self.y + y0,
+            w: x1.saturating_sub(x0),
+            h: y1.saturating_sub(y0),
+        }
+    }
+}
+
+/// Per-channel difference under which two pixels count as the same colour (JPEG noise,
+/// gradients in a flat frame).
+const TOLERANCE: i32 = 20;
+/// Share of a line's pixels that must have the line's dominant colour for it to be uniform.
+/// Under 1 so that a thin line of text on a status bar or button still counts as uniform.
+const UNIFORM_SHARE: f32 = 0.92;
+/// Regions smaller than this share of a side are too small to hash (PDQ needs detail).
+const MIN_SIDE_SHARE: f32 = 0.2;
+/// Most segments kept per picture, largest first.
+const MAX_SEGMENTS: usize = 6;
+
+/// Whether the `n` pixels yielded by `pixels` are mostly one colour.
+fn uniform(pixels: impl Iterator<Item = [u8; 3]> + Clone, n: u32) -> bool {
+    if n == 0 {
+        return true;
+    }
+    // The dominant colour is taken as the per-channel median of a sample.
+    let step = (n / 64).max(1) as usize;
+    let mut sample: Vec<[u8; 3]> = pixels.clone().step_by(step).collect();
+    let mut mid = [0u8; 3];
+    for (c, m) in mid.iter_mut().enumerate() {
+        sample.sort_unstable_by_key(|p| p[c]);
+        *m = sample[sample.len() / 2][c];
+    }
+    let close = pixels
+        .filter(|p| {
+            p.iter()
+                .zip(mid)
+                .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() <= TOLERANCE)
+        })
+        .count();
+    close as f32 >= UNIFORM_SHARE * n as f32
+}
+
+fn row_uniform(img: &RgbImage, r: Rect, y: u32) -> bool {
+    uniform((r.x..r.x + r.w).map(move |x| img.get_pixel(x, y).0), r.w)
+}
+
+fn col_uniform(img: &RgbImage, r: Rect, x: u32) -> bool {
+    uniform((r.y..r.y + r.h).map(move |y| img.get_pixel(x, y).0), r.h)
+}
+
+/// `r` without its uniform margins: rows from the top and bottom, then columns from the left
+/// and right, while they are uniform. Returns `r` itself when nothing is uniform, and an
+/// empty rect when everything is.
+pub fn trim(img: &RgbImage, r: Rect) -> Rect {
+    let (mut top, mut bottom) = (r.y, r.y + r.h);
+    while top < bottom && row_uniform(img, r, top) {
+        top += 1;
+    }
+    while bottom > top && row_uniform(img, r, bottom - 1) {
+        bottom -= 1;
+    }
+    let rows = Rect {
+        y: top,
+        h: bottom - top,
+        ..r
+    };
+    let (mut left, mut right) = (r.x, r.x + r.w);
+    while left < right && col_uniform(img, rows, left) {
+        left += 1;
+    }
+    while right > left && col_uniform(img, rows, right - 1) {
+        right -= 1;
+    }
+    Rect {
+        x: left,
+        w: right - left,
+        ..rows
+    }
+}
+
+/// Splits `r` along runs of uniform lines (rows when `rows`, else columns) at least `min_gap`
+/// long; returns the blocks between them.
+fn split(img: &RgbImage, r: Rect, rows: bool) -> Vec<Rect> {
+    let len = if rows { r.h } else { r.w };
+    let min_gap = (len / 100).max(2);
+    let flat: Vec<bool> = (0..len)
+        .map(|i| {
+            if rows {
+                row_uniform(img, r, r.y + i)
+            } else {
+                col_uniform(img, r, r.x + i)
+            }
+        })
+        .collect();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0u32, 0u32);
+    while i < len {
+        if flat[i as usize] {
+            let gap_start = i;
+            while i < len && flat[i as usize] {
+                i += 1;
+            }
+            if i - gap_start >= min_gap || gap_start == 0 || i == len {
+                if gap_start > start {
+                    out.push((start, gap_start));
+                }
+                start = i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    if start < len {
+        out.push((start, len));
+    }
+    out.into_iter()
+        .map(|(a, b)| {
+            if rows {
+                Rect {
+                    y: r.y + a,
+                    h: b - a,
+                    ..r
+                }
+            } else {
+                Rect {
+                    x: r.x + a,
+                    w: b - a,
+                    ..r
+                }
+            }
+        })
+        .collect()
+}
+
+/// Blocks of the picture separated by uniform bands: rows first, then columns within each
+/// band, each block trimmed. Only blocks of a useful size that differ from the trimmed whole
+/// are returned, largest first.
+pub fn segments(img: &RgbImage) -> Vec<Rect> {
+    let whole = Rect::of(img);
+    let trimmed = trim(img, whole);
+    let min_w = (whole.w as f32 * MIN_SIDE_SHARE) as u32;
+    let min_h = (whole.h as f32 * MIN_SIDE_SHARE) as u32;
+    let mut out: Vec<Rect> = Vec::new();
+    for band in split(img, trimmed, true) {
+        if band.h < min_h {
+            continue;
+        }
+        for block in split(img, band, false) {
+            let block = trim(img, block);
+            if block.w >= min_w.max(8) && block.h >= min_h.max(8) && block != trimmed && !out.contains(&block) {
+                out.push(block);
+            }
+        }
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.area()));
+    out.truncate(MAX_SEGMENTS);
+    out
+}
+
+/// Crops of a stored photo (fractions of the trimmed photo kept: left, top, right, bottom).
+/// A re-upload cropped by up to about a fifth lands near one of them.
+const CROPS: &[(f32, f32, f32, f32)] = &[
+    // Centred, 90% and 80% of each side.
+    (0.05, 0.05, 0.95, 0.95),
+    (0.10, 0.10, 0.90, 0.90),
+    // Off-centre 90%: the cut taken from one corner.
+    (0.0, 0.0, 0.90, 0.90),
+    (0.10, 0.0, 1.0, 0.90),
+    (0.0, 0.10, 0.90, 1.0),
+    (0.10, 0.10, 1.0, 1.0),
+    // Off-centre 80%.
+    (0.0, 0.0, 0.80, 0.80),
+    (0.20, 0.0, 1.0, 0.80),
+    (0.0, 0.20, 0.80, 1.0),
+    (0.20, 0.20, 1.0, 1.0),
+];
+
+/// The crops of `r` stored for a takedown photo.
+pub fn crops(r: Rect) -> Vec<Rect> {
+    CROPS.iter().map(|&(a, b, c, d)| r.part(a, b, c, d)).collect()
+}
+
+/// Quarters and halves of `r`, for collages whose tiles touch.
+pub fn quadrants(r: Rect) -> Vec<Rect> {
+    vec![
+        r.part(0.0, 0.0, 0.5, 0.5),
+        r.part(0.5, 0.0, 1.0, 0.5),
+        r.part(0.0, 0.5, 0.5, 1.0),
+        r.part(0.5, 0.5, 1.0, 1.0),
+        r.part(0.0, 0.0, 0.5, 1.0),
+        r.part(0.5, 0.0, 1.0, 1.0),
+        r.part(0.0, 0.0, 1.0, 0.5),
+        r.part(0.0, 0.5, 1.0, 1.0),
+    ]
+}
+
+/// Why a set of regions is hashed: a stored photo and a checked photo get different ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// A takedown photo: trimmed, segments, crops of the trimmed photo.
+    Stored,
+    /// A checked photo: trimmed, segments, quadrants and halves of the trimmed photo.
+    Checked,
+}
+
+/// The regions hashed besides the whole picture, without duplicates or the whole picture
+/// itself; tiny regions are left out.
+pub fn regions(img: &RgbImage, side: Side) -> Vec<Rect> {
+    let whole = Rect::of(img);
+    let trimmed = trim(img, whole);
+    let mut out = Vec::new();
+    let mut push = |r: Rect| {
+        if r.w >= 16 && r.h >= 16 && r != whole && !out.contains(&r) {
+            out.push(r);
+        }
+    };
+    push(trimmed);
+    segments(img).into_iter().for_each(&mut push);
+    let base = if trimmed.w >= 16 && trimmed.h >= 16 {
+        trimmed
+    } else {
+        whole
+    };
+    match side {
+        Side::Stored => crops(base).into_iter().for_each(&mut push),
+        Side::Checked => quadrants(base).into_iter().for_each(&mut push),
+    }
+    out
+}
+
+/// The pixels of `r` as an image of their own.
+pub fn cut(img: &RgbImage, r: Rect) -> RgbImage {
+    img.view(r.x, r.y, r.w, r.h).to_image()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn textured(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(x * 13 % 251) as u8, (y * 7 % 253) as u8, ((x ^ y) % 255) as u8])
+        })
+    }
+
+    #[test]
+    fn trim_removes_a_solid_frame_exactly() {
+        let inner = textured(60, 40);
+        let mut framed = RgbImage::from_pixel(100, 70, Rgb([250, 250, 250]));
+        image::imageops::replace(&mut framed, &inner, 17, 11);
+        assert_eq!(
+            trim(&framed, Rect::of(&framed)),
+            Rect {
+                x: 17,
+                y: 11,
+                w: 60,
+                h: 40
+            }
+        );
+        assert_eq!(trim(&inner, Rect::of(&inner)), Rect::of(&inner));
+    }
+
+    #[test]
+    fn segments_find_the_tiles_of_a_collage_with_gutters() {
+        let mut c = RgbImage::from_pixel(210, 210, Rgb([255, 255, 255]));
+        for (x, y) in [(5, 5), (108, 5), (5, 108), (108, 108)] {
+            image::imageops::replace(&mut c, &textured(97, 97), x, y);
+        }
+        let s = segments(&c);
+        assert_eq!(s.len(), 4, "{s:?}");
+        assert!(s.iter().all(|r| r.w == 97 && r.h == 97), "{s:?}");
+    }
+
+    #[test]
+    fn stored_and_checked_regions_differ_and_skip_the_whole() {
+        let img = textured(120, 90);
+        let stored = regions(&img, Side::Stored);
+        let checked = regions(&img, Side::Checked);
+        assert!(!stored.contains(&Rect::of(&img)) && !checked.contains(&Rect::of(&img)));
+        assert_eq!(stored.len(), CROPS.len());
+        assert_eq!(checked.len(), 8);
+    }
+}

@@ -1,0 +1,176 @@
+//! Detection-quality regression tests on generated images and titles (fast, deterministic),
+//! and the full evaluation on ../shared/data as an ignored test (run it in release, see
+//! eval/README-section.md).
+use std::path::Path;
+
+use relist::eval::{images, synthetic_photos, titles, transforms, Report};
+use relist::policy::Thresholds;
+
+/// The evasions the quick test runs: one of each mechanism (global hash, dihedral variants,
+/// trimming, segments, local features), on small generated photos, so debug builds stay fast.
+/// (Rotate 4 degrees needs corner-rich real photos; the full evaluation covers it.)
+const QUICK: [&str; 7] = [
+    "jpeg_q30",
+    "mirror",
+    "rotate_90",
+    "border_20pct",
+    "crop_10_offcentre",
+    "crop_20_centre",
+    "collage_2x2",
+];
+
+#[test]
+fn generated_photos_are_found_through_their_evasions_and_never_confused() {
+    let photos = synthetic_photos(5, 128, 96, 42);
+    let quick: Vec<transforms::Transform> = transforms::ALL
+        .iter()
+        .filter(|t| QUICK.contains(&t.name))
+        .copied()
+        .collect();
+    assert_eq!(quick.len(), QUICK.len());
+    let report = images::evaluate_with(&photos, &Thresholds::default(), 2, &quick);
+    assert_eq!(report.photos, 5);
+    assert_eq!(report.pairs, 10);
+    assert_eq!(report.fp_pairs_any, 0, "distinct generated photos must not match");
+    assert_eq!(report.fp_pairs_same_stamp, 0, "a shared shop stamp is no match");
+    for t in report.transforms.iter() {
+        assert_eq!(t.wrong_matches, 0, "{} matched a photo it was not made from", t.name);
+        assert!(t.recall_reupload >= 0.99, "{}: {t:?}", t.name);
+    }
+    let pdq = &report.curves[0];
+    assert_eq!(pdq.signal, "image_pdq");
+    assert!(pdq.points.windows(2).all(|w| w[0].recall <= w[1].recall));
+}
+
+#[test]
+fn every_transform_is_deterministic_and_keeps_a_picture() {
+    let photos = synthetic_photos(4, 96, 64, 7);
+    let others: Vec<_> = photos[1..].iter().map(|p| &p.1).collect();
+    for t in transforms::ALL {
+        let a = t.apply(&photos[0].1, 3, &others);
+        let b = t.apply(&photos[0].1, 3, &others);
+        assert!(a == b, "{} is not deterministic", t.name);
+        assert!(a.width() >= 16 && a.height() >= 16, "{}", t.name);
+    }
+}
+
+fn rows() -> Vec<titles::TitleRow> {
+    let groups = [
+        [
+            "Kaos Polos Hitam Cotton Combed 30s",
+            "KAOS POLOS HITAM cotton combed 30s murah",
+        ],
+        ["Sepatu Sneakers Pria Casual Abu", "sepatu sneakers pria casual abu abu"],
+        [
+            "Tas Ransel Laptop Anti Air 15 inch",
+            "Tas Ransel Laptop Anti Air 15inch ORI",
+        ],
+        ["Jam Tangan Wanita Rantai Gold", "jam tangan wanita rantai gold premium"],
+        [
+            "Celana Jeans Highwaist Wanita Biru",
+            "Celana Jeans Highwaist Wanita Biru muda",
+        ],
+    ];
+    groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, titles)| {
+            titles.iter().map(move |t| titles::TitleRow {
+                title: t.to_string(),
+                group: format!("g{g}"),
+                image_phash: Some(0x1234_5678_9abc_def0 ^ (g as u64 * 0x0f0f_0f0f_0f0f_0f0f)),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn title_edits_are_found_and_text_alone_never_blocks() {
+    let t = Thresholds::default();
+    let report = titles::evaluate(&rows(), &t).unwrap();
+    assert_eq!((report.listings, report.groups), (10, 5));
+    assert_eq!(report.text_only_reupload, 0);
+    assert_eq!(report.combined_wrong_reupload, 0);
+    assert_eq!(report.combined_recall_reupload, 1.0, "same pHash and a close title");
+    for e in &report.edits {
+        if e.queries > 0 {
+            assert!(e.recall_support >= 0.8, "{e:?}");
+        }
+    }
+}
+
+#[test]
+fn title_edits_change_the_title_as_named() {
+    let t = "Baju Kaos Yang Bagus";
+    assert_eq!(
+        titles::edit(t, "chat_spelling", 0).as_deref(),
+        Some("Baju Kaos yg Bagus")
+    );
+    assert_eq!(
+        titles::edit(t, "digits_for_letters", 0).as_deref(),
+        Some("B4ju K40s Y4ng B4gus")
+    );
+    assert_eq!(
+        titles::edit(t, "spaced_letters", 0).as_deref(),
+        Some("Baju Kaos Yang B a g u s")
+    );
+    assert_eq!(titles::edit("Kaos Polos", "chat_spelling", 0), None);
+}
+
+#[test]
+fn baseline_flags_a_drop_and_accepts_a_rise() {
+    let report = Report {
+        images: Some(images::ImageReport {
+            transforms: vec![images::TransformResult {
+                name: "jpeg_q30".into(),
+                recall_reupload: 0.9,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Report::default()
+    };
+    let base = relist::eval::baseline::Baseline::from_report(&report);
+    assert!(base.regressions(&report).is_empty());
+    let mut worse = report.clone();
+    if let Some(im) = worse.images.as_mut() {
+        im.transforms[0].recall_reupload -= 0.25;
+        im.fp_pairs_any += 1;
+    }
+    assert_eq!(base.regressions(&worse).len(), 2);
+    let mut better = report.clone();
+    if let Some(im) = better.images.as_mut() {
+        im.transforms[0].recall_reupload = 1.0;
+    }
+    assert!(base.regressions(&better).is_empty());
+}
+
+/// The full evaluation on ../shared/data against the recorded figures. Slow in debug: run it
+/// with `cargo test --release --test eval -- --ignored`, or use `relist eval --baseline`.
+#[test]
+#[ignore]
+fn full_evaluation_does_not_regress() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("../shared/data");
+    if !data.join("photos-dev").is_dir() {
+        println!("skipped");
+        return;
+    }
+    let args = relist::eval::EvalArgs {
+        photos: Some(data.join("photos-dev")),
+        titles: Some(data.join("titles/shopee-dev.csv")),
+        config: None,
+        json: false,
+        plot: None,
+        baseline: None,
+        write_baseline: None,
+        phash_golden: root.join("tests/golden/imagehash-photos-dev.csv"),
+        limit: None,
+        threads: None,
+    };
+    let report = relist::eval::evaluate(&args, &Thresholds::default()).unwrap();
+    let recorded: relist::eval::baseline::Baseline =
+        serde_json::from_str(&std::fs::read_to_string(root.join("eval/baseline.json")).unwrap()).unwrap();
+    let regressions = recorded.regressions(&report);
+    assert!(regressions.is_empty(), "{regressions:#?}");
+}
