@@ -53,6 +53,7 @@ impl Bank {
             takedowns = n,
             pdq = sizes.pdq,
             phash = sizes.phash,
+            local_features = sizes.local,
             titles = sizes.title,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded takedown bank"

@@ -68,6 +68,7 @@ pub struct ListingFingerprints {
 pub struct RegionFingerprint {
     /// Index of the image in the listing.
     pub image: u8,
+    /// Always set by relist; optional like [`ImageFingerprint::pdq`], whose hex form it shares.
     #[serde(with = "hex_pdq")]
     pub pdq: Option<PdqHash>,
     pub pdq_quality: u8,

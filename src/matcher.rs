@@ -101,6 +101,8 @@ pub struct IndexSizes {
     pub pdq: usize,
     pub phash: usize,
     pub title: usize,
+    /// Local features (see [`crate::fingerprint::local`]).
+    pub local: usize,
 }
 
 impl LiveIndex {
@@ -178,6 +180,7 @@ impl LiveIndex {
             pdq: self.pdq.len(),
             phash: self.phash.len(),
             title: self.title.len(),
+            local: self.local.len(),
         }
     }
 

@@ -131,14 +131,7 @@ pub fn evaluate_with(
         (c, started.elapsed().as_secs_f64())
     });
     let stored_features: usize = registered.iter().map(|(c, _)| c.features.len()).sum();
-    let mut index = LiveIndex::default();
-    for (i, (c, _)) in registered.iter().enumerate() {
-        index.add(
-            i as u64 + 1,
-            &listing_fingerprints(std::slice::from_ref(c), ""),
-            t.pdq_min_quality,
-        );
-    }
+    let index = bank(registered.iter().map(|(c, _)| c), t);
     let register_s: f64 = registered.iter().map(|(_, s)| s).sum();
     let pdq_entries = index.sizes().pdq;
 
@@ -264,6 +257,19 @@ pub fn evaluate_with(
     }
 }
 
+/// The index over photos registered as takedowns, photo i as takedown id i + 1.
+fn bank<'a>(stored: impl Iterator<Item = &'a CandidateImage>, t: &Thresholds) -> LiveIndex {
+    let mut index = LiveIndex::default();
+    for (i, c) in stored.enumerate() {
+        index.add(
+            i as u64 + 1,
+            &listing_fingerprints(std::slice::from_ref(c), ""),
+            t.pdq_min_quality,
+        );
+    }
+    index
+}
+
 /// Distinct photo pairs that match once both carry the same logo and shop name.
 fn same_stamp_pairs(
     photos: &[(String, RgbImage)],
@@ -282,14 +288,7 @@ fn same_stamp_pairs(
         let s = dynamic(stamp(img));
         (fp.image(&s, Side::Stored), fp.image(&s, Side::Checked))
     });
-    let mut index = LiveIndex::default();
-    for (i, (c, _)) in stamped.iter().enumerate() {
-        index.add(
-            i as u64 + 1,
-            &listing_fingerprints(std::slice::from_ref(c), ""),
-            t.pdq_min_quality,
-        );
-    }
+    let index = bank(stamped.iter().map(|(c, _)| c), t);
     let mut pairs = std::collections::HashSet::new();
     for (i, (_, c)) in stamped.iter().enumerate() {
         for (id, ev) in lookup(&index, c, wide_t) {
