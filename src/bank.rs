@@ -15,7 +15,7 @@ use crate::domain::{
     now_ms, CheckOutcome, Listing, ListingInfo, Match, Registered, Source, Takedown, TakedownId, Verdict,
 };
 use crate::error::{Error, Result};
-use crate::fingerprint::{DecodeLimits, Fingerprinter, Side};
+use crate::fingerprint::{DecodeLimits, Detection, Fingerprinter, Side};
 use crate::history::{History, Label, MatchView, Page, Query, Stats};
 use crate::matcher::{IndexSizes, LiveIndex};
 use crate::policy::Thresholds;
@@ -68,6 +68,13 @@ impl Bank {
             fingerprint_time: Default::default(),
             backup_gate: RwLock::new(()),
         })
+    }
+
+    /// Chooses which fingerprints beyond the whole-image hashes new registrations and checks
+    /// compute (both kinds on by default; see [`Detection`]).
+    pub fn with_detection(mut self, detection: Detection) -> Self {
+        self.fingerprinter = self.fingerprinter.with_detection(detection);
+        self
     }
 
     /// Stops keeping thumbnails (they are on by default, for the history page).

@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// Do not keep small thumbnails of takedown and matched images (they feed the history page).
     #[arg(long, env = "RELIST_NO_THUMBNAILS")]
     pub no_thumbnails: bool,
+    /// Do not hash regions of photos (borders, frames, collages go undetected; faster).
+    #[arg(long, env = "RELIST_NO_REGIONS")]
+    pub no_regions: bool,
+    /// Do not compute local features of photos (crops, small rotations, overlays go
+    /// undetected; about 5x faster checks and ~400x fewer index entries per stored photo).
+    #[arg(long, env = "RELIST_NO_LOCAL_FEATURES")]
+    pub no_local_features: bool,
     /// Delete match history older than this many days (0: keep forever) [default: keep].
     #[arg(long, env = "RELIST_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
@@ -229,6 +236,10 @@ impl ServeArgs {
             },
             thresholds,
             thumbnails: !self.no_thumbnails && file.history.thumbnails.unwrap_or(true),
+            detection: crate::fingerprint::Detection {
+                regions: !self.no_regions && file.matching.regions.unwrap_or(true),
+                local_features: !self.no_local_features && file.matching.local_features.unwrap_or(true),
+            },
             history_retention: self
                 .history_retention_days
                 .or(file.history.retention_days)
@@ -548,9 +559,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let bank = {
         let (dir, thresholds, limits) = (cfg.data_dir.clone(), cfg.thresholds, cfg.limits);
-        let thumbnails = cfg.thumbnails;
+        let (thumbnails, detection) = (cfg.thumbnails, cfg.detection);
         tokio::task::spawn_blocking(move || {
-            Bank::open(&dir, thresholds, limits).map(|b| if thumbnails { b } else { b.without_thumbnails() })
+            Bank::open(&dir, thresholds, limits).map(|b| {
+                let b = b.with_detection(detection);
+                if thumbnails {
+                    b
+                } else {
+                    b.without_thumbnails()
+                }
+            })
         })
         .await?
         .with_context(|| format!("opening store {}", cfg.data_dir.display()))?

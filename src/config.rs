@@ -35,6 +35,16 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     pub policy: Thresholds,
     pub history: HistorySection,
+    pub matching: MatchingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchingSection {
+    /// Hash regions of photos (default true).
+    pub regions: Option<bool>,
+    /// Local features of photos (default true).
+    pub local_features: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +95,8 @@ pub struct ServeConfig {
     pub thresholds: Thresholds,
     /// Keep thumbnails for the history page.
     pub thumbnails: bool,
+    /// Fingerprints computed beyond the whole-image hashes.
+    pub detection: crate::fingerprint::Detection,
     /// Delete match history older than this; `None` keeps it forever.
     pub history_retention: Option<std::time::Duration>,
     /// Per-request limits and load shedding.
