@@ -12,7 +12,8 @@ use parking_lot::{Mutex, RwLock};
 use tracing::info;
 
 use crate::domain::{
-    now_ms, CheckOutcome, Listing, ListingInfo, Match, Registered, Source, Takedown, TakedownId, Verdict,
+    now_ms, CheckOutcome, Listing, ListingFingerprints, ListingInfo, Match, Registered, Source, Takedown, TakedownId,
+    Verdict,
 };
 use crate::error::{Error, Result};
 use crate::fingerprint::{DecodeLimits, Detection, Fingerprinter, Side};
@@ -35,19 +36,50 @@ pub struct Bank {
     backup_gate: RwLock<()>,
 }
 
+/// Builds the live index from the store. Reading and decoding sled records and inserting
+/// into the index take about the same time, so a reader thread feeds batches to the inserting
+/// one: start-up uses both cores.
+fn load_index(store: &Store, min_quality: u8) -> Result<(LiveIndex, usize)> {
+    const BATCH: usize = 4096;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(TakedownId, ListingFingerprints)>>(4);
+        let reader = scope.spawn(move || -> Result<()> {
+            let mut batch = Vec::with_capacity(BATCH);
+            for item in store.live_fingerprints() {
+                batch.push(item?);
+                if batch.len() == BATCH
+                    && tx
+                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            let _ = tx.send(batch);
+            Ok(())
+        });
+        let mut index = LiveIndex::default();
+        let mut n = 0usize;
+        for batch in rx {
+            for (id, f) in &batch {
+                index.load(*id, f, min_quality);
+            }
+            n += batch.len();
+        }
+        reader
+            .join()
+            .map_err(|_| Error::Internal("index loader thread panicked".into()))??;
+        Ok((index, n))
+    })
+}
+
 impl Bank {
     /// Opens the store in `dir` and loads every live takedown into the index.
     pub fn open(dir: &Path, thresholds: Thresholds, limits: DecodeLimits) -> Result<Bank> {
         thresholds.validate().map_err(Error::Internal)?;
         let started = std::time::Instant::now();
         let store = Store::open(dir)?;
-        let mut index = LiveIndex::default();
-        let mut n = 0usize;
-        for item in store.live_fingerprints() {
-            let (id, f) = item?;
-            index.load(id, &f, thresholds.pdq_min_quality);
-            n += 1;
-        }
+        let (index, n) = load_index(&store, thresholds.pdq_min_quality)?;
         let sizes = index.sizes();
         info!(
             takedowns = n,

@@ -59,7 +59,9 @@ fn off_stores_no_regions_or_features_and_still_matches_copies() {
         let f = &reg.fingerprints;
         assert_eq!(!f.regions.is_empty(), detection.regions, "{detection:?}");
         assert_eq!(!f.features.is_empty(), detection.local_features, "{detection:?}");
-        let copy = bank.check(&listing("c", jpeg(&img.fliph(), 70)), Source::Upload).unwrap();
+        let copy = bank
+            .check(&listing("c", jpeg(&img.fliph(), 70)), Source::Upload)
+            .unwrap();
         assert_eq!(copy.verdict, Verdict::Reupload, "{detection:?}");
         let other = bank
             .check(&listing("o", jpeg(&photo(78, 480, 360), 80)), Source::Upload)
