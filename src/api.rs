@@ -42,6 +42,10 @@ pub fn status(e: Error) -> Status {
         Error::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
         Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
         Error::DeadlineExceeded(_) => Status::deadline_exceeded(e.to_string()),
+        Error::DiskFull(_) => {
+            tracing::error!(error = %e, "write refused");
+            Status::resource_exhausted(e.to_string())
+        }
         Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => {
             tracing::error!(error = %e, "request failed");
             Status::unavailable(e.to_string())

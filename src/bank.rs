@@ -11,6 +11,7 @@ use std::path::Path;
 use parking_lot::{Mutex, RwLock};
 use tracing::info;
 
+use crate::disk::{DiskGuard, DEFAULT_MIN_FREE_BYTES};
 use crate::domain::{
     now_ms, CheckOutcome, Listing, ListingInfo, Match, Registered, Source, Takedown, TakedownId, Verdict,
 };
@@ -33,6 +34,8 @@ pub struct Bank {
     fingerprint_time: crate::metrics::Histogram,
     /// Every write holds it shared; a backup holds it alone, so it copies one state.
     backup_gate: RwLock<()>,
+    /// Refuses writes before the disk fills (see [`crate::disk`]).
+    disk: DiskGuard,
 }
 
 impl Bank {
@@ -66,12 +69,19 @@ impl Bank {
             thresholds,
             fingerprint_time: Default::default(),
             backup_gate: RwLock::new(()),
+            disk: DiskGuard::new(dir, DEFAULT_MIN_FREE_BYTES),
         })
     }
 
     /// Stops keeping thumbnails (they are on by default, for the history page).
     pub fn without_thumbnails(mut self) -> Self {
         self.fingerprinter = self.fingerprinter.with_thumbnails(false);
+        self
+    }
+
+    /// Keeps at least `bytes` free on the store's disk: writes are refused below it (0: off).
+    pub fn with_min_free_disk(mut self, bytes: u64) -> Self {
+        self.disk = self.disk.with_min_free(bytes);
         self
     }
 
@@ -105,6 +115,7 @@ impl Bank {
 
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
+        self.disk.check()?;
         let (images, fingerprints) = self.fingerprint(listing)?;
         let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
@@ -142,7 +153,11 @@ impl Bank {
         }
         index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
         drop(index);
-        self.store.put_thumbnails(id, &thumbnails(&images))?;
+        // The takedown is durable and live by now; a thumbnail that cannot be written (full
+        // disk) must not turn that into a failure the client would retry.
+        if let Err(e) = self.store.put_thumbnails(id, &thumbnails(&images)) {
+            tracing::warn!(takedown_id = id, error = %e, "thumbnails not kept");
+        }
         Ok(Registered {
             takedown_id: id,
             updated: existing.is_some(),
@@ -152,6 +167,7 @@ impl Bank {
 
     /// Reverses a takedown: it stops matching before this returns. Returns when it was removed.
     pub fn remove(&self, id: TakedownId) -> Result<i64> {
+        self.disk.check()?;
         let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
         let mut td = self
@@ -235,9 +251,25 @@ impl Bank {
             None
         } else {
             let _gate = self.backup_gate.read();
-            let id = self.history.record(source, listing, verdict, score, &matches)?;
-            self.history.put_thumbnails(id, &thumbnails(&images))?;
-            Some(id)
+            // On a full disk the verdict still goes out, unrecorded: the upload path must keep
+            // its answers, and the history is the record of them, not the evidence itself.
+            let recorded = self
+                .disk
+                .check()
+                .and_then(|()| self.history.record(source, listing, verdict, score, &matches));
+            match recorded {
+                Ok(id) => {
+                    if let Err(e) = self.history.put_thumbnails(id, &thumbnails(&images)) {
+                        tracing::warn!(match_id = id, error = %e, "thumbnails not kept");
+                    }
+                    Some(id)
+                }
+                Err(Error::DiskFull(e)) => {
+                    tracing::warn!(error = %e, "check answered but not recorded in the history");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         };
         Ok(CheckOutcome {
             verdict,
@@ -260,6 +292,7 @@ impl Bank {
 
     /// Records an analyst's label on a match (see [`History::review`]).
     pub fn review_match(&self, id: u64, label: Label, reviewer: &str, note: &str) -> Result<MatchView> {
+        self.disk.check()?;
         let _gate = self.backup_gate.read();
         let view = self.history.review(id, label, reviewer, note)?;
         self.store.flush()?;
@@ -278,7 +311,8 @@ impl Bank {
     }
 
     /// Runs a write beside the bank's own (API keys) so that a backup waits for it.
-    pub fn gated<T>(&self, write: impl FnOnce() -> T) -> T {
+    pub fn gated<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.disk.check()?;
         let _gate = self.backup_gate.read();
         write()
     }

@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// Require client certificates signed by this PEM CA (mutual TLS).
     #[arg(long, env = "RELIST_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Free space to keep on the store's disk: under it writes are refused with
+    /// RESOURCE_EXHAUSTED ("disk full") while checks go on; 0 disables it [default: 64 MiB].
+    #[arg(long, env = "RELIST_MIN_FREE_DISK_BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -205,6 +209,10 @@ impl ServeArgs {
         let requests = self.limits.resolve(&file.limits)?;
         Ok(ServeConfig {
             requests,
+            min_free_disk_bytes: self
+                .min_free_disk_bytes
+                .or(file.limits.min_free_disk_bytes)
+                .unwrap_or(crate::disk::DEFAULT_MIN_FREE_BYTES),
             listen: match self.listen.or(file.server.listen) {
                 Some(a) => a,
                 None => DEFAULT_LISTEN.parse()?,
@@ -544,9 +552,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let bank = {
         let (dir, thresholds, limits) = (cfg.data_dir.clone(), cfg.thresholds, cfg.limits);
-        let thumbnails = cfg.thumbnails;
+        let (thumbnails, min_free) = (cfg.thumbnails, cfg.min_free_disk_bytes);
         tokio::task::spawn_blocking(move || {
-            Bank::open(&dir, thresholds, limits).map(|b| if thumbnails { b } else { b.without_thumbnails() })
+            Bank::open(&dir, thresholds, limits)
+                .map(|b| if thumbnails { b } else { b.without_thumbnails() })
+                .map(|b| b.with_min_free_disk(min_free))
         })
         .await?
         .with_context(|| format!("opening store {}", cfg.data_dir.display()))?

@@ -28,6 +28,7 @@
 //! - [`transport`]: TLS (server and client, mTLS) and the API key on every client call.
 //! - [`metrics`]: Prometheus counters and histograms, served at `/metrics` by [`web`].
 //! - [`backup`]: `relist backup|restore`, a consistent copy of the store and its restore.
+//! - [`disk`]: the free-space reserve that refuses writes before the store's disk fills.
 pub mod api;
 pub mod auth;
 pub mod backup;
@@ -35,6 +36,7 @@ pub mod bank;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod domain;
 pub mod error;
 pub mod fingerprint;
