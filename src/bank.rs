@@ -186,6 +186,41 @@ impl Bank {
         Ok(now)
     }
 
+    /// Every image PDQ hash of the live takedowns (of `marketplace` only, when given), in
+    /// takedown id order, until `emit` returns false. Reads a consistent-enough view: a
+    /// takedown removed meanwhile may or may not be in it.
+    pub fn export_pdq(
+        &self,
+        marketplace: Option<&str>,
+        mut emit: impl FnMut(crate::exchange::ExportedPdq) -> bool,
+    ) -> Result<()> {
+        for item in self.store.live_fingerprints() {
+            let (id, fps) = item?;
+            let hashes: Vec<_> = fps.images.iter().filter_map(|i| i.pdq).collect();
+            if hashes.is_empty() {
+                continue;
+            }
+            let Some(td) = self.store.takedown(id)?.filter(|t| t.removed_at_ms.is_none()) else {
+                continue;
+            };
+            if marketplace.is_some_and(|m| m != td.listing.marketplace) {
+                continue;
+            }
+            for pdq in hashes {
+                let out = crate::exchange::ExportedPdq {
+                    pdq,
+                    takedown_id: id,
+                    marketplace: td.listing.marketplace.clone(),
+                    reason: td.reason.clone(),
+                };
+                if !emit(out) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A stored takedown, removed ones included.
     pub fn get(&self, id: TakedownId) -> Result<Takedown> {
         self.store

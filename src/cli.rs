@@ -54,6 +54,10 @@ pub enum Command {
     Backup(crate::backup::BackupArgs),
     /// Restore a backup into a new, empty data dir (offline).
     Restore(crate::backup::RestoreArgs),
+    /// Write the bank's PDQ hashes for other platforms: hex lines or ThreatExchange CSV.
+    Export(crate::exchange::ExportArgs),
+    /// Register a shared hash list (hex lines or ThreatExchange CSV) as hash-only takedowns.
+    Import(crate::exchange::ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -510,6 +514,8 @@ impl Command {
             Command::Review(a) => Some(&a.client.conn),
             Command::Batch(a) => Some(&a.client.conn),
             Command::Keys(k) => Some(&k.client().conn),
+            Command::Export(a) => Some(&a.client.conn),
+            Command::Import(a) => Some(&a.client.conn),
         }
     }
 }
@@ -534,6 +540,8 @@ pub fn run() -> anyhow::Result<()> {
             Command::Keys(cmd) => crate::keys::run(cmd).await,
             Command::Backup(args) => crate::backup::run_backup(args).await,
             Command::Restore(args) => crate::backup::run_restore(args),
+            Command::Export(args) => crate::exchange::run_export(args).await,
+            Command::Import(args) => crate::exchange::run_import(args).await,
         }
     })
 }
@@ -718,9 +726,11 @@ async fn takedown(cmd: TakedownCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(rpc_error)?
                 .into_inner();
-            let at = resp
-                .removed_at
-                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+            let at = resp.removed_at.map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos / 1_000_000))
+            });
             if client.json {
                 return print_json(&serde_json::json!({ "takedown_id": takedown_id, "removed_at_ms": at }));
             }

@@ -28,6 +28,9 @@
 //! - [`transport`]: TLS (server and client, mTLS) and the API key on every client call.
 //! - [`metrics`]: Prometheus counters and histograms, served at `/metrics` by [`web`].
 //! - [`backup`]: `relist backup|restore`, a consistent copy of the store and its restore.
+//! - [`exchange`]: `relist export|import`, PDQ hash lists shared with other platforms.
+//! - [`fuzz_targets`]: the fuzz targets' bodies (image, text, requests), shared by `fuzz/`
+//!   and the stable corpus test.
 //! - [`disk`]: the free-space reserve that refuses writes before the store's disk fills.
 pub mod api;
 pub mod auth;
@@ -39,7 +42,9 @@ pub mod config;
 pub mod disk;
 pub mod domain;
 pub mod error;
+pub mod exchange;
 pub mod fingerprint;
+pub mod fuzz_targets;
 pub mod history;
 pub mod index;
 pub mod keys;

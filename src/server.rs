@@ -477,6 +477,34 @@ impl pb::relist_server::Relist for RelistService {
         Ok(Response::new(Box::pin(chunks)))
     }
 
+    type ExportHashesStream = Pin<Box<dyn Stream<Item = Result<pb::ExportedHash, Status>> + Send>>;
+
+    async fn export_hashes(
+        &self,
+        request: Request<pb::ExportHashesRequest>,
+    ) -> Result<Response<Self::ExportHashesStream>, Status> {
+        let started = Instant::now();
+        let admitted = self.admit(&request, Action::WriteTakedowns).map_err(api::status);
+        self.metrics
+            .request("ExportHashes", code_of(&admitted), started.elapsed());
+        let (caller, permit) = admitted?;
+        let scope = caller.scope().map(str::to_string);
+        // A bounded channel: the store is read only as fast as the client takes the hashes,
+        // and reading stops when it goes away.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ExportedHash, Status>>(256);
+        let bank = self.bank.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            let sent = bank.export_pdq(scope.as_deref(), |h| {
+                tx.blocking_send(Ok(api::exported_to_proto(h))).is_ok()
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(api::status(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
         self.unary("RevokeKey", Action::ManageKeys, request, |s, _caller, req| async move {
             let keys = s.keys.clone();

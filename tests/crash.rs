@@ -31,13 +31,9 @@ fn start(data: &Path) -> Daemon {
 }
 
 fn start_with(data: &Path, extra: &[&str]) -> Daemon {
-    let mut args: Vec<std::ffi::OsString> = ["--listen", "127.0.0.1:0", "--no-thumbnails", "--data-dir"]
-        .iter()
-        .map(Into::into)
-        .collect();
-    args.push(data.into());
-    args.extend(extra.iter().map(Into::into));
-    Daemon::start(args, "relist serving")
+    let mut args = vec!["--no-thumbnails"];
+    args.extend_from_slice(extra);
+    Daemon::serve(data, &args)
 }
 
 async fn client(d: &Daemon) -> Client {
