@@ -47,7 +47,8 @@ fn hashed(listing_id: &str, pdq: &str, description: String) -> pb::Listing {
         listing_id: listing_id.into(),
         marketplace: "crashmart".into(),
         seller_id: "s".into(),
-        title: format!("item {listing_id}"),
+        // No title: near-identical generated titles would all match each other by text.
+        title: String::new(),
         description,
         images: vec![pb::Image {
             pdq: pdq.into(),
@@ -213,7 +214,9 @@ async fn kill_9_cycles() {
     let mut verified_total = 0;
     let mut previous: HashSet<u64> = HashSet::new();
     for cycle in 0..cycles {
+        let t0 = Instant::now();
         let mut daemon = start(&data);
+        let t_start = t0.elapsed();
         // The previous cycle's acknowledgements, through the restarted daemon.
         let fresh: Vec<u64> = {
             let a = acked.lock();
@@ -229,6 +232,7 @@ async fn kill_9_cycles() {
             verified_total += verify_daemon(&mut c, &a, &fresh).await;
         }
         previous.extend(fresh);
+        let t_verify = t0.elapsed();
         let mut tasks = Vec::new();
         for k in 0..clients {
             let c = client(&daemon).await;
@@ -249,13 +253,19 @@ async fn kill_9_cycles() {
                 .expect("client task");
         }
         drop(daemon);
+        let t_killed = t0.elapsed();
         let a = acked.lock();
         let live = verify_store(&data, &a);
         println!(
-            "cycle {:>2}: {} takedowns acknowledged so far, {} live in the store",
+            "cycle {:>2}: {} takedowns acknowledged so far, {} live in the store (start {:.1}s, verified {:.1}s, \
+             killed {:.1}s, store checked {:.1}s)",
             cycle + 1,
             a.takedowns.len(),
-            live
+            live,
+            t_start.as_secs_f64(),
+            t_verify.as_secs_f64(),
+            t_killed.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
         );
     }
     // Last restart: everything acknowledged, over gRPC.
