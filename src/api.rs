@@ -42,6 +42,10 @@ pub fn status(e: Error) -> Status {
         Error::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
         Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
         Error::DeadlineExceeded(_) => Status::deadline_exceeded(e.to_string()),
+        Error::DiskFull(_) => {
+            tracing::error!(error = %e, "write refused");
+            Status::resource_exhausted(e.to_string())
+        }
         Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => {
             tracing::error!(error = %e, "request failed");
             Status::unavailable(e.to_string())
@@ -200,8 +204,14 @@ pub fn timestamp(ms: i64) -> Timestamp {
     }
 }
 
+/// Milliseconds of a reply's timestamp; saturating, since a reply's seconds may be anything
+/// (found by fuzzing: `seconds * 1000` overflowed on i64::MAX).
 fn ts_ms(t: &Option<Timestamp>) -> Option<i64> {
-    t.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+    t.as_ref().map(|t| {
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos / 1_000_000))
+    })
 }
 
 // ---- domain -> proto (server replies) ----
@@ -612,6 +622,17 @@ pub fn review_from_proto(r: pb::ReviewMatchRequest) -> Result<(u64, Label, Strin
     check_len("reviewer", &r.reviewer, 256, false)?;
     check_len("note", &r.note, 2_000, true)?;
     Ok((r.match_id, label, r.reviewer, r.note))
+}
+
+// ---- hash exchange ----
+
+pub fn exported_to_proto(h: crate::exchange::ExportedPdq) -> pb::ExportedHash {
+    pb::ExportedHash {
+        pdq: h.pdq.to_hex(),
+        takedown_id: h.takedown_id,
+        marketplace: h.marketplace,
+        reason: h.reason,
+    }
 }
 
 // ---- API keys ----

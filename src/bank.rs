@@ -11,6 +11,7 @@ use std::path::Path;
 use parking_lot::{Mutex, RwLock};
 use tracing::info;
 
+use crate::disk::{DiskGuard, DEFAULT_MIN_FREE_BYTES};
 use crate::domain::{
     now_ms, CheckOutcome, Listing, ListingFingerprints, ListingInfo, Match, Registered, Source, Takedown, TakedownId,
     Verdict,
@@ -34,6 +35,8 @@ pub struct Bank {
     fingerprint_time: crate::metrics::Histogram,
     /// Every write holds it shared; a backup holds it alone, so it copies one state.
     backup_gate: RwLock<()>,
+    /// Refuses writes before the disk fills (see [`crate::disk`]).
+    disk: DiskGuard,
 }
 
 /// Builds the live index from the store. Reading and decoding sled records and inserting
@@ -99,6 +102,7 @@ impl Bank {
             thresholds,
             fingerprint_time: Default::default(),
             backup_gate: RwLock::new(()),
+            disk: DiskGuard::new(dir, DEFAULT_MIN_FREE_BYTES),
         })
     }
 
@@ -112,6 +116,12 @@ impl Bank {
     /// Stops keeping thumbnails (they are on by default, for the history page).
     pub fn without_thumbnails(mut self) -> Self {
         self.fingerprinter = self.fingerprinter.with_thumbnails(false);
+        self
+    }
+
+    /// Keeps at least `bytes` free on the store's disk: writes are refused below it (0: off).
+    pub fn with_min_free_disk(mut self, bytes: u64) -> Self {
+        self.disk = self.disk.with_min_free(bytes);
         self
     }
 
@@ -146,6 +156,7 @@ impl Bank {
 
     /// Stores a takedown (or updates the one registered for the same listing), durably.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
+        self.disk.check()?;
         let (images, fingerprints) = self.fingerprint(listing, Side::Stored)?;
         let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
@@ -188,7 +199,11 @@ impl Bank {
         }
         index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
         drop(index);
-        self.store.put_thumbnails(id, &thumbnails(&images))?;
+        // The takedown is durable and live by now; a thumbnail that cannot be written (full
+        // disk) must not turn that into a failure the client would retry.
+        if let Err(e) = self.store.put_thumbnails(id, &thumbnails(&images)) {
+            tracing::warn!(takedown_id = id, error = %e, "thumbnails not kept");
+        }
         Ok(Registered {
             takedown_id: id,
             updated: existing.is_some(),
@@ -198,6 +213,7 @@ impl Bank {
 
     /// Reverses a takedown: it stops matching before this returns. Returns when it was removed.
     pub fn remove(&self, id: TakedownId) -> Result<i64> {
+        self.disk.check()?;
         let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
         let mut td = self
@@ -218,6 +234,41 @@ impl Bank {
         self.store.flush()?;
         self.index.write().remove(id, &indexed);
         Ok(now)
+    }
+
+    /// Every image PDQ hash of the live takedowns (of `marketplace` only, when given), in
+    /// takedown id order, until `emit` returns false. Reads a consistent-enough view: a
+    /// takedown removed meanwhile may or may not be in it.
+    pub fn export_pdq(
+        &self,
+        marketplace: Option<&str>,
+        mut emit: impl FnMut(crate::exchange::ExportedPdq) -> bool,
+    ) -> Result<()> {
+        for item in self.store.live_fingerprints() {
+            let (id, fps) = item?;
+            let hashes: Vec<_> = fps.images.iter().filter_map(|i| i.pdq).collect();
+            if hashes.is_empty() {
+                continue;
+            }
+            let Some(td) = self.store.takedown(id)?.filter(|t| t.removed_at_ms.is_none()) else {
+                continue;
+            };
+            if marketplace.is_some_and(|m| m != td.listing.marketplace) {
+                continue;
+            }
+            for pdq in hashes {
+                let out = crate::exchange::ExportedPdq {
+                    pdq,
+                    takedown_id: id,
+                    marketplace: td.listing.marketplace.clone(),
+                    reason: td.reason.clone(),
+                };
+                if !emit(out) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A stored takedown, removed ones included.
@@ -285,9 +336,25 @@ impl Bank {
             None
         } else {
             let _gate = self.backup_gate.read();
-            let id = self.history.record(source, listing, verdict, score, &matches)?;
-            self.history.put_thumbnails(id, &thumbnails(&images))?;
-            Some(id)
+            // On a full disk the verdict still goes out, unrecorded: the upload path must keep
+            // its answers, and the history is the record of them, not the evidence itself.
+            let recorded = self
+                .disk
+                .check()
+                .and_then(|()| self.history.record(source, listing, verdict, score, &matches));
+            match recorded {
+                Ok(id) => {
+                    if let Err(e) = self.history.put_thumbnails(id, &thumbnails(&images)) {
+                        tracing::warn!(match_id = id, error = %e, "thumbnails not kept");
+                    }
+                    Some(id)
+                }
+                Err(Error::DiskFull(e)) => {
+                    tracing::warn!(error = %e, "check answered but not recorded in the history");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         };
         Ok(CheckOutcome {
             verdict,
@@ -310,6 +377,7 @@ impl Bank {
 
     /// Records an analyst's label on a match (see [`History::review`]).
     pub fn review_match(&self, id: u64, label: Label, reviewer: &str, note: &str) -> Result<MatchView> {
+        self.disk.check()?;
         let _gate = self.backup_gate.read();
         let view = self.history.review(id, label, reviewer, note)?;
         self.store.flush()?;
@@ -328,7 +396,8 @@ impl Bank {
     }
 
     /// Runs a write beside the bank's own (API keys) so that a backup waits for it.
-    pub fn gated<T>(&self, write: impl FnOnce() -> T) -> T {
+    pub fn gated<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.disk.check()?;
         let _gate = self.backup_gate.read();
         write()
     }

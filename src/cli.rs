@@ -57,6 +57,10 @@ pub enum Command {
     /// Measure detection quality on photos and/or titles with generated evasions; see
     /// `relist eval --help`.
     Eval(crate::eval::EvalArgs),
+    /// Write the bank's PDQ hashes for other platforms: hex lines or ThreatExchange CSV.
+    Export(crate::exchange::ExportArgs),
+    /// Register a shared hash list (hex lines or ThreatExchange CSV) as hash-only takedowns.
+    Import(crate::exchange::ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +126,10 @@ pub struct ServeArgs {
     /// Require client certificates signed by this PEM CA (mutual TLS).
     #[arg(long, env = "RELIST_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Free space to keep on the store's disk: under it writes are refused with
+    /// RESOURCE_EXHAUSTED ("disk full") while checks go on; 0 disables it [default: 64 MiB].
+    #[arg(long, env = "RELIST_MIN_FREE_DISK_BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -215,6 +223,10 @@ impl ServeArgs {
         let requests = self.limits.resolve(&file.limits)?;
         Ok(ServeConfig {
             requests,
+            min_free_disk_bytes: self
+                .min_free_disk_bytes
+                .or(file.limits.min_free_disk_bytes)
+                .unwrap_or(crate::disk::DEFAULT_MIN_FREE_BYTES),
             listen: match self.listen.or(file.server.listen) {
                 Some(a) => a,
                 None => DEFAULT_LISTEN.parse()?,
@@ -516,6 +528,8 @@ impl Command {
             Command::Review(a) => Some(&a.client.conn),
             Command::Batch(a) => Some(&a.client.conn),
             Command::Keys(k) => Some(&k.client().conn),
+            Command::Export(a) => Some(&a.client.conn),
+            Command::Import(a) => Some(&a.client.conn),
         }
     }
 }
@@ -541,6 +555,8 @@ pub fn run() -> anyhow::Result<()> {
             Command::Backup(args) => crate::backup::run_backup(args).await,
             Command::Restore(args) => crate::backup::run_restore(args),
             Command::Eval(args) => tokio::task::spawn_blocking(move || crate::eval::run(args)).await?,
+            Command::Export(args) => crate::exchange::run_export(args).await,
+            Command::Import(args) => crate::exchange::run_import(args).await,
         }
     })
 }
@@ -559,16 +575,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let bank = {
         let (dir, thresholds, limits) = (cfg.data_dir.clone(), cfg.thresholds, cfg.limits);
-        let (thumbnails, detection) = (cfg.thumbnails, cfg.detection);
+        let (thumbnails, detection, min_free) = (cfg.thumbnails, cfg.detection, cfg.min_free_disk_bytes);
         tokio::task::spawn_blocking(move || {
-            Bank::open(&dir, thresholds, limits).map(|b| {
-                let b = b.with_detection(detection);
-                if thumbnails {
-                    b
-                } else {
-                    b.without_thumbnails()
-                }
-            })
+            Bank::open(&dir, thresholds, limits)
+                .map(|b| if thumbnails { b } else { b.without_thumbnails() })
+                .map(|b| b.with_detection(detection).with_min_free_disk(min_free))
         })
         .await?
         .with_context(|| format!("opening store {}", cfg.data_dir.display()))?
@@ -730,9 +741,11 @@ async fn takedown(cmd: TakedownCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(rpc_error)?
                 .into_inner();
-            let at = resp
-                .removed_at
-                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+            let at = resp.removed_at.map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos / 1_000_000))
+            });
             if client.json {
                 return print_json(&serde_json::json!({ "takedown_id": takedown_id, "removed_at_ms": at }));
             }

@@ -76,6 +76,8 @@ pub struct LimitsSection {
     /// Per-request deadline, humantime (e.g. "30s").
     pub request_timeout: Option<String>,
     pub max_concurrent_requests: Option<usize>,
+    /// Free space kept on the store's disk; writes are refused under it (0: no reserve).
+    pub min_free_disk_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -101,6 +103,8 @@ pub struct ServeConfig {
     pub history_retention: Option<std::time::Duration>,
     /// Per-request limits and load shedding.
     pub requests: RequestLimits,
+    /// Free space kept on the store's disk (see [`crate::disk`]).
+    pub min_free_disk_bytes: u64,
 }
 
 /// Per-request limits and load shedding of the gRPC service. Defaults suit a daemon on the

@@ -23,9 +23,13 @@ pub enum Error {
     /// The request took longer than the configured per-request deadline.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
-    /// The store could not be read or written (disk full, I/O error).
+    /// The store could not be read or written (an I/O error other than a full disk).
     #[error("storage: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
+    /// The disk holding the store is full: writes are refused until space is freed, while
+    /// checks and reads go on from what is already stored.
+    #[error("disk full: {0}")]
+    DiskFull(String),
     /// The store holds something this version cannot read.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
@@ -44,11 +48,31 @@ impl Error {
     }
 }
 
+impl From<sled::Error> for Error {
+    /// Tells a full disk (ENOSPC) apart from other storage failures: the operator's fix differs.
+    fn from(e: sled::Error) -> Self {
+        match &e {
+            sled::Error::Io(io) if is_disk_full(io) => Error::DiskFull(format!(
+                "the store's disk is full ({io}); writes are refused until space is freed"
+            )),
+            _ => Error::Storage(e),
+        }
+    }
+}
+
+/// Whether an I/O error means the filesystem has no space left. sled re-raises a failed
+/// write's error as a copy that keeps its kind but may lose the OS code, so both are checked.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(28)
+        || e.to_string().contains("No space left on device")
+}
+
 impl From<sled::transaction::TransactionError<Error>> for Error {
     fn from(e: sled::transaction::TransactionError<Error>) -> Self {
         match e {
             sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => Error::Storage(e),
+            sled::transaction::TransactionError::Storage(e) => Error::from(e),
         }
     }
 }

@@ -30,6 +30,10 @@
 //! - [`backup`]: `relist backup|restore`, a consistent copy of the store and its restore.
 //! - [`eval`]: `relist eval`, detection quality (recall per evasion, false positives, curves)
 //!   measured with the same fingerprinting, index and policy, and the regression guard.
+//! - [`exchange`]: `relist export|import`, PDQ hash lists shared with other platforms.
+//! - [`fuzz_targets`]: the fuzz targets' bodies (image, text, requests), shared by `fuzz/`
+//!   and the stable corpus test.
+//! - [`disk`]: the free-space reserve that refuses writes before the store's disk fills.
 pub mod api;
 pub mod auth;
 pub mod backup;
@@ -37,10 +41,13 @@ pub mod bank;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod domain;
 pub mod error;
 pub mod eval;
+pub mod exchange;
 pub mod fingerprint;
+pub mod fuzz_targets;
 pub mod history;
 pub mod index;
 pub mod keys;

@@ -224,6 +224,7 @@ impl From<Error> for ApiError {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -287,6 +287,32 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// `relist serve` on 127.0.0.1:0 over `data`, with `extra` flags.
+    pub fn serve(data: &Path, extra: &[&str]) -> Daemon {
+        let mut args: Vec<std::ffi::OsString> = vec!["--listen".into(), "127.0.0.1:0".into(), "--data-dir".into()];
+        args.push(data.into());
+        args.extend(extra.iter().map(Into::into));
+        Daemon::start(args, "relist serving")
+    }
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it: for hand-made PNG headers.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
