@@ -79,3 +79,23 @@ impl From<sled::transaction::TransactionError<Error>> for Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_and_maps_to_resource_exhausted() {
+        let enospc = sled::Error::Io(std::io::Error::from_raw_os_error(28));
+        let e = Error::from(enospc);
+        assert!(matches!(e, Error::DiskFull(_)), "{e:?}");
+        let s = crate::api::status(e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(s.message().starts_with("disk full"), "{}", s.message());
+        // sled's re-raised copy keeps the kind only.
+        let copy = sled::Error::Io(std::io::Error::new(std::io::ErrorKind::StorageFull, "copy"));
+        assert!(matches!(Error::from(copy), Error::DiskFull(_)));
+        let other = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(crate::api::status(Error::from(other)).code(), tonic::Code::Unavailable);
+    }
+}
