@@ -12,24 +12,14 @@
 //! The bank holds 10,000 hash-only takedowns and 100 photo takedowns.
 //!
 //! Run: `cargo bench --bench grpc_load`.
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
 use relist::api::pb;
-use tonic::transport::Channel;
-
-type Client = pb::relist_client::RelistClient<Channel>;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{connect, photos, start_daemon, Client};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -63,40 +53,6 @@ fn hash_listing(i: u64) -> pb::Listing {
         }],
         ..Default::default()
     }
-}
-
-fn photos() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/photos-dev");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.sort();
-    let encode = |img: image::DynamicImage| {
-        let img = img.resize_exact(500, 375, image::imageops::FilterType::Triangle);
-        let mut out = Vec::new();
-        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
-        img.to_rgb8().write_with_encoder(enc).expect("encode");
-        out
-    };
-    let mut out: Vec<Vec<u8>> = files
-        .iter()
-        .take(200)
-        .filter_map(|p| image::open(p).ok())
-        .map(encode)
-        .collect();
-    if out.is_empty() {
-        println!("(dev photos not found: generated images)");
-        out = (0..200u64)
-            .map(|seed| {
-                let img = image::RgbImage::from_fn(500, 375, |x, y| {
-                    let v = (mix(seed ^ u64::from(x / 25) ^ (u64::from(y / 25) << 20)) & 0xff) as u8;
-                    image::Rgb([v, v / 2, 255 - v])
-                });
-                encode(image::DynamicImage::ImageRgb8(img))
-            })
-            .collect();
-    }
-    out
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -232,39 +188,18 @@ fn main() {
     let secs = env_num("RELIST_BENCH_SECS", 10) as f64;
     let workers = env_num("RELIST_BENCH_CONCURRENCY", 48) as usize;
     let tmp = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_relist"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(tmp.path().join("bank"))
-            .env("RELIST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn relist serve"),
-    );
+    let daemon = start_daemon(&tmp.path().join("bank"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let url = format!("http://127.0.0.1:{port}");
+        // Four connections: one HTTP/2 connection is one TCP stream.
         let mut clients = Vec::new();
         for _ in 0..4 {
-            let mut ch = None;
-            for _ in 0..100 {
-                if let Ok(c) = Channel::from_shared(url.clone()).expect("url").connect().await {
-                    ch = Some(c);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let c = Client::new(ch.expect("daemon did not come up")).max_encoding_message_size(64 << 20);
-            clients.push(c);
+            clients.push(connect(&daemon.addr).await);
         }
-        let photos = Arc::new(photos());
+        let photos = Arc::new(photos(200));
         let mut c = clients[0].clone();
         let t = Instant::now();
         for i in 0..10_000u64 {

@@ -23,6 +23,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use relist::index::HammingIndex;
 
 struct Rng(u64);
@@ -88,18 +91,6 @@ fn codes<const W: usize>(n: usize, dist: Dist, seed: u64) -> Vec<[u64; W]> {
         out.push(c);
     }
     out
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -262,14 +253,14 @@ fn report(label: &str, t: &Timing, lin: &Timing, counts: &[usize]) {
 }
 
 fn build<const W: usize>(codes: &[[u64; W]]) -> (HammingIndex<W>, f64, f64) {
-    let rss0 = rss_mib();
+    let rss0 = support::rss_mib("self").0;
     let t = Instant::now();
     let mut ix = HammingIndex::<W>::new();
     for (i, c) in codes.iter().enumerate() {
         ix.insert(*c, i as u64);
     }
     let secs = t.elapsed().as_secs_f64();
-    (ix, secs, rss_mib() - rss0)
+    (ix, secs, support::rss_mib("self").0 - rss0)
 }
 
 fn main() {

@@ -11,36 +11,16 @@
 //!
 //! Run: `cargo bench --bench startup` (N from RELIST_BENCH_TAKEDOWNS, default 1,000,000).
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "support/mod.rs"]
+mod support;
 
 use relist::api::pb;
 use relist::domain::{ImageFingerprint, ListingFingerprints, ListingInfo, Takedown};
 use relist::fingerprint::pdq::PdqHash;
 use relist::store::Store;
-
-type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
+use support::{rss_mib, start_daemon, Client};
 
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
@@ -131,26 +111,14 @@ fn main() {
         dir_size(&data) as f64 / (1 << 20) as f64
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
     let started = Instant::now();
-    let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_relist"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&data)
-            .env("RELIST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn relist serve"),
-    );
+    let daemon = start_daemon(&data);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let url = format!("http://127.0.0.1:{port}");
+        let url = daemon.addr.clone();
         // Bounded: 600 s at most.
         let mut serving = None;
         for _ in 0..6000 {
@@ -174,7 +142,7 @@ fn main() {
         println!(
             "relist serve on {n} takedowns: SERVING after {:.2}s; daemon RSS {:.0} MiB",
             up.as_secs_f64(),
-            rss_mib(daemon.0.id())
+            rss_mib(&daemon.child.id().to_string()).0
         );
 
         let mut c: Client = pb::relist_client::RelistClient::connect(url).await.expect("connect");
