@@ -148,7 +148,7 @@ fn mutation_run(name: &str, target: Target, budget: Duration, seed: u64) -> Resu
     let started = Instant::now();
     let mut tried = 0u64;
     // Bounded by time and by a count, whichever comes first.
-    while started.elapsed() < budget && tried < 100_000_000 {
+    while started.elapsed() < budget && tried < 2_000_000_000 {
         let mut input = corpus[rng.gen_range(0..corpus.len())].clone();
         let other = &corpus[rng.gen_range(0..corpus.len())];
         // Stack a few rounds of mutations, checking each step.
