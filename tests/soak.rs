@@ -57,6 +57,9 @@ struct Counts {
     errors: AtomicU64,
 }
 
+/// Distinct listings each client registers (then updates, removes and registers again).
+const KEYS_PER_CLIENT: u64 = 300;
+
 /// What one client knows at the end: takedown id -> (its hash, live).
 type View = HashMap<u64, (String, bool)>;
 
@@ -85,15 +88,19 @@ async fn client_loop(
         if roll < 20 {
             let pdq = hex::encode(rng.gen::<[u8; 32]>());
             let req = pb::RegisterTakedownRequest {
-                listing: Some(hashed(&marketplace, &format!("c{k}-{n}"), &pdq)),
+                // A bounded key space per client: after a while registrations update listings
+                // instead of adding them, so the bank's size levels off and memory can be
+                // seen to level off with it.
+                listing: Some(hashed(&marketplace, &format!("c{k}-{}", n % KEYS_PER_CLIENT), &pdq)),
                 reason: "soak".into(),
                 taken_down_at: None,
             };
             match c.register_takedown(req).await {
                 Ok(r) => {
                     let id = r.into_inner().takedown_id;
-                    view.insert(id, (pdq, true));
-                    live.push(id);
+                    if view.insert(id, (pdq, true)).is_none_or(|(_, was_live)| !was_live) {
+                        live.push(id);
+                    }
                     counts.registers.fetch_add(1, Relaxed);
                 }
                 Err(s) => fail("register", s),
@@ -207,9 +214,14 @@ async fn soak_many_clients_mixed_load() {
             errors.clone(),
         )));
     }
-    // RSS once warmed up (a tenth of the run in), then at the end.
+    // RSS once warmed up (a tenth of the run in), then at each further fifth.
     tokio::time::sleep(Duration::from_secs(secs / 10)).await;
     let rss_warm = rss_kib(pid);
+    let mut rss_curve = vec![rss_warm / 1024];
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs_f64(secs as f64 * 0.18)).await;
+        rss_curve.push(rss_kib(pid) / 1024);
+    }
     let mut views = Vec::new();
     for t in tasks {
         views.push(t.await.expect("client task"));
@@ -255,7 +267,7 @@ async fn soak_many_clients_mixed_load() {
     let c = &counts;
     println!(
         "soak: {clients} clients for {:.0}s: {} registers, {} removes, {} checks, {} batches of 8, {} history \
-         queries ({:.0} calls/s); {} errors; RSS start {} MiB, warm {} MiB, end {} MiB; final store: {live} live \
+         queries ({:.0} calls/s); {} errors; RSS start {} MiB, warm {} MiB, end {} MiB (MiB along the run: {:?}); final store: {live} live \
          takedowns matched, {} removed ones not, {} inconsistent",
         elapsed.as_secs_f64(),
         c.registers.load(Relaxed),
@@ -273,6 +285,7 @@ async fn soak_many_clients_mixed_load() {
         rss_start / 1024,
         rss_warm / 1024,
         rss_end / 1024,
+        rss_curve,
         all.len() - live,
         mismatches.load(Relaxed),
     );
