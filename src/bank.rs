@@ -344,7 +344,7 @@ impl Bank {
                 .and_then(|()| self.history.record(source, listing, verdict, score, &matches));
             match recorded {
                 Ok(id) => {
-                    if let Err(e) = self.history.put_thumbnails(id, &thumbnails(&images)) {
+                    if let Err(e) = self.history.put_thumbnails(id, &self.fingerprinter.thumbnails(listing)) {
                         tracing::warn!(match_id = id, error = %e, "thumbnails not kept");
                     }
                     Some(id)

@@ -77,6 +77,27 @@ impl Fingerprinter {
         self
     }
 
+    /// Thumbnails of a listing's encoded images, by image index (none when thumbnails are
+    /// off): for a check that turned out to be a match, decoded again rather than made for
+    /// every check.
+    pub fn thumbnails(&self, listing: &Listing) -> Vec<(u8, Vec<u8>)> {
+        if !self.thumbnails {
+            return Vec::new();
+        }
+        listing
+            .images
+            .iter()
+            .enumerate()
+            .filter_map(|(i, input)| match input {
+                ImageInput::Encoded(bytes) => image::decode(bytes, self.limits)
+                    .ok()
+                    .and_then(|img| image::thumbnail_jpeg(&img, THUMBNAIL_SIZE))
+                    .map(|t| (i as u8, t)),
+                ImageInput::Hashes { .. } => None,
+            })
+            .collect()
+    }
+
     /// Decodes and hashes one encoded image.
     pub fn image_bytes(&self, bytes: &[u8], side: Side) -> Result<CandidateImage, image::DecodeError> {
         Ok(self.image(&image::decode(bytes, self.limits)?, side))
@@ -110,8 +131,9 @@ impl Fingerprinter {
             pdq_variants: Some(variants),
             regions,
             features,
-            thumbnail: self
-                .thumbnails
+            // A checked photo's thumbnail is only wanted when the check is recorded as a
+            // match, which most are not: [`Fingerprinter::thumbnails`] makes it then.
+            thumbnail: (self.thumbnails && side == Side::Stored)
                 .then(|| image::thumbnail_jpeg(img, THUMBNAIL_SIZE))
                 .flatten(),
         }
