@@ -107,20 +107,22 @@ impl Fingerprinter {
     /// generated images straight in).
     pub fn image(&self, img: &DynamicImage, side: Side) -> CandidateImage {
         let (variants, quality) = pdq::pdq_dihedral(img);
-        let rgb = img.to_rgb8();
-        let regions = match self.detection.regions {
-            true => regions::regions(&rgb, side)
+        let d = self.detection;
+        // Regions and local features work on RGB pixels: no copy when both are off.
+        let rgb = (d.regions || d.local_features).then(|| img.to_rgb8());
+        let regions = match &rgb {
+            Some(rgb) if d.regions => regions::regions(rgb, side)
                 .into_iter()
                 .map(|r| {
-                    let h = pdq::pdq_hash(&DynamicImage::ImageRgb8(regions::cut(&rgb, r)));
+                    let h = pdq::pdq_hash(&DynamicImage::ImageRgb8(regions::cut(rgb, r)));
                     (h.hash, h.quality)
                 })
                 .collect(),
-            false => Vec::new(),
+            _ => Vec::new(),
         };
-        let features = match self.detection.local_features {
-            true => local::features(&rgb, side),
-            false => Vec::new(),
+        let features = match &rgb {
+            Some(rgb) if d.local_features => local::features(rgb, side),
+            _ => Vec::new(),
         };
         CandidateImage {
             fingerprint: ImageFingerprint {
