@@ -4,7 +4,8 @@
 //! The file: `RELIST-BACKUP\n`, a big-endian u32 length and a JSON [`BackupHeader`] (with the
 //! store's schema version), then every tree as `T` + name and `E` + key + value records
 //! (each byte string a u32 length and the bytes), then `Z` and the xxh3-64 of everything
-//! before it. Restore checks the checksum and the schema version before it keeps anything.
+//! before it. Restore checks the checksum and the schema version before it keeps anything: a
+//! newer schema is refused, an older one is upgraded when the daemon opens the restored store.
 //!
 //! sled hands out ids from a counter that is not in any tree, so the header carries the
 //! counter's value (`id_floor`) and restore advances the new store's counter past it: a
@@ -185,9 +186,10 @@ fn restore_into(input: impl Read, dir: &Path) -> Result<BackupSummary> {
             header.format
         )));
     }
-    if header.schema_version != SCHEMA_VERSION {
+    // An older store is upgraded in place when the daemon opens it; a newer one is not readable.
+    if header.schema_version == 0 || header.schema_version > SCHEMA_VERSION {
         return Err(Error::Corrupt(format!(
-            "the backup has schema version {}, this relist reads version {SCHEMA_VERSION}",
+            "the backup has schema version {}, this relist reads versions 1 to {SCHEMA_VERSION}",
             header.schema_version
         )));
     }
@@ -312,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn other_schema_versions_are_refused() {
+    fn newer_schema_versions_are_refused() {
         let header = BackupHeader {
             format: FORMAT,
             schema_version: SCHEMA_VERSION + 1,

@@ -79,9 +79,14 @@ fn load_index(store: &Store, min_quality: u8) -> Result<(LiveIndex, usize)> {
 impl Bank {
     /// Opens the store in `dir` and loads every live takedown into the index.
     pub fn open(dir: &Path, thresholds: Thresholds, limits: DecodeLimits) -> Result<Bank> {
+        Bank::open_with_cache(dir, thresholds, limits, crate::store::DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Bank::open`] with sled's page cache capped at `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, thresholds: Thresholds, limits: DecodeLimits, cache_bytes: u64) -> Result<Bank> {
         thresholds.validate().map_err(Error::Internal)?;
         let started = std::time::Instant::now();
-        let store = Store::open(dir)?;
+        let store = Store::open_with_cache(dir, cache_bytes)?;
         let (index, n) = load_index(&store, thresholds.pdq_min_quality)?;
         let sizes = index.sizes();
         info!(

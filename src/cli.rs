@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED ("disk full") while checks go on; 0 disables it [default: 64 MiB].
     #[arg(long, env = "RELIST_MIN_FREE_DISK_BYTES")]
     pub min_free_disk_bytes: Option<u64>,
+    /// sled's page cache, in MiB: resident memory grows with writes until it is full. It
+    /// serves history queries; matching runs on the in-memory index [default: 256].
+    #[arg(long, env = "RELIST_CACHE_MB")]
+    pub cache_mb: Option<u64>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -221,8 +225,16 @@ impl ServeArgs {
             bail!("invalid policy: {e}");
         }
         let requests = self.limits.resolve(&file.limits)?;
+        let cache_mb = self
+            .cache_mb
+            .or(file.server.cache_mb)
+            .unwrap_or(crate::store::DEFAULT_CACHE_BYTES >> 20);
+        if !(1..=1 << 20).contains(&cache_mb) {
+            bail!("server.cache_mb must be between 1 and 1048576 (MiB), not {cache_mb}");
+        }
         Ok(ServeConfig {
             requests,
+            cache_bytes: cache_mb << 20,
             min_free_disk_bytes: self
                 .min_free_disk_bytes
                 .or(file.limits.min_free_disk_bytes)
@@ -576,8 +588,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let bank = {
         let (dir, thresholds, limits) = (cfg.data_dir.clone(), cfg.thresholds, cfg.limits);
         let (thumbnails, detection, min_free) = (cfg.thumbnails, cfg.detection, cfg.min_free_disk_bytes);
+        let cache_bytes = cfg.cache_bytes;
         tokio::task::spawn_blocking(move || {
-            Bank::open(&dir, thresholds, limits)
+            Bank::open_with_cache(&dir, thresholds, limits, cache_bytes)
                 .map(|b| if thumbnails { b } else { b.without_thumbnails() })
                 .map(|b| b.with_detection(detection).with_min_free_disk(min_free))
         })

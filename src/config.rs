@@ -20,6 +20,7 @@ pub const DEFAULT_DATA_DIR: &str = "./relist-data";
 /// [server]
 /// listen = "127.0.0.1:50051"
 /// data_dir = "/var/lib/relist"
+/// cache_mb = 256
 /// [limits]
 /// max_image_bytes = 20971520
 /// max_image_pixels = 40000000
@@ -61,6 +62,8 @@ pub struct HistorySection {
 pub struct ServerSection {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// sled's page cache, in MiB (default 256).
+    pub cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +108,8 @@ pub struct ServeConfig {
     pub requests: RequestLimits,
     /// Free space kept on the store's disk (see [`crate::disk`]).
     pub min_free_disk_bytes: u64,
+    /// sled's page cache, in bytes (see [`crate::store::DEFAULT_CACHE_BYTES`]).
+    pub cache_bytes: u64,
 }
 
 /// Per-request limits and load shedding of the gRPC service. Defaults suit a daemon on the

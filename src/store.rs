@@ -20,21 +20,27 @@ use crate::domain::{ImageFingerprint, ListingFingerprints, RegionFingerprint, Ta
 use crate::error::{Error, Result};
 use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::PdqHash;
+use crate::fingerprint::text::{self, TEXT_FINGERPRINT_VERSION};
 
 /// Version of the stored layout. Bump it, with a migration, on any change of what is stored
 /// or of the fingerprints' output.
 ///
 /// - 1: fingerprints record format 1 (whole-image hashes and title simhash).
-/// - 2: adds fingerprints record format 2 (plus region hashes). Stores of version 1 are
-///   upgraded in place on open: their records stay readable as they are; takedowns
-///   registered before have no region hashes until they are registered again.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 2: adds fingerprints record format 2 (plus region hashes and local features). Records
+///   of format 1 stay readable as they are; takedowns registered before have no region
+///   hashes until they are registered again.
+/// - 3: title simhashes of text fingerprint version 2 ([`TEXT_FINGERPRINT_VERSION`]); older
+///   stores have theirs recomputed from the stored titles on open.
+///
+/// Older stores are upgraded in place on open.
+pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
-/// sled's page cache. Its default (1 GiB) filled with the fingerprint pages read once at
-/// start-up and made resident memory grow with the bank; matching never reads them again
-/// (the index is in memory), so a smaller cache only serves history queries and lookups.
-const CACHE_BYTES: u64 = 256 << 20;
+/// sled's page cache by default. sled's own default (1 GiB) filled with the fingerprint pages
+/// read once at start-up and made resident memory grow with the bank; matching never reads
+/// them again (the index is in memory), so the cache only serves history queries and
+/// lookups. Resident memory grows with writes until the cache is full, then levels off.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
 /// The sled database and its trees.
 #[derive(Clone)]
@@ -47,40 +53,104 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, refusing a store written by another schema.
+    /// Opens (or creates) the store in `dir` with the default page cache: upgrades a store written by an older schema
+    /// in place and refuses one written by a newer relist.
     pub fn open(dir: &Path) -> Result<Store> {
-        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open()?;
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes` (see [`DEFAULT_CACHE_BYTES`]).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store> {
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
         let meta = db.open_tree("meta")?;
-        match meta.get(SCHEMA_KEY)? {
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| Error::Corrupt("schema_version is not a u32".into()))?;
-                if found == 1 {
-                    tracing::warn!(
-                        "upgrading store schema 1 -> {SCHEMA_VERSION}: takedowns registered before have no \
-                         region hashes (crops, frames, collages) until registered again"
-                    );
-                    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                    db.flush()?;
-                } else if found != SCHEMA_VERSION {
-                    return Err(Error::Corrupt(format!(
-                        "store has schema version {found}, this relist reads version {SCHEMA_VERSION}"
-                    )));
-                }
-            }
+        let found = match meta.get(SCHEMA_KEY)? {
+            Some(v) => <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| Error::Corrupt("schema_version is not a u32".into()))?,
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
+                SCHEMA_VERSION
             }
+        };
+        if found == 0 || found > SCHEMA_VERSION {
+            return Err(Error::Corrupt(format!(
+                "store has schema version {found}, this relist reads versions 1 to {SCHEMA_VERSION}"
+            )));
         }
-        Ok(Store {
+        let store = Store {
             takedowns: db.open_tree("takedowns")?,
             listing_keys: db.open_tree("listing_keys")?,
             fingerprints: db.open_tree("fingerprints")?,
             thumbs: db.open_tree("takedown_thumbs")?,
             db,
-        })
+        };
+        if found < SCHEMA_VERSION {
+            store.upgrade(found)?;
+            // Written last: a crash during the upgrade leaves the old version, and the
+            // upgrade (idempotent) runs again at the next open.
+            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            store.db.flush()?;
+        }
+        Ok(store)
+    }
+
+    fn upgrade(&self, from: u32) -> Result<()> {
+        if from < 2 {
+            tracing::warn!(
+                "upgrading store schema {from} -> {SCHEMA_VERSION}: takedowns registered before have no region \
+                 hashes (crops, frames, collages) until registered again"
+            );
+        }
+        if from < 3 {
+            let started = std::time::Instant::now();
+            let changed = self.rehash_titles()?;
+            tracing::info!(
+                changed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "upgraded store schema {from} -> {SCHEMA_VERSION}: title simhashes recomputed (text fingerprint \
+                 version {TEXT_FINGERPRINT_VERSION})"
+            );
+        }
+        Ok(())
+    }
+
+    /// Recomputes every takedown's title simhash and normalised title from its stored title,
+    /// after a change of the text fingerprint; returns how many changed. Images keep their
+    /// hashes: recomputing those would need the photos, which are not kept.
+    fn rehash_titles(&self) -> Result<u64> {
+        const CHUNK: usize = 10_000;
+        let (mut json, mut fps) = (sled::Batch::default(), sled::Batch::default());
+        let (mut pending, mut changed) = (0usize, 0u64);
+        for kv in self.takedowns.iter() {
+            let (k, v) = kv?;
+            let mut td: Takedown =
+                serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("takedown record: {e}")))?;
+            let simhash = text::simhash(&td.listing.title);
+            let normalized = text::normalize(&td.listing.title);
+            if td.fingerprints.title_simhash == simhash && td.fingerprints.normalized_title == normalized {
+                continue;
+            }
+            td.fingerprints.title_simhash = simhash;
+            td.fingerprints.normalized_title = normalized;
+            json.insert(&k, serde_json::to_vec(&td).map_err(|e| Error::Internal(e.to_string()))?);
+            if let Some(b) = self.fingerprints.get(&k)? {
+                let mut f = decode_fingerprints(&b)
+                    .ok_or_else(|| Error::Corrupt(format!("fingerprints of takedown {}", td.id)))?;
+                f.title_simhash = simhash;
+                fps.insert(&k, encode_fingerprints(&f));
+            }
+            changed += 1;
+            pending += 1;
+            if pending == CHUNK {
+                self.takedowns.apply_batch(std::mem::take(&mut json))?;
+                self.fingerprints.apply_batch(std::mem::take(&mut fps))?;
+                pending = 0;
+            }
+        }
+        self.takedowns.apply_batch(json)?;
+        self.fingerprints.apply_batch(fps)?;
+        Ok(changed)
     }
 
     /// A fresh id, unique across restarts; never 0.
@@ -417,20 +487,76 @@ mod tests {
         );
     }
 
-    #[test]
-    fn upgrades_schema_1_stores() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.db.open_tree("meta")
-                .unwrap()
-                .insert(SCHEMA_KEY, &1u32.to_be_bytes())
-                .unwrap();
-            s.flush().unwrap();
+    fn takedown(id: TakedownId, title: &str, removed: bool) -> Takedown {
+        Takedown {
+            id,
+            listing: crate::domain::ListingInfo {
+                listing_id: format!("l{id}"),
+                marketplace: "shopee".into(),
+                title: title.into(),
+                ..Default::default()
+            },
+            reason: String::new(),
+            taken_down_at_ms: 1,
+            registered_at_ms: 1,
+            updated_at_ms: 1,
+            removed_at_ms: removed.then_some(2),
+            fingerprints: ListingFingerprints {
+                images: vec![ImageFingerprint {
+                    pdq: None,
+                    pdq_quality: 0,
+                    phash: Some(42),
+                }],
+                // What text fingerprint version 1 stored: not what the current one computes.
+                title_simhash: Some(1),
+                normalized_title: "old".into(),
+                ..Default::default()
+            },
         }
-        let s = Store::open(dir.path()).unwrap();
-        let v = s.db.open_tree("meta").unwrap().get(SCHEMA_KEY).unwrap().unwrap();
-        assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
+    }
+
+    fn set_schema(dir: &Path, v: u32) {
+        let s = Store::open(dir).unwrap();
+        s.db.open_tree("meta")
+            .unwrap()
+            .insert(SCHEMA_KEY, &v.to_be_bytes())
+            .unwrap();
+        s.flush().unwrap();
+    }
+
+    #[test]
+    fn upgrades_older_stores_and_recomputes_title_simhashes() {
+        for from in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let s = Store::open(dir.path()).unwrap();
+                s.put_takedown(&takedown(1, "b4ju bek4s imp0rt", false)).unwrap();
+                s.put_takedown(&takedown(2, "K40S P0L0S", true)).unwrap();
+                s.put_takedown(&takedown(3, "", false)).unwrap();
+            }
+            set_schema(dir.path(), from);
+            let s = Store::open(dir.path()).unwrap();
+            let v = s.db.open_tree("meta").unwrap().get(SCHEMA_KEY).unwrap().unwrap();
+            assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
+
+            let live = s.takedown(1).unwrap().unwrap();
+            assert_eq!(live.fingerprints.title_simhash, text::simhash("baju bekas import"));
+            assert_eq!(live.fingerprints.normalized_title, "baju bekas import");
+            let record = s.live_fingerprints_of(1).unwrap().unwrap();
+            assert_eq!(record.title_simhash, live.fingerprints.title_simhash);
+            assert_eq!(record.images, live.fingerprints.images, "image hashes are kept");
+
+            let removed = s.takedown(2).unwrap().unwrap();
+            assert_eq!(removed.fingerprints.normalized_title, "kaos polos");
+            assert!(
+                s.live_fingerprints_of(2).unwrap().is_none(),
+                "a removed takedown stays out of the index"
+            );
+
+            let untitled = s.live_fingerprints_of(3).unwrap().unwrap();
+            assert_eq!(untitled.title_simhash, None);
+            assert_eq!(s.live_count(), 2);
+        }
     }
 
     #[test]

@@ -225,7 +225,8 @@ fn limits_come_from_flags_over_the_config_file_over_defaults() {
     let toml = dir.path().join("relist.toml");
     std::fs::write(
         &toml,
-        "[limits]\nmax_images = 4\nmax_page_size = 100\nrequest_timeout = \"2s\"\nmax_concurrent_requests = 8\n",
+        "[server]\ncache_mb = 64\n[limits]\nmax_images = 4\nmax_page_size = 100\nrequest_timeout = \"2s\"\n\
+         max_concurrent_requests = 8\n",
     )
     .unwrap();
     let resolve = |extra: &[&str]| {
@@ -244,4 +245,9 @@ fn limits_come_from_flags_over_the_config_file_over_defaults() {
     assert!(e.to_string().contains("max_images"), "{e}");
     let e = resolve(&["--max-concurrent-requests", "0"]).unwrap_err();
     assert!(e.to_string().contains("max_concurrent_requests"), "{e}");
+    // sled's page cache: the file's value, a flag over it, and a nonsense value named.
+    assert_eq!(cfg.cache_bytes, 64 << 20);
+    assert_eq!(resolve(&["--cache-mb", "16"]).unwrap().cache_bytes, 16 << 20);
+    let e = resolve(&["--cache-mb", "0"]).unwrap_err();
+    assert!(e.to_string().contains("cache_mb"), "{e}");
 }
