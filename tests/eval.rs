@@ -166,6 +166,7 @@ fn full_evaluation_does_not_regress() {
         write_baseline: None,
         phash_golden: root.join("tests/golden/imagehash-photos-dev.csv"),
         limit: None,
+        negatives_only: false,
         threads: None,
     };
     let report = relist::eval::evaluate(&args, &Thresholds::default()).unwrap();
@@ -173,4 +174,42 @@ fn full_evaluation_does_not_regress() {
         serde_json::from_str(&std::fs::read_to_string(root.join("eval/baseline.json")).unwrap()).unwrap();
     let regressions = recorded.regressions(&report);
     assert!(regressions.is_empty(), "{regressions:#?}");
+}
+
+#[test]
+fn negatives_only_counts_false_positives_and_records_no_recall() {
+    let mut photos = synthetic_photos(3, 128, 96, 11);
+    // The same picture under another name is a "false positive" pair: the count must see it.
+    photos.push(("copy.png".into(), photos[0].1.clone()));
+    let report = images::evaluate_with(&photos, &Thresholds::default(), 2, &[]);
+    assert_eq!((report.photos, report.pairs), (4, 6));
+    assert_eq!(report.fp_pairs_reupload, 1, "the identical pair, and only it");
+    assert_eq!(report.overall.queries, 0);
+    let b = relist::eval::baseline::Baseline::from_report(&Report {
+        images: Some(report),
+        ..Report::default()
+    });
+    assert!(b.at_least.keys().all(|k| !k.starts_with("images.")), "{:?}", b.at_least);
+    assert_eq!(b.at_most.get("images.fp_pairs_reupload"), Some(&1.0));
+}
+
+#[test]
+fn photo_folders_are_read_with_sub_folders_and_each_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("shirts");
+    std::fs::create_dir(&sub).unwrap();
+    for (i, (_, img)) in synthetic_photos(3, 64, 48, 5).iter().enumerate() {
+        let at = if i == 0 {
+            dir.path().join("a.png")
+        } else {
+            sub.join(format!("{i}.png"))
+        };
+        img.save(&at).unwrap();
+    }
+    // A second path to the same file (image collections link shared pictures).
+    std::os::unix::fs::symlink(dir.path().join("a.png"), sub.join("link.png")).unwrap();
+    let photos = relist::eval::load_photos(dir.path(), None, 1).unwrap();
+    let mut names: Vec<&str> = photos.iter().map(|p| p.0.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["1.png", "2.png", "a.png"]);
 }

@@ -22,7 +22,9 @@ impl Baseline {
         let mut b = Baseline::default();
         let (lo, hi) = (&mut b.at_least, &mut b.at_most);
         if let Some(im) = &r.images {
-            for x in im.transforms.iter().chain(std::iter::once(&im.overall)) {
+            // A negatives-only run has no evasions and so no recall to record.
+            let evasions = im.transforms.iter().chain(std::iter::once(&im.overall));
+            for x in evasions.filter(|_| !im.transforms.is_empty()) {
                 lo.insert(format!("images.{}.recall_reupload", x.name), x.recall_reupload);
                 lo.insert(format!("images.{}.recall_any", x.name), x.recall_any);
             }
