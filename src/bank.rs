@@ -5,8 +5,9 @@
 //! Consistency: writes go to sled first (one transaction, then fsync), then to the index,
 //! under one writer lock. A crash between the two loses nothing, since the index is rebuilt
 //! from sled at start (or read from the snapshot a graceful shutdown wrote, which is used only
-//! when it is known to hold exactly what sled does; see [`crate::snapshot`]). A check that sees an index entry whose takedown was just removed finds
-//! the record marked removed and drops it.
+//! when it is known to hold exactly what sled does; see [`crate::snapshot`]). A check that
+//! sees an index entry whose takedown was just removed finds the record marked removed and
+//! drops it.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
