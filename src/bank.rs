@@ -165,6 +165,7 @@ impl Bank {
     /// trusted (a store write failed earlier) or there is no room for it.
     pub fn write_snapshot(&self) -> Result<Option<snapshot::Written>> {
         let _w = self.writer.lock();
+        let started = std::time::Instant::now();
         self.sealed.store(true, Ordering::SeqCst);
         if self.diverged.load(Ordering::SeqCst) {
             warn!("no index snapshot: a store write failed, so the next start loads from the store");
@@ -183,7 +184,10 @@ impl Bank {
             &snapshot::Build::current(self.thresholds.pdq_min_quality),
         )?;
         snapshot::publish(self.store.db(), written.claim)?;
-        Ok(Some(written))
+        Ok(Some(snapshot::Written {
+            elapsed: started.elapsed(),
+            ..written
+        }))
     }
 
     /// Refuses a store write once the snapshot is being written (under the writer lock).

@@ -625,15 +625,18 @@ pub async fn serve_with(
 /// [`crate::snapshot`]) so that the next start skips the full load from the store. A failure
 /// is a warning: it only costs the next start that full load.
 pub async fn write_snapshot(bank: Arc<Bank>) {
-    match tokio::task::spawn_blocking(move || bank.write_snapshot()).await {
-        Ok(Ok(Some(w))) => info!(
+    // Logged in the task: it may drop the last handle of the bank, which takes a while.
+    let task = tokio::task::spawn_blocking(move || match bank.write_snapshot() {
+        Ok(Some(w)) => info!(
             bytes = w.bytes,
             elapsed_ms = w.elapsed.as_millis() as u64,
             "index snapshot written"
         ),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => warn!(error = %e, "index snapshot not written; the next start loads from the store"),
-        Err(e) => warn!(error = %e, "index snapshot task failed; the next start loads from the store"),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "index snapshot not written; the next start loads from the store"),
+    });
+    if let Err(e) = task.await {
+        warn!(error = %e, "index snapshot task failed; the next start loads from the store");
     }
 }
 

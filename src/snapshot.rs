@@ -98,8 +98,11 @@ impl Build {
 /// A snapshot written by [`write`].
 #[derive(Clone, Copy, Debug)]
 pub struct Written {
+    /// What the store records, for the next start to check the file against.
     pub claim: Claim,
+    /// The file's size.
     pub bytes: u64,
+    /// How long writing it took (shutdown waits for it).
     pub elapsed: Duration,
 }
 
