@@ -46,8 +46,9 @@ pub struct Bank {
     /// Set (under the writer lock) once the index snapshot is being written: the store must
     /// stay what the snapshot holds, so later writes are refused.
     sealed: AtomicBool,
-    /// Set (under the writer lock) when a store write failed: the index may then differ from
-    /// the store until the next full load, so no snapshot is written.
+    /// Set (under the writer lock) when a store write failed or panicked before its index
+    /// update: the index may then differ from the store until the next full load, so no
+    /// snapshot is written.
     diverged: AtomicBool,
 }
 
@@ -200,13 +201,9 @@ impl Bank {
         Ok(())
     }
 
-    /// Writes `td` durably; on failure the index no longer vouches for the store.
-    fn put_durably(&self, td: &Takedown) -> Result<()> {
-        let out = self.store.put_takedown(td).and_then(|()| self.store.flush());
-        if out.is_err() {
-            self.diverged.store(true, Ordering::SeqCst);
-        }
-        out
+    /// Armed around a store write and the index update that follows it (see [`Pending`]).
+    fn pending(&self) -> Pending<'_> {
+        Pending(&self.diverged)
     }
 
     /// Chooses which fingerprints beyond the whole-image hashes new registrations and checks
@@ -295,13 +292,16 @@ impl Bank {
             removed_at_ms: None,
             fingerprints,
         };
-        self.put_durably(&td)?;
+        let pending = self.pending();
+        self.store.put_takedown(&td)?;
+        self.store.flush()?;
         let mut index = self.index.write();
         if let Some(old) = &old_fingerprints {
             index.remove(id, old);
         }
         index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
         drop(index);
+        pending.done();
         // The takedown is durable and live by now; a thumbnail that cannot be written (full
         // disk) must not turn that into a failure the client would retry.
         if let Err(e) = self.store.put_thumbnails(id, &thumbnails(&images)) {
@@ -334,8 +334,11 @@ impl Bank {
         let now = now_ms();
         td.removed_at_ms = Some(now);
         td.updated_at_ms = now;
-        self.put_durably(&td)?;
+        let pending = self.pending();
+        self.store.put_takedown(&td)?;
+        self.store.flush()?;
         self.index.write().remove(id, &indexed);
+        pending.done();
         Ok(now)
     }
 
@@ -523,6 +526,24 @@ impl Bank {
     /// Makes everything durable; called on shutdown.
     pub fn flush(&self) -> Result<()> {
         self.store.flush()
+    }
+}
+
+/// Marks the index as possibly different from the store (no snapshot at shutdown) unless
+/// [`Pending::done`] is called: an error or a panic between a store write and the matching
+/// index update would otherwise be carried over to the next start by the snapshot.
+struct Pending<'a>(&'a AtomicBool);
+
+impl Pending<'_> {
+    /// The store write and the index update both happened.
+    fn done(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 

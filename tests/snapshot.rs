@@ -290,3 +290,53 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     verify(&d, &bank).await;
     d.kill9();
 }
+
+/// Once the snapshot is written the bank refuses writes (they would make the snapshot stale
+/// behind the store's back), and the next open loads it with what was registered.
+#[test]
+fn writes_are_refused_once_the_snapshot_is_written() {
+    use relist::bank::Bank;
+    use relist::domain::{ImageInput, Listing, Source, Verdict};
+    use relist::error::Error;
+    use relist::fingerprint::pdq::PdqHash;
+    use relist::policy::Thresholds;
+
+    let dir = tempfile::tempdir().unwrap();
+    let listing = |id: &str, byte: u8| Listing {
+        listing_id: id.into(),
+        marketplace: "snapmart".into(),
+        seller_id: String::new(),
+        title: String::new(),
+        description: String::new(),
+        images: vec![ImageInput::Hashes {
+            pdq: Some(PdqHash([byte; 32].map(|b| b.wrapping_mul(37) ^ 0x5a))),
+            pdq_quality: Some(100),
+            phash: None,
+        }],
+    };
+    let open = || Bank::open(dir.path(), Thresholds::default(), Default::default()).unwrap();
+    let bank = open();
+    let kept = bank.register(&listing("kept", 1), "test", None).unwrap().takedown_id;
+    let removed = bank.register(&listing("removed", 2), "test", None).unwrap().takedown_id;
+    bank.remove(removed).unwrap();
+    let w = bank.write_snapshot().unwrap().expect("a snapshot is written");
+    assert!(w.bytes > 0);
+    assert!(matches!(
+        bank.register(&listing("late", 3), "test", None),
+        Err(Error::ResourceExhausted(_))
+    ));
+    assert!(matches!(bank.remove(kept), Err(Error::ResourceExhausted(_))));
+    drop(bank);
+
+    let bank = open();
+    assert!(
+        !dir.path().join(FILE_NAME).exists(),
+        "the snapshot was loaded and deleted"
+    );
+    let sizes = bank.index_sizes();
+    assert_eq!(sizes.pdq, 1, "{sizes:?}");
+    let verdict_of = |byte| bank.check(&listing("probe", byte), Source::Upload).unwrap().verdict;
+    assert_eq!(verdict_of(1), Verdict::Reupload);
+    assert_eq!(verdict_of(2), Verdict::Clear);
+    assert_eq!(verdict_of(3), Verdict::Clear);
+}
