@@ -4,12 +4,15 @@
 //!
 //! Consistency: writes go to sled first (one transaction, then fsync), then to the index,
 //! under one writer lock. A crash between the two loses nothing, since the index is rebuilt
-//! from sled at start. A check that sees an index entry whose takedown was just removed finds
-//! the record marked removed and drops it.
-use std::path::Path;
+//! from sled at start (or read from the snapshot a graceful shutdown wrote, which is used only
+//! when it is known to hold exactly what sled does; see [`crate::snapshot`]). A check that
+//! sees an index entry whose takedown was just removed finds the record marked removed and
+//! drops it.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::disk::{DiskGuard, DEFAULT_MIN_FREE_BYTES};
 use crate::domain::{
@@ -21,6 +24,7 @@ use crate::fingerprint::{DecodeLimits, Detection, Fingerprinter, Side};
 use crate::history::{History, Label, MatchView, Page, Query, Stats};
 use crate::matcher::{IndexSizes, LiveIndex};
 use crate::policy::Thresholds;
+use crate::snapshot;
 use crate::store::Store;
 
 /// The bank and everything needed to check listings against it.
@@ -37,6 +41,15 @@ pub struct Bank {
     backup_gate: RwLock<()>,
     /// Refuses writes before the disk fills (see [`crate::disk`]).
     disk: DiskGuard,
+    /// The data dir, where the index snapshot is kept.
+    dir: PathBuf,
+    /// Set (under the writer lock) once the index snapshot is being written: the store must
+    /// stay what the snapshot holds, so later writes are refused.
+    sealed: AtomicBool,
+    /// Set (under the writer lock) when a store write failed or panicked before its index
+    /// update: the index may then differ from the store until the next full load, so no
+    /// snapshot is written.
+    diverged: AtomicBool,
 }
 
 /// Builds the live index from the store. Reading and decoding sled records and inserting
@@ -87,17 +100,49 @@ impl Bank {
         thresholds.validate().map_err(Error::Internal)?;
         let started = std::time::Instant::now();
         let store = Store::open_with_cache(dir, cache_bytes)?;
-        let (index, n) = load_index(&store, thresholds.pdq_min_quality)?;
-        let sizes = index.sizes();
-        info!(
-            takedowns = n,
-            pdq = sizes.pdq,
-            phash = sizes.phash,
-            local_features = sizes.local,
-            titles = sizes.title,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded takedown bank"
-        );
+        let build = snapshot::Build::current(thresholds.pdq_min_quality);
+        let from_snapshot = match store.snapshot_claim() {
+            Some(claim) => match snapshot::load(dir, claim, &build) {
+                Ok(index) => Some(index),
+                Err(e) => {
+                    warn!(error = %e, "index snapshot not used; loading the index from the store");
+                    None
+                }
+            },
+            None => None,
+        };
+        // Without its key the file can never be valid again: free its disk space.
+        if snapshot::discard(dir) && from_snapshot.is_none() {
+            info!("deleted a stale index snapshot");
+        }
+        let index = match from_snapshot {
+            Some(index) => {
+                let sizes = index.sizes();
+                info!(
+                    pdq = sizes.pdq,
+                    phash = sizes.phash,
+                    local_features = sizes.local,
+                    titles = sizes.title,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "loaded takedown bank from the index snapshot"
+                );
+                index
+            }
+            None => {
+                let (index, n) = load_index(&store, thresholds.pdq_min_quality)?;
+                let sizes = index.sizes();
+                info!(
+                    takedowns = n,
+                    pdq = sizes.pdq,
+                    phash = sizes.phash,
+                    local_features = sizes.local,
+                    titles = sizes.title,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "loaded takedown bank from the store"
+                );
+                index
+            }
+        };
         Ok(Bank {
             history: History::open(store.db())?,
             store,
@@ -108,7 +153,57 @@ impl Bank {
             fingerprint_time: Default::default(),
             backup_gate: RwLock::new(()),
             disk: DiskGuard::new(dir, DEFAULT_MIN_FREE_BYTES),
+            dir: dir.to_path_buf(),
+            sealed: AtomicBool::new(false),
+            diverged: AtomicBool::new(false),
         })
+    }
+
+    /// Writes the index snapshot that lets the next start skip the full load (see
+    /// [`crate::snapshot`]), then records it in the store. From the call on, registrations and
+    /// removals are refused: the store must stay exactly what the snapshot holds. For graceful
+    /// shutdown, after the servers have stopped. Returns `None` when no snapshot could be
+    /// trusted (a store write failed earlier) or there is no room for it.
+    pub fn write_snapshot(&self) -> Result<Option<snapshot::Written>> {
+        let _w = self.writer.lock();
+        let started = std::time::Instant::now();
+        self.sealed.store(true, Ordering::SeqCst);
+        if self.diverged.load(Ordering::SeqCst) {
+            warn!("no index snapshot: a store write failed, so the next start loads from the store");
+            return Ok(None);
+        }
+        self.store.flush()?;
+        let index = self.index.read();
+        let need = index.heap_bytes() as u64 + DEFAULT_MIN_FREE_BYTES;
+        if crate::disk::available_bytes(&self.dir).is_ok_and(|free| free < need) {
+            warn!(need_bytes = need, "no index snapshot: not enough free disk space");
+            return Ok(None);
+        }
+        let written = snapshot::write(
+            &self.dir,
+            &index,
+            &snapshot::Build::current(self.thresholds.pdq_min_quality),
+        )?;
+        snapshot::publish(self.store.db(), written.claim)?;
+        Ok(Some(snapshot::Written {
+            elapsed: started.elapsed(),
+            ..written
+        }))
+    }
+
+    /// Refuses a store write once the snapshot is being written (under the writer lock).
+    fn check_open(&self) -> Result<()> {
+        if self.sealed.load(Ordering::SeqCst) {
+            return Err(Error::ResourceExhausted(
+                "relist is shutting down; retry once it has restarted".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Armed around a store write and the index update that follows it (see [`Pending`]).
+    fn pending(&self) -> Pending<'_> {
+        Pending(&self.diverged)
     }
 
     /// Chooses which fingerprints beyond the whole-image hashes new registrations and checks
@@ -165,6 +260,7 @@ impl Bank {
         let (images, fingerprints) = self.fingerprint(listing, Side::Stored)?;
         let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
+        self.check_open()?;
         let existing = match self
             .store
             .takedown_id_by_listing(&listing.marketplace, &listing.listing_id)?
@@ -196,6 +292,7 @@ impl Bank {
             removed_at_ms: None,
             fingerprints,
         };
+        let pending = self.pending();
         self.store.put_takedown(&td)?;
         self.store.flush()?;
         let mut index = self.index.write();
@@ -204,6 +301,7 @@ impl Bank {
         }
         index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
         drop(index);
+        pending.done();
         // The takedown is durable and live by now; a thumbnail that cannot be written (full
         // disk) must not turn that into a failure the client would retry.
         if let Err(e) = self.store.put_thumbnails(id, &thumbnails(&images)) {
@@ -221,6 +319,7 @@ impl Bank {
         self.disk.check()?;
         let _gate = self.backup_gate.read();
         let _w = self.writer.lock();
+        self.check_open()?;
         let mut td = self
             .store
             .takedown(id)?
@@ -235,9 +334,11 @@ impl Bank {
         let now = now_ms();
         td.removed_at_ms = Some(now);
         td.updated_at_ms = now;
+        let pending = self.pending();
         self.store.put_takedown(&td)?;
         self.store.flush()?;
         self.index.write().remove(id, &indexed);
+        pending.done();
         Ok(now)
     }
 
@@ -425,6 +526,24 @@ impl Bank {
     /// Makes everything durable; called on shutdown.
     pub fn flush(&self) -> Result<()> {
         self.store.flush()
+    }
+}
+
+/// Marks the index as possibly different from the store (no snapshot at shutdown) unless
+/// [`Pending::done`] is called: an error or a panic between a store write and the matching
+/// index update would otherwise be carried over to the next start by the snapshot.
+struct Pending<'a>(&'a AtomicBool);
+
+impl Pending<'_> {
+    /// The store write and the index update both happened.
+    fn done(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 

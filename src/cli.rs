@@ -655,10 +655,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         metrics: Some(metrics),
     };
-    crate::server::serve_with(bank, listener, options, stopped(stop_rx)).await?;
+    crate::server::serve_with(bank.clone(), listener, options, stopped(stop_rx)).await?;
     for task in [web, metrics_page].into_iter().flatten() {
         task.await.context("web server task")??;
     }
+    crate::server::write_snapshot(bank).await;
     Ok(())
 }
 

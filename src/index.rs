@@ -17,6 +17,8 @@
 
 use std::mem::size_of;
 
+use crate::snapshot::{le_u16, le_u32, le_u64, Decoder, Encoder, SnapshotError};
+
 /// Bits per substring / table key.
 const SUB_BITS: usize = 16;
 /// Buckets per table.
@@ -497,6 +499,140 @@ impl<const W: usize> HammingIndex<W> {
         }
     }
 
+    /// Writes the index for a snapshot (see [`crate::snapshot`]): the arena as it is (free
+    /// slots included, so slot numbers stay valid), then per table the record count of every
+    /// bucket and the records back to back. Loading is then a copy per bucket, with none of
+    /// the hashing and growth of inserting.
+    pub(crate) fn write_snapshot<O: std::io::Write>(&self, e: &mut Encoder<O>) -> std::io::Result<()> {
+        e.u32(W as u32)?;
+        e.u64(self.len as u64)?;
+        e.u64(self.ids.len() as u64)?;
+        e.u64s(&self.ids)?;
+        if !Self::INLINE {
+            for c in &self.codes {
+                e.u64s(c)?;
+            }
+        }
+        e.u64(self.live.len() as u64)?;
+        e.u64s(&self.live)?;
+        e.u64(self.free.len() as u64)?;
+        e.u32s(&self.free)?;
+        e.u8(u8::from(!self.tables.is_empty()))?;
+        for table in self.tables.chunks(BUCKETS) {
+            for b in table {
+                e.u32(b.len() as u32)?;
+            }
+            for b in table {
+                e.u16s(b.records(Self::STRIDE))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what [`write_snapshot`](Self::write_snapshot) wrote. Checks every count against
+    /// the bytes left and the arena's invariants, and every record's slot against the arena,
+    /// so that no input can make a later query or update index out of bounds.
+    pub(crate) fn read_snapshot<I: std::io::Read>(d: &mut Decoder<I>) -> Result<Self, SnapshotError> {
+        let bad = |what: &str| SnapshotError::Invalid(format!("index of {W}-word codes: {what}"));
+        if d.u32()? != W as u32 {
+            return Err(bad("code width differs"));
+        }
+        let len = usize::try_from(d.u64()?).map_err(|_| bad("length too large"))?;
+        let slot_bytes = 8 + if Self::INLINE { 0 } else { 8 * W as u64 };
+        let slots = d.count(slot_bytes)?;
+        if slots >= u32::MAX as usize {
+            return Err(bad("too many slots"));
+        }
+        let ids = d.u64_vec(slots)?;
+        let mut codes = Vec::new();
+        if !Self::INLINE {
+            codes.reserve_exact(slots);
+            d.records(slots, 8 * W, |b| {
+                let mut c = [0u64; W];
+                for (w, x) in c.iter_mut().zip(b.chunks_exact(8)) {
+                    *w = le_u64(x);
+                }
+                codes.push(c);
+            })?;
+        }
+        let n = d.count(8)?;
+        if n != slots.div_ceil(64) {
+            return Err(bad("liveness bitset length"));
+        }
+        let live = d.u64_vec(n)?;
+        let n = d.count(4)?;
+        let free = d.u32_vec(n)?;
+        let live_count: usize = live.iter().map(|w| w.count_ones() as usize).sum();
+        if live_count != len || len.checked_add(free.len()) != Some(slots) {
+            return Err(bad("entry counts disagree"));
+        }
+        let mut seen = vec![0u64; live.len()];
+        for &f in &free {
+            let f = f as usize;
+            if f >= slots || live[f / 64] >> (f % 64) & 1 == 1 || seen[f / 64] >> (f % 64) & 1 == 1 {
+                return Err(bad("free slot list"));
+            }
+            seen[f / 64] |= 1 << (f % 64);
+        }
+        drop(seen);
+        let mut ix = HammingIndex {
+            codes,
+            ids,
+            live,
+            free,
+            len,
+            tables: Vec::new(),
+            bucket_words: 0,
+        };
+        match d.u8()? {
+            0 if slots == 0 => return Ok(ix),
+            1 => {}
+            _ => return Err(bad("table flag")),
+        }
+        ix.tables.reserve_exact(Self::TABLES * BUCKETS);
+        // Buckets are read in groups of about this many words.
+        const GROUP_WORDS: usize = 1 << 20;
+        for _ in 0..Self::TABLES {
+            if !d.fits(BUCKETS as u64, 4) {
+                return Err(bad("bucket counts truncated"));
+            }
+            let mut counts = Vec::with_capacity(BUCKETS);
+            d.records(BUCKETS, 4, |b| counts.push(le_u32(b) as usize))?;
+            if counts.iter().sum::<usize>() != len {
+                return Err(bad("a table's record count is not the index length"));
+            }
+            if !d.fits(len as u64, 2 * Self::STRIDE as u64) {
+                return Err(bad("records truncated"));
+            }
+            let mut k = 0;
+            while k < BUCKETS {
+                let (start, mut words) = (k, 0);
+                while k < BUCKETS && (k == start || words + counts[k] * Self::STRIDE <= GROUP_WORDS) {
+                    words += counts[k] * Self::STRIDE;
+                    k += 1;
+                }
+                let mut bytes = d.take(2 * words)?;
+                for &n in &counts[start..k] {
+                    if n == 0 {
+                        ix.tables.push(Bucket::default());
+                        continue;
+                    }
+                    let (recs, rest) = bytes.split_at(2 * n * Self::STRIDE);
+                    bytes = rest;
+                    let mut v = Vec::with_capacity(2 + n * Self::STRIDE);
+                    v.extend_from_slice(&[n as u16, (n >> 16) as u16]);
+                    v.extend(recs.chunks_exact(2).map(le_u16));
+                    if v[2..].chunks_exact(Self::STRIDE).any(|r| rec_slot(r) as usize >= slots) {
+                        return Err(bad("a record's slot is out of range"));
+                    }
+                    ix.bucket_words += v.len();
+                    ix.tables.push(Bucket(v.into_boxed_slice()));
+                }
+            }
+        }
+        Ok(ix)
+    }
+
     /// Approximate heap bytes held, for metrics.
     pub fn heap_bytes(&self) -> usize {
         self.codes.capacity() * size_of::<[u64; W]>()
@@ -822,6 +958,152 @@ mod tests {
         out.clear();
         ix.range(&[1], 64, &mut out);
         assert!(out.is_empty());
+    }
+
+    fn snapshot_round_trip<const W: usize>(ix: &HammingIndex<W>) -> HammingIndex<W> {
+        let mut e = Encoder::new(Vec::new());
+        ix.write_snapshot(&mut e).unwrap();
+        let (buf, _, n) = e.finish().unwrap();
+        assert_eq!(n as usize, buf.len());
+        let mut d = Decoder::new(buf.as_slice(), n - 8);
+        let back = HammingIndex::<W>::read_snapshot(&mut d).expect("snapshot reads back");
+        d.finish().expect("read to the end, checksum verifies");
+        back.check_invariants();
+        back
+    }
+
+    /// An index read back from a snapshot answers every query as the original does, and
+    /// keeps working under inserts and removals (free slots included).
+    fn snapshot_matches_original<const W: usize>(n: u64, radii: &[u32], seed: u64) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let code = |rng: &mut rand::rngs::StdRng| {
+            let mut c = [0u64; W];
+            c.iter_mut().for_each(|w| *w = rng.gen());
+            c
+        };
+        // Never inserted: the tables are not allocated yet.
+        let empty = snapshot_round_trip(&HammingIndex::<W>::new());
+        assert!(empty.is_empty() && empty.tables.is_empty());
+        let mut ix = HammingIndex::<W>::new();
+        let mut model = Vec::new();
+        for id in 0..n {
+            let c = code(&mut rng);
+            ix.insert(c, id);
+            model.push((c, id));
+            // Near-duplicates, so that queries find clusters.
+            if id % 5 == 0 {
+                let mut c2 = c;
+                c2[0] ^= 0b101;
+                ix.insert(c2, id + n);
+                model.push((c2, id + n));
+            }
+        }
+        // Leave free slots behind.
+        for _ in 0..model.len() / 7 {
+            let (c, id) = model.swap_remove(rng.gen_range(0..model.len()));
+            assert!(ix.remove(&c, id));
+        }
+        let mut back = snapshot_round_trip(&ix);
+        assert_eq!(
+            (back.len(), back.ids.len(), back.free.len()),
+            (ix.len(), ix.ids.len(), ix.free.len())
+        );
+        assert_eq!(
+            back.bucket_words,
+            ix.tables
+                .iter()
+                .map(|b| 2 + b.len() * HammingIndex::<W>::STRIDE)
+                .filter(|&w| w > 2)
+                .sum::<usize>()
+        );
+        let queries: Vec<[u64; W]> = (0..60)
+            .map(|i| {
+                if i % 3 == 0 {
+                    code(&mut rng)
+                } else {
+                    let mut q = model[rng.gen_range(0..model.len())].0;
+                    for _ in 0..rng.gen_range(0..=*radii.last().unwrap()) {
+                        let b = rng.gen_range(0..W * 64);
+                        q[b / 64] ^= 1 << (b % 64);
+                    }
+                    q
+                }
+            })
+            .collect();
+        for q in &queries {
+            for &r in radii {
+                assert_eq!(query_sorted(&back, q, r), query_sorted(&ix, q, r), "r={r}");
+                check_all(&back, &model, q, r);
+            }
+        }
+        // Both keep working the same under updates: the free list and bucket growth.
+        for id in 0..200u64 {
+            let c = code(&mut rng);
+            ix.insert(c, 10 * n + id);
+            back.insert(c, 10 * n + id);
+            model.push((c, 10 * n + id));
+            let (c, id) = model.swap_remove(rng.gen_range(0..model.len()));
+            assert!(ix.remove(&c, id));
+            assert!(back.remove(&c, id));
+            assert!(!back.remove(&c, id));
+        }
+        back.check_invariants();
+        for q in &queries {
+            for &r in radii {
+                check_all(&back, &model, q, r);
+            }
+        }
+        assert_eq!(ix.ids.len(), back.ids.len(), "the same slots reused");
+    }
+
+    #[test]
+    fn snapshot_round_trip_w1() {
+        snapshot_matches_original::<1>(20_000, &[0, 3, 8, 12], 11);
+    }
+
+    #[test]
+    fn snapshot_round_trip_w4() {
+        snapshot_matches_original::<4>(5_000, &[0, 8, 16, 31], 12);
+    }
+
+    /// Whatever the bytes, reading a snapshot fails cleanly (or, for a flip the structure
+    /// cannot see, reads back an index the checksum then rejects): never a panic, never an
+    /// allocation past the file's size.
+    #[test]
+    fn snapshot_corruption_is_an_error_not_a_panic() {
+        let mut ix = HammingIndex::<1>::new();
+        for id in 0..300u64 {
+            ix.insert([id.wrapping_mul(0x9E37_79B9_7F4A_7C15)], id);
+        }
+        for id in (0..300u64).step_by(3) {
+            ix.remove(&[id.wrapping_mul(0x9E37_79B9_7F4A_7C15)], id);
+        }
+        let mut e = Encoder::new(Vec::new());
+        ix.write_snapshot(&mut e).unwrap();
+        let (buf, _, n) = e.finish().unwrap();
+        let read = |b: &[u8]| -> Result<(), SnapshotError> {
+            let mut d = Decoder::new(b, (b.len() as u64).saturating_sub(8));
+            HammingIndex::<1>::read_snapshot(&mut d)?;
+            d.finish().map(|_| ())
+        };
+        read(&buf).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        // The header and arena bytes, every one; then random positions in the tables.
+        let positions: Vec<usize> = (0..4096.min(buf.len()))
+            .chain((0..2000).map(|_| rng.gen_range(0..buf.len())))
+            .collect();
+        for pos in positions {
+            let mut bad = buf.clone();
+            bad[pos] ^= 1 << rng.gen_range(0..8);
+            assert!(read(&bad).is_err(), "flipped byte {pos} went unnoticed");
+        }
+        for cut in [0, 1, 7, 8, 12, 100, buf.len() / 2, n as usize - 9, n as usize - 1] {
+            assert!(read(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        // Huge counts are refused before anything is allocated for them.
+        let mut huge = buf.clone();
+        huge[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(read(&huge), Err(SnapshotError::Invalid(_))));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //!   into per-takedown evidence.
 //! - [`policy`]: the one place that turns distances into CLEAR / REVIEW / REUPLOAD.
 //! - [`history`]: the record of non-clear checks.
+//! - [`snapshot`]: the live index written on graceful shutdown, so the next start skips the full load.
 //! - [`store`]: sled trees and the stored formats (a contract, versioned).
 //! - [`config`], [`cli`]: flags, environment, TOML; the `relist` command.
 //! - [`batch`]: `relist batch`, re-checking a whole catalog over one CheckListings stream.
@@ -55,6 +56,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod transport;
 pub mod web;

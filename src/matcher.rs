@@ -14,6 +14,7 @@ use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::Dihedral;
 use crate::index::HammingIndex;
 use crate::policy::Thresholds;
+use crate::snapshot::{le_u16, le_u64, Decoder, Encoder, SnapshotError};
 
 /// Most images a listing may have; image indexes must fit the low 8 bits of an entry id.
 pub const MAX_IMAGES: usize = 32;
@@ -250,6 +251,60 @@ impl LiveIndex {
             });
         }
         found
+    }
+}
+
+/// Bytes per `local_at` entry in a snapshot: id, level, x, y.
+const LOCAL_AT_BYTES: usize = 8 + 1 + 2 + 2;
+
+impl LiveIndex {
+    /// Writes the whole index for a snapshot (see [`crate::snapshot`]): the four Hamming
+    /// indexes, then the local features' positions.
+    pub(crate) fn write_snapshot<W: std::io::Write>(&self, e: &mut Encoder<W>) -> std::io::Result<()> {
+        self.pdq.write_snapshot(e)?;
+        self.phash.write_snapshot(e)?;
+        self.title.write_snapshot(e)?;
+        self.local.write_snapshot(e)?;
+        e.u64(self.local_at.len() as u64)?;
+        for (&id, &(level, x, y)) in &self.local_at {
+            e.u64(id)?;
+            e.u8(level)?;
+            e.u16(x)?;
+            e.u16(y)?;
+        }
+        Ok(())
+    }
+
+    /// Reads what [`LiveIndex::write_snapshot`] wrote.
+    pub(crate) fn read_snapshot<R: std::io::Read>(d: &mut Decoder<R>) -> Result<Self, SnapshotError> {
+        let pdq = HammingIndex::read_snapshot(d)?;
+        let phash = HammingIndex::read_snapshot(d)?;
+        let title = HammingIndex::read_snapshot(d)?;
+        let local = HammingIndex::read_snapshot(d)?;
+        let n = d.count(LOCAL_AT_BYTES as u64)?;
+        let mut local_at = HashMap::with_capacity(n);
+        d.records(n, LOCAL_AT_BYTES, |b| {
+            local_at.insert(le_u64(&b[..8]), (b[8], le_u16(&b[9..11]), le_u16(&b[11..13])));
+        })?;
+        if local_at.len() != n {
+            return Err(SnapshotError::Invalid("duplicate local feature positions".into()));
+        }
+        Ok(LiveIndex {
+            pdq,
+            phash,
+            title,
+            local,
+            local_at,
+        })
+    }
+
+    /// Approximate heap bytes of the index, a bound on a snapshot's size.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.pdq.heap_bytes()
+            + self.phash.heap_bytes()
+            + self.title.heap_bytes()
+            + self.local.heap_bytes()
+            + self.local_at.capacity() * (8 + 6)
     }
 }
 

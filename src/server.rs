@@ -621,6 +621,25 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// On graceful shutdown, once every server has stopped: writes the index snapshot (see
+/// [`crate::snapshot`]) so that the next start skips the full load from the store. A failure
+/// is a warning: it only costs the next start that full load.
+pub async fn write_snapshot(bank: Arc<Bank>) {
+    // Logged in the task: it may drop the last handle of the bank, which takes a while.
+    let task = tokio::task::spawn_blocking(move || match bank.write_snapshot() {
+        Ok(Some(w)) => info!(
+            bytes = w.bytes,
+            elapsed_ms = w.elapsed.as_millis() as u64,
+            "index snapshot written"
+        ),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "index snapshot not written; the next start loads from the store"),
+    });
+    if let Err(e) = task.await {
+        warn!(error = %e, "index snapshot task failed; the next start loads from the store");
+    }
+}
+
 /// The accepted connections with Nagle's algorithm off. tonic sets TCP_NODELAY only on
 /// listeners it binds itself; without it a reply written in two pieces waits for the
 /// client's delayed ACK (about 40 ms a call, found by the crash test's GetTakedown loop).

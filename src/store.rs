@@ -50,6 +50,8 @@ pub struct Store {
     listing_keys: Tree,
     fingerprints: Tree,
     thumbs: Tree,
+    /// The index snapshot the store named when opened (see [`crate::snapshot`]).
+    snapshot_claim: Option<crate::snapshot::Claim>,
 }
 
 impl Store {
@@ -62,6 +64,9 @@ impl Store {
     /// [`Store::open`] with a page cache of `cache_bytes` (see [`DEFAULT_CACHE_BYTES`]).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store> {
         let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        // Before anything can write: whatever opens the store may change it, so its index
+        // snapshot is stale from here on (the daemon uses what the key said).
+        let snapshot_claim = crate::snapshot::claim(&db)?;
         let meta = db.open_tree("meta")?;
         let found = match meta.get(SCHEMA_KEY)? {
             Some(v) => <[u8; 4]>::try_from(v.as_ref())
@@ -83,6 +88,7 @@ impl Store {
             listing_keys: db.open_tree("listing_keys")?,
             fingerprints: db.open_tree("fingerprints")?,
             thumbs: db.open_tree("takedown_thumbs")?,
+            snapshot_claim,
             db,
         };
         if found < SCHEMA_VERSION {
@@ -252,6 +258,12 @@ impl Store {
             .thumbs
             .get([&id.to_be_bytes()[..], &[image]].concat())?
             .map(|v| v.to_vec()))
+    }
+
+    /// The index snapshot the store named when it was opened (the key is gone from the store
+    /// since): the only snapshot the bank may load.
+    pub fn snapshot_claim(&self) -> Option<crate::snapshot::Claim> {
+        self.snapshot_claim
     }
 
     /// The database, for the history's own trees.
