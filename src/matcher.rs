@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::LOCAL_MAX;
-use crate::domain::{CandidateImage, HashKind, ImageEvidence, ListingFingerprints, RegionFingerprint, TakedownId};
+use crate::domain::{
+    CandidateImage, HashKind, ImageEvidence, ImageFingerprint, ListingFingerprints, RegionFingerprint, TakedownId,
+};
 use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::Dihedral;
 use crate::index::HammingIndex;
@@ -106,9 +108,20 @@ pub struct IndexSizes {
     pub local: usize,
 }
 
+/// An image's pHash when it may count as evidence: not when the same image's PDQ says it is
+/// too featureless (quality under the floor). A featureless image (a flat colour, or a
+/// transparent drawing whose hidden pixels are one colour: hashes ignore alpha) has a
+/// degenerate pHash that thousands of different images share; on Debian's openclipart 6.4% of
+/// all pairs of distinct drawings were at pHash distance 0. A pHash sent without a PDQ (e.g.
+/// a marketplace's stored 64-bit hash) has no quality to judge by and counts.
+fn counted_phash(img: &ImageFingerprint, min_quality: u8) -> Option<u64> {
+    img.phash
+        .filter(|_| img.pdq.is_none() || img.pdq_quality >= min_quality)
+}
+
 impl LiveIndex {
     /// Adds a takedown's fingerprints. PDQ hashes under the quality floor are left out: they
-    /// are too featureless to be evidence.
+    /// are too featureless to be evidence, and so are those images' pHashes.
     pub fn add(&mut self, id: TakedownId, f: &ListingFingerprints, min_quality: u8) {
         self.add_entries(id, f, min_quality, false);
     }
@@ -132,7 +145,7 @@ impl LiveIndex {
             if let Some(p) = img.pdq.filter(|_| img.pdq_quality >= min_quality) {
                 put(&mut self.pdq, p.words(), entry_id(id, i, 0), fresh);
             }
-            if let Some(h) = img.phash {
+            if let Some(h) = counted_phash(img, min_quality) {
                 put(&mut self.phash, [h], entry_id(id, i, 0), fresh);
             }
         }
@@ -215,7 +228,7 @@ impl LiveIndex {
                     }
                 }
             }
-            if let Some(h) = fp.phash {
+            if let Some(h) = counted_phash(fp, t.pdq_min_quality) {
                 hits.clear();
                 self.phash.range(&[h], t.phash_review, &mut hits);
                 for &(entry, distance) in &hits {
@@ -416,5 +429,50 @@ fn push_best(
             distance,
             transform,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::pdq::PdqHash;
+
+    fn image(pdq: Option<u8>) -> ImageFingerprint {
+        ImageFingerprint {
+            pdq: pdq.map(|_| PdqHash([0x5a; 32])),
+            pdq_quality: pdq.unwrap_or(0),
+            phash: Some(0x0123_4567_89ab_cdef),
+        }
+    }
+
+    fn checked(img: ImageFingerprint) -> CandidateImage {
+        CandidateImage {
+            fingerprint: img,
+            pdq_variants: None,
+            regions: Vec::new(),
+            features: Vec::new(),
+            thumbnail: None,
+        }
+    }
+
+    #[test]
+    fn a_featureless_images_phash_is_no_evidence() {
+        let t = Thresholds::default();
+        let mut ix = LiveIndex::default();
+        for (id, pdq) in [(1, Some(10)), (2, None), (3, Some(90))] {
+            let f = ListingFingerprints {
+                images: vec![image(pdq)],
+                ..Default::default()
+            };
+            ix.add(id, &f, t.pdq_min_quality);
+        }
+        let ids = |img| ix.find(&[checked(img)], None, &t).into_keys().collect::<Vec<_>>();
+        // Takedown 1's photo is featureless (PDQ quality 10): neither of its hashes counts.
+        assert_eq!(ids(image(None)), [2, 3], "a bare pHash finds the countable ones");
+        assert_eq!(ids(image(Some(90))), [2, 3]);
+        assert!(
+            ids(image(Some(10))).is_empty(),
+            "a featureless checked photo's pHash is no evidence"
+        );
     }
 }

@@ -44,7 +44,9 @@ const TEMP_NAME: &str = "index.snapshot.tmp";
 const MAGIC: &[u8; 8] = b"RLSTSNAP";
 /// Version of the file layout. Bump it on any change of the layout or of what the live index
 /// holds for a stored takedown (entry ids, which hashes are indexed).
-pub const FORMAT: u32 = 1;
+///
+/// - 2: pHashes of images whose PDQ is under the quality floor are no longer indexed.
+pub const FORMAT: u32 = 2;
 /// The `meta` tree's key for the valid snapshot's id and checksum (two u64 big-endian).
 pub const META_KEY: &[u8] = b"index_snapshot";
 /// Bytes read or written per I/O call and hashed per checksum update.
