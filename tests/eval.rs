@@ -164,7 +164,7 @@ fn full_evaluation_does_not_regress() {
         plot: None,
         baseline: None,
         write_baseline: None,
-        phash_golden: root.join("tests/golden/imagehash-photos-dev.csv"),
+        phash_golden: root.join(relist::eval::IMAGEHASH_GOLDEN_DEFAULT),
         limit: None,
         negatives_only: false,
         threads: None,

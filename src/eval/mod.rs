@@ -38,6 +38,10 @@ pub enum EvalError {
     },
 }
 
+/// Where `scripts/imagehash_golden.py` writes imagehash's values for the dev photos (relative
+/// to the project root); they derive from the evaluation data, so they are never committed.
+pub const IMAGEHASH_GOLDEN_DEFAULT: &str = "target/imagehash-photos-dev.csv";
+
 /// `relist eval` flags.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -63,8 +67,9 @@ pub struct EvalArgs {
     /// Write this run's figures as the new baseline.
     #[arg(long)]
     pub write_baseline: Option<PathBuf>,
-    /// imagehash golden values (filename,phash) to compare the pHash against.
-    #[arg(long, default_value = "tests/golden/imagehash-photos-dev.csv")]
+    /// imagehash's values (filename,phash) to compare the pHash against, made by
+    /// `scripts/imagehash_golden.py` from the photos (`.ci/run` does it for photos-dev).
+    #[arg(long, default_value = IMAGEHASH_GOLDEN_DEFAULT)]
     pub phash_golden: PathBuf,
     /// Use only the first N photos (sorted by path).
     #[arg(long)]
