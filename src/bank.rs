@@ -115,34 +115,24 @@ impl Bank {
         if snapshot::discard(dir) && from_snapshot.is_none() {
             info!("deleted a stale index snapshot");
         }
-        let index = match from_snapshot {
-            Some(index) => {
-                let sizes = index.sizes();
-                info!(
-                    pdq = sizes.pdq,
-                    phash = sizes.phash,
-                    local_features = sizes.local,
-                    titles = sizes.title,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "loaded takedown bank from the index snapshot"
-                );
-                index
-            }
+        // The takedown count is known only when the store was read (the snapshot holds entries).
+        let (index, takedowns, source) = match from_snapshot {
+            Some(index) => (index, None, "the index snapshot"),
             None => {
                 let (index, n) = load_index(&store, thresholds.pdq_min_quality)?;
-                let sizes = index.sizes();
-                info!(
-                    takedowns = n,
-                    pdq = sizes.pdq,
-                    phash = sizes.phash,
-                    local_features = sizes.local,
-                    titles = sizes.title,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "loaded takedown bank from the store"
-                );
-                index
+                (index, Some(n), "the store")
             }
         };
+        let sizes = index.sizes();
+        info!(
+            takedowns,
+            pdq = sizes.pdq,
+            phash = sizes.phash,
+            local_features = sizes.local,
+            titles = sizes.title,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded takedown bank from {source}"
+        );
         Ok(Bank {
             history: History::open(store.db())?,
             store,
