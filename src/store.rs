@@ -132,8 +132,7 @@ impl Store {
             let (k, v) = kv?;
             let mut td: Takedown =
                 serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("takedown record: {e}")))?;
-            let simhash = text::simhash(&td.listing.title);
-            let normalized = text::normalize(&td.listing.title);
+            let (normalized, simhash) = text::fingerprint(&td.listing.title);
             if td.fingerprints.title_simhash == simhash && td.fingerprints.normalized_title == normalized {
                 continue;
             }

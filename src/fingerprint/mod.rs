@@ -177,10 +177,11 @@ impl Fingerprinter {
 
 /// What is stored of a listing, from its hashed images and its title.
 pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFingerprints {
+    let (normalized_title, title_simhash) = text::fingerprint(title);
     ListingFingerprints {
         images: images.iter().map(|c| c.fingerprint).collect(),
-        title_simhash: text::simhash(title),
-        normalized_title: text::normalize(title),
+        title_simhash,
+        normalized_title,
         regions: images
             .iter()
             .enumerate()

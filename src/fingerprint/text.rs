@@ -149,6 +149,13 @@ pub fn simhash(text: &str) -> Option<u64> {
     simhash_tokens(&normalized_tokens(text))
 }
 
+/// [`normalize`] and [`simhash`] of one title, normalising it once (both are stored).
+pub fn fingerprint(text: &str) -> (String, Option<u64>) {
+    let tokens = normalized_tokens(text);
+    let simhash = simhash_tokens(&tokens);
+    (tokens.join(" "), simhash)
+}
+
 /// Number of differing bits between two simhashes.
 pub fn hamming(a: u64, b: u64) -> u32 {
     (a ^ b).count_ones()
@@ -495,6 +502,13 @@ mod tests {
             assert_eq!(simhash(input), Some(want), "input {input:?}");
         }
         assert_eq!(TEXT_FINGERPRINT_VERSION, 2);
+    }
+
+    #[test]
+    fn fingerprint_is_normalize_and_simhash() {
+        for t in ["b4ju bekas imp0rt ORI!!", "", "🔥 READY"] {
+            assert_eq!(fingerprint(t), (normalize(t), simhash(t)), "{t:?}");
+        }
     }
 
     #[test]
