@@ -10,6 +10,11 @@
 //! DCT-domain scaling (decoding straight to 1/2, 1/4 or 1/8 size): its decode time and the PDQ
 //! and pHash drift against the full decode, as a distribution.
 //!
+//! Then matching: `RELIST_BENCH_BANK` (default 500) photos at 500x375 registered in the live
+//! index, and the time of a lookup (`LiveIndex::find`) per checked photo; and the skew of the
+//! local-feature index's buckets (records a lookup would verify per checked feature, against
+//! a uniform spread, with and without the bucket cap).
+//!
 //! Run: `cargo bench --bench fingerprint` (`RELIST_BENCH_PHOTOS`, default 60).
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +23,9 @@ use image::DynamicImage;
 use relist::fingerprint::image::{decode, decode_jpeg_scaled, DecodeLimits};
 use relist::fingerprint::pdq::{pdq_dihedral, pdq_hash};
 use relist::fingerprint::phash::phash;
-use relist::fingerprint::{Fingerprinter, Side};
+use relist::fingerprint::{listing_fingerprints, Fingerprinter, Side};
+use relist::matcher::LiveIndex;
+use relist::policy::Thresholds;
 
 fn photos(n: usize) -> Vec<DynamicImage> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/photos-dev");
@@ -127,4 +134,60 @@ fn main() {
             );
         }
     }
+    matching(&fp, &base);
+}
+
+/// Lookup cost against a bank of registered photos, and the local-feature buckets' skew.
+fn matching(fp: &Fingerprinter, checked_photos: &[DynamicImage]) {
+    let n = std::env::var("RELIST_BENCH_BANK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let bank = photos(n);
+    let mut ix = LiveIndex::default();
+    // Records per bucket of each of the 16 tables of 16-bit descriptor substrings.
+    let mut buckets = vec![0u32; 16 << 16];
+    let sub = |bits: &[u64; 4], t: usize| t << 16 | usize::from((bits[t / 4] >> (16 * (t % 4))) as u16);
+    let mut stored = 0u64;
+    for (k, img) in bank.iter().enumerate() {
+        let img = img.resize_exact(500, 375, image::imageops::FilterType::Triangle);
+        let c = fp.image(&img, Side::Stored);
+        for f in &c.features {
+            stored += 1;
+            (0..16).for_each(|t| buckets[sub(&f.bits, t)] += 1);
+        }
+        ix.add(k as u64 + 1, &listing_fingerprints(&[c], ""), 50);
+    }
+    let checked: Vec<_> = checked_photos
+        .iter()
+        .map(|p| jpeg(p, 500, 375))
+        .filter_map(|b| fp.image_bytes(&b, Side::Checked).ok())
+        .collect();
+    let cap = ix.local_bucket_cap();
+    let (mut all, mut capped, mut queries) = (0u64, 0u64, 0u64);
+    for f in checked.iter().flat_map(|c| &c.features) {
+        queries += 1;
+        for t in 0..16 {
+            let b = u64::from(buckets[sub(&f.bits, t)]);
+            all += b;
+            capped += if b as usize <= cap { b } else { 0 };
+        }
+    }
+    let t = Thresholds::default();
+    let rounds = 3;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for c in &checked {
+            std::hint::black_box(ix.find(std::slice::from_ref(c), None, &t));
+        }
+    }
+    let per = start.elapsed().as_secs_f64() * 1e6 / (rounds * checked.len()) as f64;
+    let q = queries.max(1) as f64;
+    println!(
+        "matching against {} registered photos ({stored} local features): lookup {per:.0} us per checked photo; local-feature records verified per checked feature: {:.0} without the bucket cap, {:.0} with it (cap {cap} records), {:.0} if spread uniformly",
+        bank.len(),
+        all as f64 / q,
+        capped as f64 / q,
+        16.0 * stored as f64 / 65536.0
+    );
 }

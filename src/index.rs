@@ -439,13 +439,44 @@ impl<const W: usize> HammingIndex<W> {
         if self.prefer_linear(radius) {
             return self.range_linear(query, radius, out);
         }
-        self.range_probe(query, radius, out);
+        self.range_probe(query, radius, usize::MAX, out);
+    }
+
+    /// Like [`range`](Self::range), but buckets holding more than `max_bucket` records are
+    /// not read: every `(id, distance)` within `radius` that shares a substring within its
+    /// table's radius with the query in a bucket of at most `max_bucket` records. For codes
+    /// whose substrings are far from uniform (local descriptors: a patch split by a straight
+    /// edge gives one of a few bit patterns, and 0.1% of the buckets then hold a fifth of the
+    /// entries), this bounds a query's work; a code close to the query shares several
+    /// substrings with it, so it is still found unless all of them are that common. Always
+    /// probes, never scans.
+    pub fn range_capped(&self, query: &[u64; W], radius: u32, max_bucket: usize, out: &mut Vec<(u64, u32)>) {
+        if self.len == 0 || radius / Self::TABLES as u32 >= SUB_BITS as u32 {
+            return;
+        }
+        self.range_probe(query, radius, max_bucket, out);
+    }
+
+    /// Records in the bucket of table `t` where `code` is filed.
+    fn bucket_len_of(&self, code: &[u64; W], t: usize) -> usize {
+        self.bucket(t, substring(code, t)).len()
     }
 
     /// Verifies one candidate found in table `t` and reports it unless an earlier table
     /// (whose substring is also within that table's radius) has reported it already.
     #[inline]
-    fn verify(&self, code: &[u64; W], slot: u32, query: &[u64; W], radius: u32, t: usize, out: &mut Vec<(u64, u32)>) {
+    /// With a bucket cap, an earlier table only counts if its bucket for the code was read.
+    #[allow(clippy::too_many_arguments)]
+    fn verify(
+        &self,
+        code: &[u64; W],
+        slot: u32,
+        query: &[u64; W],
+        radius: u32,
+        t: usize,
+        max_bucket: usize,
+        out: &mut Vec<(u64, u32)>,
+    ) {
         let mut x = [0u64; W];
         let mut d = 0;
         for i in 0..W {
@@ -455,16 +486,31 @@ impl<const W: usize> HammingIndex<W> {
         if d > radius {
             return;
         }
-        let earlier = (0..t)
-            .any(|t2| Self::sub_radius(radius, t2).is_some_and(|s2| (substring(&x, t2) as u32).count_ones() <= s2));
+        let earlier = (0..t).any(|t2| {
+            Self::sub_radius(radius, t2).is_some_and(|s2| (substring(&x, t2) as u32).count_ones() <= s2)
+                && (max_bucket == usize::MAX || self.bucket_len_of(code, t2) <= max_bucket)
+        });
         if !earlier {
             out.push((self.ids[slot as usize], d));
         }
     }
 
     /// The multi-index probe path (requires non-empty tables).
-    fn range_probe(&self, query: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
+    fn range_probe(&self, query: &[u64; W], radius: u32, max_bucket: usize, out: &mut Vec<(u64, u32)>) {
         let mut candidates: Vec<u32> = Vec::new();
+        if !Self::INLINE {
+            // A probe reads a bucket's header in the table, then its records on the heap: two
+            // dependent cache misses. The tables probed at substring radius 0 (every table
+            // for local descriptors) are known up front, so both reads are started for all of
+            // them before any is needed, and their latencies overlap.
+            let single =
+                |t: usize| (Self::sub_radius(radius, t) == Some(0)).then(|| self.bucket(t, substring(query, t)));
+            (0..Self::TABLES).filter_map(single).for_each(prefetch);
+            (0..Self::TABLES)
+                .filter_map(single)
+                .filter_map(|b| b.0.first())
+                .for_each(prefetch);
+        }
         for t in 0..Self::TABLES {
             let Some(s) = Self::sub_radius(radius, t) else {
                 continue;
@@ -474,8 +520,19 @@ impl<const W: usize> HammingIndex<W> {
             if Self::INLINE {
                 for_each_mask(s, |mask| {
                     let key = q ^ mask;
+                    if table[key].len() > max_bucket {
+                        return;
+                    }
                     for rec in table[key].records(Self::STRIDE).chunks_exact(Self::STRIDE) {
-                        self.verify(&self.code_of(rec, t, key), rec_slot(rec), query, radius, t, out);
+                        self.verify(
+                            &self.code_of(rec, t, key),
+                            rec_slot(rec),
+                            query,
+                            radius,
+                            t,
+                            max_bucket,
+                            out,
+                        );
                     }
                 });
                 continue;
@@ -485,14 +542,16 @@ impl<const W: usize> HammingIndex<W> {
             // their memory latencies overlap instead of adding up.
             candidates.clear();
             for_each_mask(s, |mask| {
-                let recs = table[q ^ mask].records(Self::STRIDE);
-                candidates.extend(recs.chunks_exact(Self::STRIDE).map(rec_slot));
+                let bucket = &table[q ^ mask];
+                if bucket.len() <= max_bucket {
+                    candidates.extend(bucket.records(Self::STRIDE).chunks_exact(Self::STRIDE).map(rec_slot));
+                }
             });
             for (i, &slot) in candidates.iter().enumerate() {
                 if let Some(&ahead) = candidates.get(i + PREFETCH_AHEAD) {
                     prefetch(&self.codes[ahead as usize]);
                 }
-                self.verify(&self.codes[slot as usize], slot, query, radius, t, out);
+                self.verify(&self.codes[slot as usize], slot, query, radius, t, max_bucket, out);
             }
         }
     }
@@ -701,6 +760,35 @@ mod tests {
         ix.range_probe_for_test(q, r, &mut probed);
         probed.sort_unstable();
         assert_eq!(probed, expect, "probe path mismatch r={r}");
+        if r / HammingIndex::<W>::TABLES as u32 >= 3 {
+            return;
+        }
+        // Capped: what brute force finds through some table whose bucket is small enough.
+        for cap in [0, 1, 2, 5] {
+            let bucket_len = |t: usize, code: &[u64; W]| {
+                model
+                    .iter()
+                    .filter(|(c, _)| substring(c, t) == substring(code, t))
+                    .count()
+            };
+            let mut want: Vec<(u64, u32)> = model
+                .iter()
+                .filter(|(code, _)| {
+                    hamming(code, q) <= r
+                        && (0..HammingIndex::<W>::TABLES).any(|t| {
+                            let within = HammingIndex::<W>::sub_radius(r, t)
+                                .is_some_and(|s| (substring(code, t) ^ substring(q, t)).count_ones() <= s);
+                            within && bucket_len(t, code) <= cap
+                        })
+                })
+                .map(|(code, id)| (*id, hamming(code, q)))
+                .collect();
+            want.sort_unstable();
+            let mut capped = Vec::new();
+            ix.range_capped(q, r, cap, &mut capped);
+            capped.sort_unstable();
+            assert_eq!(capped, want, "capped mismatch r={r} cap={cap}");
+        }
     }
 
     impl<const W: usize> HammingIndex<W> {
@@ -710,7 +798,7 @@ mod tests {
                 // Probing is exact for any radius but slow in debug tests.
                 return self.range_linear(query, radius, out);
             }
-            self.range_probe(query, radius, out);
+            self.range_probe(query, radius, usize::MAX, out);
         }
 
         fn check_invariants(&self) {

@@ -49,6 +49,12 @@ pub const LOCAL_RADIUS: u32 = 15;
 /// A checked feature with more stored hits than this is not distinctive (edges and
 /// gradients describe alike everywhere) and is skipped; this also bounds the lookup cost.
 const MAX_HITS_PER_FEATURE: usize = 32;
+/// Buckets of the local-feature index with more than this many times the mean number of
+/// records are not read by a lookup: they hold the descriptors of patches that are one
+/// straight edge (a few bit patterns and their complements), which match everything alike.
+const LOCAL_BUCKET_SKEW: usize = 32;
+/// ... and no bucket of up to this many records is skipped, however small the index.
+const LOCAL_BUCKET_FLOOR: usize = 128;
 /// A checked feature counts only for the stored image it matches best, and only when every
 /// other image's best match is at least this many bits further (a ratio test in bits).
 const DISTINCT_MARGIN: u32 = 4;
@@ -322,6 +328,14 @@ impl LiveIndex {
 }
 
 impl LiveIndex {
+    /// Largest bucket of the local-feature index a lookup reads (see
+    /// [`HammingIndex::range_capped`]): [`LOCAL_BUCKET_SKEW`] times a bucket's mean size, and
+    /// never under [`LOCAL_BUCKET_FLOOR`].
+    pub fn local_bucket_cap(&self) -> usize {
+        let mean = self.local.len() / (1 << 16);
+        (mean * LOCAL_BUCKET_SKEW).max(LOCAL_BUCKET_FLOOR)
+    }
+
     /// Per stored image (as an image entry id), the most checked features that match its
     /// features and agree on one placement: each match votes for the translation between
     /// the two positions (checked level 0 against each stored level), and the votes in the
@@ -333,7 +347,8 @@ impl LiveIndex {
         let mut votes: HashMap<VoteKey, Vec<Vote>> = HashMap::new();
         for (q, feat) in features.iter().enumerate() {
             hits.clear();
-            self.local.range(&feat.bits, LOCAL_RADIUS, hits);
+            self.local
+                .range_capped(&feat.bits, LOCAL_RADIUS, self.local_bucket_cap(), hits);
             if hits.is_empty() || hits.len() > MAX_HITS_PER_FEATURE {
                 continue;
             }

@@ -3,7 +3,7 @@
 //! 3% off one side already moves PDQ past its threshold; a corner's neighbourhood does not
 //! change when the frame does.
 //!
-//! Features are computed on the trimmed picture (see [`super::regions::trim`]) scaled so its
+//! Features are computed on the trimmed picture (see [`super::regions::Layout`]) scaled so its
 //! longer side is [`CHECK_SIDE`] pixels; stored photos also get a level at
 //! [`STORED_SIDES`]`[1]`, so that a checked crop (whose content looks larger once scaled)
 //! meets a stored level of about its scale. Matching (in [`crate::matcher`]) looks each
@@ -14,10 +14,10 @@
 //! any change of output must bump [`LOCAL_VERSION`].
 use std::sync::OnceLock;
 
-use image::imageops::{self, FilterType};
-use image::{GrayImage, RgbImage};
+use image::imageops;
+use image::{GenericImageView, GrayImage, RgbImage};
 
-use super::regions::{self, Rect, Side};
+use super::regions::{Layout, Rect, Side};
 
 /// Version of the feature rules.
 pub const LOCAL_VERSION: u8 = 1;
@@ -49,16 +49,22 @@ pub struct Feature {
 /// screenshot, a collage tile) at [`CHECK_SIDE`], where the whole picture shows it too small.
 /// Levels of a checked picture and of a stored one are different things: the matcher only
 /// compares positions within one (checked level, stored level) pair.
-pub fn features(img: &RgbImage, side: Side) -> Vec<Feature> {
-    let trimmed = regions::trim(img, Rect::of(img));
+pub fn features(img: &RgbImage, layout: &Layout, side: Side) -> Vec<Feature> {
     let usable = |r: Rect| r.w >= 32 && r.h >= 32;
-    let base = if usable(trimmed) { trimmed } else { Rect::of(img) };
+    let base = if usable(layout.trimmed) {
+        layout.trimmed
+    } else {
+        layout.whole
+    };
+    // Grey levels are per pixel: converting the picture once gives every level's cut the
+    // same values as converting the cut.
+    let gray = imageops::grayscale(img);
     match side {
-        Side::Stored => levels(img, base, &STORED_SIDES, 0),
+        Side::Stored => levels(&gray, base, &STORED_SIDES, 0),
         Side::Checked => {
-            let mut out = levels(img, base, &[CHECK_SIDE], 0);
-            if let Some(seg) = regions::segments(img).into_iter().next().filter(|r| usable(*r)) {
-                out.extend(levels(img, seg, &[CHECK_SIDE], 1));
+            let mut out = levels(&gray, base, &[CHECK_SIDE], 0);
+            if let Some(seg) = layout.segments.first().copied().filter(|r| usable(*r)) {
+                out.extend(levels(&gray, seg, &[CHECK_SIDE], 1));
             }
             out
         }
@@ -66,20 +72,80 @@ pub fn features(img: &RgbImage, side: Side) -> Vec<Feature> {
 }
 
 /// Features of `r` scaled to each longer side in `sides`, levels numbered from `first`.
-fn levels(img: &RgbImage, r: Rect, sides: &[u32], first: u8) -> Vec<Feature> {
-    let gray = imageops::grayscale(&regions::cut(img, r));
+fn levels(gray: &GrayImage, r: Rect, sides: &[u32], first: u8) -> Vec<Feature> {
     let mut out = Vec::new();
     for (level, &long) in (first..).zip(sides) {
-        let (w, h) = gray.dimensions();
+        let (w, h) = (r.w, r.h);
         let f = long as f32 / w.max(h) as f32;
         let (lw, lh) = (
             ((w as f32 * f).round() as u32).max(1),
             ((h as f32 * f).round() as u32).max(1),
         );
-        let scaled = imageops::resize(&gray, lw, lh, FilterType::Triangle);
-        out.extend(level_features(&scaled, level));
+        out.extend(level_features(&resize_triangle(gray, r, lw, lh), level));
     }
     out
+}
+
+/// `imageops::resize(&cut, nw, nh, FilterType::Triangle)` of the `r` part of `gray`, value for
+/// value (the same f32 weights and sums in the same order, tested against it), without
+/// cutting the part out and without `image`'s generic path, which widens every grey pixel to
+/// four f32 channels; the vertical pass also runs along rows, so its sums advance side by side.
+fn resize_triangle(gray: &GrayImage, r: Rect, nw: u32, nh: u32) -> GrayImage {
+    let (w, h) = (r.w as usize, r.h as usize);
+    if w == 0 || h == 0 || (nw, nh) == (r.w, r.h) {
+        return gray.view(r.x, r.y, r.w, r.h).to_image();
+    }
+    let stride = gray.width() as usize;
+    let raw = gray.as_raw();
+    let src_row = |y: usize| {
+        let start = (r.y as usize + y) * stride + r.x as usize;
+        &raw[start..start + w]
+    };
+    let mut mid = vec![0f32; w * nh as usize];
+    for (outy, mid_row) in mid.chunks_exact_mut(w).enumerate() {
+        let (left, ws) = triangle_weights(outy, h, nh as usize);
+        for (i, &wt) in ws.iter().enumerate() {
+            for (m, &v) in mid_row.iter_mut().zip(src_row(left + i)) {
+                *m += f32::from(v) * wt;
+            }
+        }
+    }
+    let taps: Vec<(usize, Vec<f32>)> = (0..nw as usize).map(|x| triangle_weights(x, w, nw as usize)).collect();
+    let mut out = GrayImage::new(nw, nh);
+    for (out_row, mid_row) in out.chunks_exact_mut(nw as usize).zip(mid.chunks_exact(w)) {
+        for (o, (left, ws)) in out_row.iter_mut().zip(&taps) {
+            let mut t = 0f32;
+            for (&m, &wt) in mid_row[*left..].iter().zip(ws) {
+                t += m * wt;
+            }
+            *o = t.clamp(0.0, 255.0).round() as u8;
+        }
+    }
+    out
+}
+
+/// `image`'s triangle-filter taps for output index `out` of `new_len` from `len` inputs: the
+/// first input index and the normalised weights.
+fn triangle_weights(out: usize, len: usize, new_len: usize) -> (usize, Vec<f32>) {
+    let ratio = len as f32 / new_len as f32;
+    let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+    let src_support = sratio;
+    let input = (out as f32 + 0.5) * ratio;
+    let left = ((input - src_support).floor() as i64).clamp(0, len as i64 - 1);
+    let right = ((input + src_support).ceil() as i64).clamp(left + 1, len as i64);
+    let input = input - 0.5;
+    let mut ws = Vec::with_capacity((right - left) as usize);
+    let mut sum = 0.0;
+    for i in left..right {
+        let x = (i as f32 - input) / sratio;
+        let wt = if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 };
+        ws.push(wt);
+        sum += wt;
+    }
+    for wt in ws.iter_mut() {
+        *wt /= sum;
+    }
+    (left as usize, ws)
 }
 
 /// Bresenham circle of radius 3 used by FAST, in order around the circle.
@@ -102,20 +168,31 @@ const CIRCLE: [(i32, i32); 16] = [
     (-1, -3),
 ];
 
-/// FAST-9 score at (x, y): 0 when not a corner, else the summed contrast past the threshold.
-fn fast_score(img: &GrayImage, x: i32, y: i32) -> u32 {
-    let p = i16::from(img.get_pixel(x as u32, y as u32).0[0]);
-    let mut state = [0i8; 16];
-    for (s, (dx, dy)) in state.iter_mut().zip(CIRCLE) {
-        let v = i16::from(img.get_pixel((x + dx) as u32, (y + dy) as u32).0[0]);
-        *s = if v > p + FAST_THRESHOLD {
-            1
+/// FAST-9 score of the pixel at `i` (row-major index into `raw`, at least 3 pixels from every
+/// edge; `offsets` are [`CIRCLE`]'s as index offsets): 0 when not a corner, else the summed
+/// contrast past the threshold.
+fn fast_score(raw: &[u8], i: usize, offsets: &[isize; 16]) -> u32 {
+    let p = i16::from(raw[i]);
+    let at = |k: usize| i16::from(raw[i.wrapping_add_signed(offsets[k])]);
+    // Any arc of 9 of the 16 circle pixels holds at least 2 of the 4 compass points, so a
+    // pixel with fewer than 2 compass points brighter (or darker) is no corner. Most pixels
+    // stop here.
+    let compass = [at(0), at(4), at(8), at(12)];
+    let brighter = compass.iter().filter(|&&v| v > p + FAST_THRESHOLD).count();
+    let darker = compass.iter().filter(|&&v| v < p - FAST_THRESHOLD).count();
+    if brighter < 2 && darker < 2 {
+        return 0;
+    }
+    let circle: [i16; 16] = std::array::from_fn(at);
+    let state = circle.map(|v| {
+        if v > p + FAST_THRESHOLD {
+            1i8
         } else if v < p - FAST_THRESHOLD {
             -1
         } else {
             0
-        };
-    }
+        }
+    });
     let run = |sign: i8| {
         let (mut best, mut cur) = (0, 0);
         for i in 0..32 {
@@ -131,12 +208,9 @@ fn fast_score(img: &GrayImage, x: i32, y: i32) -> u32 {
     if run(1) < 9 && run(-1) < 9 {
         return 0;
     }
-    CIRCLE
+    circle
         .iter()
-        .map(|(dx, dy)| {
-            let v = i16::from(img.get_pixel((x + dx) as u32, (y + dy) as u32).0[0]);
-            u32::from(((v - p).abs() - FAST_THRESHOLD).max(0) as u16)
-        })
+        .map(|&v| u32::from(((v - p).abs() - FAST_THRESHOLD).max(0) as u16))
         .sum()
 }
 
@@ -169,9 +243,12 @@ fn level_features(img: &GrayImage, level: u8) -> Vec<Feature> {
         return Vec::new();
     }
     let mut scores = vec![0u32; (w * h) as usize];
+    let offsets = CIRCLE.map(|(dx, dy)| (dy * w + dx) as isize);
+    let raw = img.as_raw();
     for y in PATCH..h - PATCH {
         for x in PATCH..w - PATCH {
-            scores[(y * w + x) as usize] = fast_score(img, x, y);
+            let i = (y * w + x) as usize;
+            scores[i] = fast_score(raw, i, &offsets);
         }
     }
     // Non-maximum suppression over 3x3 (ties broken by position, so the result is stable).
@@ -228,4 +305,60 @@ fn distinctive(f: &Feature) -> bool {
         .flat_map(|w| (0..4).map(move |k| (w >> (16 * k)) as u16))
         .any(|s| s.count_ones() <= 1 || s.count_ones() >= 15);
     (80..=176).contains(&ones) && !lopsided_substring
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::imageops::FilterType;
+
+    #[test]
+    fn resize_triangle_equals_image_resize() {
+        let gray = GrayImage::from_fn(517, 389, |x, y| {
+            image::Luma([((x * x / 7 + y * 13 + x * y) % 256) as u8])
+        });
+        let parts = [
+            Rect {
+                x: 0,
+                y: 0,
+                w: 517,
+                h: 389,
+            },
+            Rect {
+                x: 31,
+                y: 17,
+                w: 400,
+                h: 300,
+            },
+            Rect {
+                x: 100,
+                y: 50,
+                w: 137,
+                h: 251,
+            },
+            Rect {
+                x: 3,
+                y: 5,
+                w: 40,
+                h: 33,
+            },
+        ];
+        for r in parts {
+            let cut = gray.view(r.x, r.y, r.w, r.h).to_image();
+            for (nw, nh) in [
+                (320, 240),
+                (400, 300),
+                (r.w, r.h),
+                (97, 413),
+                (1, 1),
+                (r.w * 2, r.h / 3 + 1),
+            ] {
+                assert_eq!(
+                    resize_triangle(&gray, r, nw, nh),
+                    imageops::resize(&cut, nw, nh, FilterType::Triangle),
+                    "{r:?} to {nw}x{nh}"
+                );
+            }
+        }
+    }
 }

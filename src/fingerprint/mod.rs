@@ -110,18 +110,22 @@ impl Fingerprinter {
         let d = self.detection;
         // Regions and local features work on RGB pixels: no copy when both are off.
         let rgb = (d.regions || d.local_features).then(|| img.to_rgb8());
-        let regions = match &rgb {
-            Some(rgb) if d.regions => regions::regions(rgb, side)
-                .into_iter()
-                .map(|r| {
-                    let h = pdq::pdq_hash(&DynamicImage::ImageRgb8(regions::cut(rgb, r)));
-                    (h.hash, h.quality)
-                })
-                .collect(),
+        let layout = rgb.as_ref().map(regions::Layout::of);
+        let regions = match (&rgb, &layout) {
+            (Some(rgb), Some(layout)) if d.regions => {
+                let luma = pdq::Luma::of_rgb(rgb);
+                regions::regions(layout, side)
+                    .into_iter()
+                    .map(|r| {
+                        let h = luma.region_hash(r.x as usize, r.y as usize, r.w as usize, r.h as usize);
+                        (h.hash, h.quality)
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         };
-        let features = match &rgb {
-            Some(rgb) if d.local_features => local::features(rgb, side),
+        let features = match (&rgb, &layout) {
+            (Some(rgb), Some(layout)) if d.local_features => local::features(rgb, layout, side),
             _ => Vec::new(),
         };
         CandidateImage {
@@ -198,5 +202,74 @@ pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFi
             .enumerate()
             .flat_map(|(i, c)| c.features.iter().map(move |f| (i as u8, *f)))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::image::{Rgb, RgbImage};
+
+    /// A generated product shot: a textured object on a white background, with a grey band
+    /// above it (so trimming and segmenting have work to do) and a second, smaller object.
+    fn product_shot(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+            let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+            if fy < 0.08 {
+                Rgb([120, 120, 120])
+            } else if (0.12..0.62).contains(&fx) && (0.15..0.9).contains(&fy) {
+                let v = ((x * 7 + y * 3) ^ (x * y / 11)) as u8;
+                Rgb([v, v.wrapping_mul(5) / 2, 255 - v / 3])
+            } else if (0.7..0.92).contains(&fx) && (0.5..0.8).contains(&fy) {
+                let v = ((x / 4 + y / 3) % 7 * 36) as u8;
+                Rgb([v, 200 - v / 2, v / 2])
+            } else {
+                Rgb([250, 250, 250])
+            }
+        }))
+    }
+
+    /// A digest of everything stored or compared of an image, in a fixed byte layout.
+    fn digest(c: &CandidateImage) -> (usize, usize, u64) {
+        let mut bytes = Vec::new();
+        for v in c.pdq_variants.iter().flatten() {
+            bytes.extend_from_slice(&v.0);
+        }
+        bytes.extend_from_slice(&c.fingerprint.phash.unwrap_or(0).to_le_bytes());
+        for (h, q) in &c.regions {
+            bytes.extend_from_slice(&h.0);
+            bytes.push(*q);
+        }
+        for f in &c.features {
+            bytes.extend_from_slice(&f.x.to_le_bytes());
+            bytes.extend_from_slice(&f.y.to_le_bytes());
+            bytes.push(f.level);
+            f.bits.iter().for_each(|w| bytes.extend_from_slice(&w.to_le_bytes()));
+        }
+        (c.regions.len(), c.features.len(), xxhash_rust::xxh3::xxh3_64(&bytes))
+    }
+
+    /// Region hashes and local features of takedowns are stored and cannot be recomputed (the
+    /// photos are not kept): any change of their output must be deliberate (a version bump),
+    /// never a side effect of making them faster.
+    #[test]
+    fn golden_regions_and_features() {
+        let fp = Fingerprinter::new(DecodeLimits::default());
+        let got: Vec<(usize, usize, u64)> = [(500, 375), (900, 700)]
+            .into_iter()
+            .flat_map(|(w, h)| {
+                let img = product_shot(w, h);
+                [Side::Stored, Side::Checked].map(|side| digest(&fp.image(&img, side)))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (13, 400, 15095569354647157448),
+                (11, 400, 6212347130436571590),
+                (13, 400, 2001259517600513258),
+                (11, 400, 5799455344448923975),
+            ]
+        );
     }
 }

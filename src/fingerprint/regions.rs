@@ -5,7 +5,7 @@
 //! match between any part of a checked photo and any part of a stored one is evidence:
 //! - [`trim`]: the picture without uniform margins (frames, letterboxing, white background
 //!   around a product). Done on both sides, so a framed re-upload meets its original.
-//! - [`segments`]: the blocks of a picture separated by uniform bands (the photo inside a
+//! - [`Layout`]: the blocks of a picture separated by uniform bands (the photo inside a
 //!   phone screenshot between status bar, app bar and buttons; the tiles of a collage).
 //! - [`crops`] (stored side): crops of the trimmed takedown photo, so a cropped re-upload
 //!   meets the crop of the original it is closest to.
@@ -15,7 +15,7 @@
 //! The rules are pure functions of the pixels; their output is stored (region hashes of
 //! takedowns), so a change of rule is a change of stored output: bump
 //! [`REGIONS_VERSION`].
-use image::{GenericImageView, RgbImage};
+use image::RgbImage;
 
 /// Version of the region rules; stored region hashes were made by this version.
 pub const REGIONS_VERSION: u8 = 1;
@@ -75,30 +75,73 @@ fn uniform(pixels: impl Iterator<Item = [u8; 3]> + Clone, n: u32) -> bool {
     if n == 0 {
         return true;
     }
-    // The dominant colour is taken as the per-channel median of a sample.
+    // The dominant colour is taken as the per-channel median of a sample (at most 127
+    // pixels: the step is n / 64), found by counting: a coarse count per 16 values, then the
+    // exact count within the bucket the median falls in.
     let step = (n / 64).max(1) as usize;
-    let mut sample: Vec<[u8; 3]> = pixels.clone().step_by(step).collect();
-    let mut mid = [0u8; 3];
-    for (c, m) in mid.iter_mut().enumerate() {
-        sample.sort_unstable_by_key(|p| p[c]);
-        *m = sample[sample.len() / 2][c];
+    let mut fine = [[0u8; 256]; 3];
+    let mut coarse = [[0u8; 16]; 3];
+    let mut len = 0usize;
+    for p in pixels.clone().step_by(step) {
+        for (c, v) in p.into_iter().enumerate() {
+            fine[c][usize::from(v)] += 1;
+            coarse[c][usize::from(v >> 4)] += 1;
+        }
+        len += 1;
     }
-    let close = pixels
-        .filter(|p| {
-            p.iter()
-                .zip(mid)
-                .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() <= TOLERANCE)
-        })
-        .count();
-    close as f32 >= UNIFORM_SHARE * n as f32
+    let mut mid = [0u8; 3];
+    for ((m, fine), coarse) in mid.iter_mut().zip(&fine).zip(&coarse) {
+        // The (len / 2)-th smallest value (0-based), as sorting would give.
+        let mut rest = len / 2;
+        let mut bucket = 0;
+        while rest >= usize::from(coarse[bucket]) {
+            rest -= usize::from(coarse[bucket]);
+            bucket += 1;
+        }
+        let mut v = bucket * 16;
+        while rest >= usize::from(fine[v]) {
+            rest -= usize::from(fine[v]);
+            v += 1;
+        }
+        *m = v as u8;
+    }
+    // Stops as soon as too many pixels differ for the rest to make up the share.
+    let need = UNIFORM_SHARE * n as f32;
+    let (mut close, mut seen) = (0u32, 0u32);
+    for p in pixels {
+        seen += 1;
+        if p.iter()
+            .zip(mid)
+            .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() <= TOLERANCE)
+        {
+            close += 1;
+        } else if ((close + n.saturating_sub(seen)) as f32) < need {
+            return false;
+        }
+    }
+    close as f32 >= need
 }
 
 fn row_uniform(img: &RgbImage, r: Rect, y: u32) -> bool {
-    uniform((r.x..r.x + r.w).map(move |x| img.get_pixel(x, y).0), r.w)
+    let start = (y as usize * img.width() as usize + r.x as usize) * 3;
+    let row = &img.as_raw()[start..start + r.w as usize * 3];
+    uniform(row.chunks_exact(3).map(|p| [p[0], p[1], p[2]]), r.w)
 }
 
 fn col_uniform(img: &RgbImage, r: Rect, x: u32) -> bool {
-    uniform((r.y..r.y + r.h).map(move |y| img.get_pixel(x, y).0), r.h)
+    if r.h == 0 {
+        return true;
+    }
+    let stride = img.width() as usize * 3;
+    let start = r.y as usize * stride + x as usize * 3;
+    let raw = &img.as_raw()[start..];
+    uniform(
+        raw.chunks(3)
+            .step_by(img.width() as usize)
+            .take(r.h as usize)
+            .map(|p| [p[0], p[1], p[2]]),
+        r.h,
+    )
 }
 
 /// `r` without its uniform margins: rows from the top and bottom, then columns from the left
@@ -185,29 +228,48 @@ fn split(img: &RgbImage, r: Rect, rows: bool) -> Vec<Rect> {
         .collect()
 }
 
-/// Blocks of the picture separated by uniform bands: rows first, then columns within each
-/// band, each block trimmed. Only blocks of a useful size that differ from the trimmed whole
-/// are returned, largest first.
-pub fn segments(img: &RgbImage) -> Vec<Rect> {
-    let whole = Rect::of(img);
-    let trimmed = trim(img, whole);
-    let min_w = (whole.w as f32 * MIN_SIDE_SHARE) as u32;
-    let min_h = (whole.h as f32 * MIN_SIDE_SHARE) as u32;
-    let mut out: Vec<Rect> = Vec::new();
-    for band in split(img, trimmed, true) {
-        if band.h < min_h {
-            continue;
-        }
-        for block in split(img, band, false) {
-            let block = trim(img, block);
-            if block.w >= min_w.max(8) && block.h >= min_h.max(8) && block != trimmed && !out.contains(&block) {
-                out.push(block);
+/// What the rules find in a picture, worked out once and shared by the region hashes and the
+/// local features (finding uniform lines is most of the rules' cost).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The whole picture.
+    pub whole: Rect,
+    /// The picture without its uniform margins (see [`trim`]).
+    pub trimmed: Rect,
+    /// Blocks separated by uniform bands, largest first (see [`Layout::of`]).
+    pub segments: Vec<Rect>,
+}
+
+impl Layout {
+    /// Trims the picture, then splits it along uniform bands: rows first, then columns within
+    /// each band, each block trimmed. Only blocks of a useful size that differ from the
+    /// trimmed whole are segments.
+    pub fn of(img: &RgbImage) -> Layout {
+        let whole = Rect::of(img);
+        let trimmed = trim(img, whole);
+        let min_w = (whole.w as f32 * MIN_SIDE_SHARE) as u32;
+        let min_h = (whole.h as f32 * MIN_SIDE_SHARE) as u32;
+        let mut segments: Vec<Rect> = Vec::new();
+        for band in split(img, trimmed, true) {
+            if band.h < min_h {
+                continue;
+            }
+            for block in split(img, band, false) {
+                let block = trim(img, block);
+                if block.w >= min_w.max(8) && block.h >= min_h.max(8) && block != trimmed && !segments.contains(&block)
+                {
+                    segments.push(block);
+                }
             }
         }
+        segments.sort_by_key(|r| std::cmp::Reverse(r.area()));
+        segments.truncate(MAX_SEGMENTS);
+        Layout {
+            whole,
+            trimmed,
+            segments,
+        }
     }
-    out.sort_by_key(|r| std::cmp::Reverse(r.area()));
-    out.truncate(MAX_SEGMENTS);
-    out
 }
 
 /// Crops of a stored photo (fractions of the trimmed photo kept: left, top, right, bottom).
@@ -258,9 +320,8 @@ pub enum Side {
 
 /// The regions hashed besides the whole picture, without duplicates or the whole picture
 /// itself; tiny regions are left out.
-pub fn regions(img: &RgbImage, side: Side) -> Vec<Rect> {
-    let whole = Rect::of(img);
-    let trimmed = trim(img, whole);
+pub fn regions(layout: &Layout, side: Side) -> Vec<Rect> {
+    let (whole, trimmed) = (layout.whole, layout.trimmed);
     let mut out = Vec::new();
     let mut push = |r: Rect| {
         if r.w >= 16 && r.h >= 16 && r != whole && !out.contains(&r) {
@@ -268,7 +329,7 @@ pub fn regions(img: &RgbImage, side: Side) -> Vec<Rect> {
         }
     };
     push(trimmed);
-    segments(img).into_iter().for_each(&mut push);
+    layout.segments.iter().copied().for_each(&mut push);
     let base = if trimmed.w >= 16 && trimmed.h >= 16 {
         trimmed
     } else {
@@ -279,11 +340,6 @@ pub fn regions(img: &RgbImage, side: Side) -> Vec<Rect> {
         Side::Checked => quadrants(base).into_iter().for_each(&mut push),
     }
     out
-}
-
-/// The pixels of `r` as an image of their own.
-pub fn cut(img: &RgbImage, r: Rect) -> RgbImage {
-    img.view(r.x, r.y, r.w, r.h).to_image()
 }
 
 #[cfg(test)]
@@ -320,7 +376,7 @@ mod tests {
         for (x, y) in [(5, 5), (108, 5), (5, 108), (108, 108)] {
             image::imageops::replace(&mut c, &textured(97, 97), x, y);
         }
-        let s = segments(&c);
+        let s = Layout::of(&c).segments;
         assert_eq!(s.len(), 4, "{s:?}");
         assert!(s.iter().all(|r| r.w == 97 && r.h == 97), "{s:?}");
     }
@@ -328,8 +384,9 @@ mod tests {
     #[test]
     fn stored_and_checked_regions_differ_and_skip_the_whole() {
         let img = textured(120, 90);
-        let stored = regions(&img, Side::Stored);
-        let checked = regions(&img, Side::Checked);
+        let layout = Layout::of(&img);
+        let stored = regions(&layout, Side::Stored);
+        let checked = regions(&layout, Side::Checked);
         assert!(!stored.contains(&Rect::of(&img)) && !checked.contains(&Rect::of(&img)));
         assert_eq!(stored.len(), CROPS.len());
         assert_eq!(checked.len(), 8);
