@@ -208,6 +208,12 @@ fn photo_folders_are_read_with_sub_folders_and_each_file_once() {
     }
     // A second path to the same file (image collections link shared pictures).
     std::os::unix::fs::symlink(dir.path().join("a.png"), sub.join("link.png")).unwrap();
+    // A copy of a file, and the same pixels saved in another format: the same picture.
+    std::fs::copy(sub.join("1.png"), sub.join("z-copy.png")).unwrap();
+    image::open(sub.join("2.png"))
+        .unwrap()
+        .save(sub.join("z-2.webp"))
+        .unwrap();
     let photos = relist::eval::load_photos(dir.path(), None, 1).unwrap();
     let mut names: Vec<&str> = photos.iter().map(|p| p.0.as_str()).collect();
     names.sort_unstable();

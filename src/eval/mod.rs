@@ -169,7 +169,8 @@ pub fn load_photos(dir: &Path, limit: Option<usize>, threads: usize) -> Result<V
         }
     }
     names.sort();
-    // A file reached twice (symlinks) is one photo, not a pair of identical ones.
+    // A file reached twice (symlinks) is one photo, not a pair of identical ones; so is a
+    // copy of its pixels (below).
     let mut seen = std::collections::HashSet::new();
     names.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     names.truncate(limit.unwrap_or(usize::MAX));
@@ -180,14 +181,25 @@ pub fn load_photos(dir: &Path, limit: Option<usize>, threads: usize) -> Result<V
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok::<_, String>((name, img.to_rgb8()))
+        // Same size, layout and pixels: the same picture (collections file one picture under
+        // several categories, or save it again), which would count as a false positive.
+        let mut content = format!("{}x{}", img.width(), img.height()).into_bytes();
+        content.extend_from_slice(img.to_rgba8().as_raw());
+        let content = xxhash_rust::xxh3::xxh3_128(&content);
+        Ok::<_, String>((name, img.to_rgb8(), content))
     });
     let mut photos = Vec::with_capacity(decoded.len());
+    let mut contents = std::collections::HashSet::new();
+    let mut copies = 0usize;
     for (path, d) in names.iter().zip(decoded) {
         match d {
-            Ok(p) => photos.push(p),
+            Ok((name, img, content)) if contents.insert(content) => photos.push((name, img)),
+            Ok(_) => copies += 1,
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping photo"),
         }
+    }
+    if copies > 0 {
+        tracing::warn!(copies, "left out files whose pixels equal an earlier file's");
     }
     if photos.len() < 2 {
         return Err(EvalError::Input(format!("{}: needs at least 2 photos", dir.display())));
