@@ -55,6 +55,10 @@ const MAX_HITS_PER_FEATURE: usize = 32;
 const LOCAL_BUCKET_SKEW: usize = 32;
 /// ... and no bucket of up to this many records is skipped, however small the index.
 const LOCAL_BUCKET_FLOOR: usize = 128;
+/// A region of a checked photo that matches more takedowns than this is a shared element (a
+/// shop stamp on a mostly empty picture cut out as a block of its own) and is not counted.
+/// The same photo taken down again and again stays matchable by its whole-picture hashes.
+const MAX_REGION_TAKEDOWNS: usize = 3;
 /// A checked feature counts only for the stored image it matches best, and only when every
 /// other image's best match is at least this many bits further (a ratio test in bits).
 const DISTINCT_MARGIN: u32 = 4;
@@ -229,6 +233,9 @@ impl LiveIndex {
                 for (transform, code) in variants.into_iter().chain(regions) {
                     hits.clear();
                     self.pdq.range(&code.words(), t.pdq_review, &mut hits);
+                    if transform.is_none() && shared_element(&hits) {
+                        continue;
+                    }
                     for &(entry, distance) in &hits {
                         push_best(&mut found, entry, ci, HashKind::Pdq, distance, transform);
                     }
@@ -416,6 +423,16 @@ impl LiveIndex {
 }
 
 /// Keeps the smallest distance per (takedown, candidate image, stored image, kind).
+/// Whether a checked region's hits span more than [`MAX_REGION_TAKEDOWNS`] takedowns: then
+/// the region is something many listings share (a seller's logo and name stamped on every
+/// photo, a platform's frame), not the photo, and is no evidence.
+fn shared_element(hits: &[(u64, u32)]) -> bool {
+    let mut takedowns: Vec<u64> = hits.iter().map(|&(entry, _)| entry >> 16).collect();
+    takedowns.sort_unstable();
+    takedowns.dedup();
+    takedowns.len() > MAX_REGION_TAKEDOWNS
+}
+
 fn push_best(
     found: &mut BTreeMap<TakedownId, Evidence>,
     entry: u64,
@@ -488,6 +505,60 @@ mod tests {
         assert!(
             ids(image(Some(10))).is_empty(),
             "a featureless checked photo's pHash is no evidence"
+        );
+    }
+
+    #[test]
+    fn a_region_many_takedowns_share_is_no_evidence() {
+        let t = Thresholds::default();
+        let stamp = PdqHash([0x3c; 32]);
+        // Four photos at least 128 bits from each other, from the stamp and from the check.
+        let own = |k: u8| PdqHash([[0x0f, 0xf0, 0x55, 0xaa][usize::from(k - 1)]; 32]);
+        let takedown = |k: u8, with_stamp: bool| ListingFingerprints {
+            images: vec![ImageFingerprint {
+                pdq: Some(own(k)),
+                pdq_quality: 100,
+                phash: None,
+            }],
+            regions: with_stamp
+                .then_some(RegionFingerprint {
+                    image: 0,
+                    pdq: Some(stamp),
+                    pdq_quality: 100,
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let region_check = |regions: Vec<PdqHash>| CandidateImage {
+            regions: regions.into_iter().map(|h| (h, 100)).collect(),
+            ..checked(ImageFingerprint {
+                pdq: Some(PdqHash([0xa5; 32])),
+                pdq_quality: 100,
+                phash: None,
+            })
+        };
+        let mut ix = LiveIndex::default();
+        // One seller's stamp band, cut out as a region, on the photos of four takedowns.
+        for k in 1..=4 {
+            ix.add(u64::from(k), &takedown(k, true), t.pdq_min_quality);
+        }
+        assert!(
+            ix.find(&[region_check(vec![stamp])], None, &t).is_empty(),
+            "a region shared by {} takedowns is a stamp, not the photo",
+            MAX_REGION_TAKEDOWNS + 1
+        );
+        // A region that is one takedown's photo still counts, beside the shared one.
+        let found = ix.find(&[region_check(vec![stamp, own(2)])], None, &t);
+        assert_eq!(found.into_keys().collect::<Vec<_>>(), [2]);
+        // Up to MAX_REGION_TAKEDOWNS takedowns (a photo taken down again and again) it counts.
+        let mut few = LiveIndex::default();
+        for k in 1..=MAX_REGION_TAKEDOWNS as u8 {
+            few.add(u64::from(k), &takedown(k, true), t.pdq_min_quality);
+        }
+        assert_eq!(
+            few.find(&[region_check(vec![stamp])], None, &t).len(),
+            MAX_REGION_TAKEDOWNS
         );
     }
 }
