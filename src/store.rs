@@ -526,8 +526,27 @@ mod tests {
         }
     }
 
+    /// Opens a store whose previous handle was just dropped: sled releases its file lock
+    /// when its background flusher, which holds the last reference, has exited, a moment
+    /// after the drop. Retries only that error, for 2 s at most.
+    fn open_released(dir: &Path) -> Result<Store> {
+        for _ in 0..100 {
+            match Store::open(dir) {
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+        Store::open(dir)
+    }
+
+    fn reopen(dir: &Path) -> Store {
+        open_released(dir).unwrap()
+    }
+
     fn set_schema(dir: &Path, v: u32) {
-        let s = Store::open(dir).unwrap();
+        let s = reopen(dir);
         s.db.open_tree("meta")
             .unwrap()
             .insert(SCHEMA_KEY, &v.to_be_bytes())
@@ -546,7 +565,7 @@ mod tests {
                 s.put_takedown(&takedown(3, "", false)).unwrap();
             }
             set_schema(dir.path(), from);
-            let s = Store::open(dir.path()).unwrap();
+            let s = reopen(dir.path());
             let v = s.db.open_tree("meta").unwrap().get(SCHEMA_KEY).unwrap().unwrap();
             assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
 
@@ -581,6 +600,6 @@ mod tests {
                 .unwrap();
             s.flush().unwrap();
         }
-        assert!(matches!(Store::open(dir.path()), Err(Error::Corrupt(_))));
+        assert!(matches!(open_released(dir.path()), Err(Error::Corrupt(_))));
     }
 }
