@@ -24,7 +24,7 @@ use relist::api::pb;
 use relist::domain::{ImageFingerprint, ListingFingerprints, ListingInfo, Takedown};
 use relist::fingerprint::pdq::PdqHash;
 use relist::store::Store;
-use support::{rss_mib, start_daemon, Client};
+use support::{connect, rss_mib, start_daemon, Client};
 
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
@@ -120,15 +120,13 @@ fn main() {
         .build()
         .expect("runtime");
     let (daemon, full) = rt.block_on(start_serving(&data));
+    let (rss, peak) = rss_mib(&daemon.child.id().to_string());
     println!(
-        "relist serve on {n} takedowns, full load from sled: SERVING after {:.2}s; daemon RSS {:.0} MiB (peak {:.0})",
+        "relist serve on {n} takedowns, full load from sled: SERVING after {:.2}s; daemon RSS {rss:.0} MiB (peak {peak:.0})",
         full.as_secs_f64(),
-        rss_mib(&daemon.child.id().to_string()).0,
-        rss_mib(&daemon.child.id().to_string()).1
     );
     rt.block_on(async {
-        let url = daemon.addr.clone();
-        let mut c: Client = pb::relist_client::RelistClient::connect(url).await.expect("connect");
+        let mut c = connect(&daemon.addr).await;
         let (mut reg_ms, mut visible) = (Vec::new(), 0);
         for i in 0..200u64 {
             let pdq = pdq_of(u64::MAX / 2 + i).to_hex();
@@ -141,7 +139,7 @@ fn main() {
                 listing: Some(pb::Listing {
                     listing_id: format!("new-{i}"),
                     marketplace: "shopee".into(),
-                    images: vec![image.clone()],
+                    images: vec![image],
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -149,21 +147,7 @@ fn main() {
             .await
             .expect("register");
             reg_ms.push(t.elapsed().as_secs_f64() * 1e3);
-            let r = c
-                .check_listing(pb::CheckListingRequest {
-                    listing: Some(pb::Listing {
-                        listing_id: format!("probe-{i}"),
-                        marketplace: "tokopedia".into(),
-                        images: vec![image],
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .expect("check")
-                .into_inner();
-            if r.verdict == pb::Verdict::Reupload as i32 {
-                visible += 1;
-            }
+            visible += usize::from(is_reupload(&mut c, &format!("probe-{i}"), &pdq).await);
         }
         println!(
             "new takedown, registered (flushed) and matchable: p50 {:.2} ms, p99 {:.2} ms; matched by the next check: {visible}/200",
@@ -182,47 +166,49 @@ fn main() {
     );
     assert!(snapshot > 0, "no index snapshot was written");
     let (daemon, fast) = rt.block_on(start_serving(&data));
+    let (rss, peak) = rss_mib(&daemon.child.id().to_string());
     println!(
         "relist serve on {n} takedowns, from the index snapshot: SERVING after {:.2}s ({:.1}x faster); daemon RSS \
-         {:.0} MiB (peak {:.0})",
+         {rss:.0} MiB (peak {peak:.0})",
         fast.as_secs_f64(),
         full.as_secs_f64() / fast.as_secs_f64(),
-        rss_mib(&daemon.child.id().to_string()).0,
-        rss_mib(&daemon.child.id().to_string()).1
     );
     assert!(
         !data.join(relist::snapshot::FILE_NAME).exists(),
         "the snapshot was not used (it is deleted once loaded)"
     );
     rt.block_on(async {
-        let mut c: Client = pb::relist_client::RelistClient::connect(daemon.addr.clone())
-            .await
-            .expect("connect");
+        let mut c = connect(&daemon.addr).await;
         let mut matched = 0;
         for (i, id) in [(0u64, 1u64), (7, n / 2), (199, n)] {
             for pdq in [pdq_of(u64::MAX / 2 + i), pdq_of(id)] {
-                let r = c
-                    .check_listing(pb::CheckListingRequest {
-                        listing: Some(pb::Listing {
-                            listing_id: format!("probe-after-{i}-{id}"),
-                            marketplace: "tokopedia".into(),
-                            images: vec![pb::Image {
-                                pdq: pdq.to_hex(),
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        }),
-                    })
-                    .await
-                    .expect("check")
-                    .into_inner();
-                matched += usize::from(r.verdict == pb::Verdict::Reupload as i32);
+                matched += usize::from(is_reupload(&mut c, &format!("probe-after-{i}-{id}"), &pdq.to_hex()).await);
             }
         }
         println!("after the restart from the snapshot, stored and registered takedowns matched: {matched}/6");
         assert_eq!(matched, 6);
     });
     drop(daemon);
+}
+
+/// Whether a hash-only check of `pdq` (hex) comes back REUPLOAD.
+async fn is_reupload(c: &mut Client, listing_id: &str, pdq: &str) -> bool {
+    let r = c
+        .check_listing(pb::CheckListingRequest {
+            listing: Some(pb::Listing {
+                listing_id: listing_id.into(),
+                marketplace: "tokopedia".into(),
+                images: vec![pb::Image {
+                    pdq: pdq.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    r.verdict == pb::Verdict::Reupload as i32
 }
 
 /// Starts the release daemon on `data` and waits (at most 600 s) until its health service

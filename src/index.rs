@@ -451,7 +451,7 @@ impl<const W: usize> HammingIndex<W> {
     /// substrings with it, so it is still found unless all of them are that common. Always
     /// probes, never scans.
     pub fn range_capped(&self, query: &[u64; W], radius: u32, max_bucket: usize, out: &mut Vec<(u64, u32)>) {
-        if self.len == 0 || radius / Self::TABLES as u32 >= SUB_BITS as u32 {
+        if self.len == 0 {
             return;
         }
         self.range_probe(query, radius, max_bucket, out);
@@ -463,9 +463,9 @@ impl<const W: usize> HammingIndex<W> {
     }
 
     /// Verifies one candidate found in table `t` and reports it unless an earlier table
-    /// (whose substring is also within that table's radius) has reported it already.
+    /// (whose substring is also within that table's radius) has reported it already. With a
+    /// bucket cap, an earlier table only counts if its bucket for the code was read.
     #[inline]
-    /// With a bucket cap, an earlier table only counts if its bucket for the code was read.
     #[allow(clippy::too_many_arguments)]
     fn verify(
         &self,
@@ -586,23 +586,23 @@ impl<const W: usize> HammingIndex<W> {
         e.u32(W as u32)?;
         e.u64(self.len as u64)?;
         e.u64(self.ids.len() as u64)?;
-        e.u64s(&self.ids)?;
+        e.words(&self.ids, u64::to_le_bytes)?;
         if !Self::INLINE {
             for c in &self.codes {
-                e.u64s(c)?;
+                e.words(c, u64::to_le_bytes)?;
             }
         }
         e.u64(self.live.len() as u64)?;
-        e.u64s(&self.live)?;
+        e.words(&self.live, u64::to_le_bytes)?;
         e.u64(self.free.len() as u64)?;
-        e.u32s(&self.free)?;
+        e.words(&self.free, u32::to_le_bytes)?;
         e.u8(u8::from(!self.tables.is_empty()))?;
         for table in self.tables.chunks(BUCKETS) {
             for b in table {
                 e.u32(b.len() as u32)?;
             }
             for b in table {
-                e.u16s(b.records(Self::STRIDE))?;
+                e.words(b.records(Self::STRIDE), u16::to_le_bytes)?;
             }
         }
         Ok(())
@@ -622,7 +622,7 @@ impl<const W: usize> HammingIndex<W> {
         if slots >= u32::MAX as usize {
             return Err(bad("too many slots"));
         }
-        let ids = d.u64_vec(slots)?;
+        let ids = d.array(slots, 8, le_u64)?;
         let mut codes = Vec::new();
         if !Self::INLINE {
             codes.reserve_exact(slots);
@@ -638,9 +638,9 @@ impl<const W: usize> HammingIndex<W> {
         if n != slots.div_ceil(64) {
             return Err(bad("liveness bitset length"));
         }
-        let live = d.u64_vec(n)?;
+        let live = d.array(n, 8, le_u64)?;
         let n = d.count(4)?;
-        let free = d.u32_vec(n)?;
+        let free = d.array(n, 4, le_u32)?;
         let live_count: usize = live.iter().map(|w| w.count_ones() as usize).sum();
         if live_count != len || len.checked_add(free.len()) != Some(slots) {
             return Err(bad("entry counts disagree"));
@@ -672,11 +672,7 @@ impl<const W: usize> HammingIndex<W> {
         // Buckets are read in groups of about this many words.
         const GROUP_WORDS: usize = 1 << 20;
         for _ in 0..Self::TABLES {
-            if !d.fits(BUCKETS as u64, 4) {
-                return Err(bad("bucket counts truncated"));
-            }
-            let mut counts = Vec::with_capacity(BUCKETS);
-            d.records(BUCKETS, 4, |b| counts.push(le_u32(b) as usize))?;
+            let counts = d.array(BUCKETS, 4, |b| le_u32(b) as usize)?;
             if counts.iter().sum::<usize>() != len {
                 return Err(bad("a table's record count is not the index length"));
             }

@@ -352,10 +352,10 @@ impl LiveIndex {
             return Vec::new();
         }
         let mut votes: HashMap<VoteKey, Vec<Vote>> = HashMap::new();
+        let cap = self.local_bucket_cap();
         for (q, feat) in features.iter().enumerate() {
             hits.clear();
-            self.local
-                .range_capped(&feat.bits, LOCAL_RADIUS, self.local_bucket_cap(), hits);
+            self.local.range_capped(&feat.bits, LOCAL_RADIUS, cap, hits);
             if hits.is_empty() || hits.len() > MAX_HITS_PER_FEATURE {
                 continue;
             }
@@ -422,7 +422,6 @@ impl LiveIndex {
     }
 }
 
-/// Keeps the smallest distance per (takedown, candidate image, stored image, kind).
 /// Whether a checked region's hits span more than [`MAX_REGION_TAKEDOWNS`] takedowns: then
 /// the region is something many listings share (a seller's logo and name stamped on every
 /// photo, a platform's frame), not the photo, and is no evidence.
@@ -433,6 +432,7 @@ fn shared_element(hits: &[(u64, u32)]) -> bool {
     takedowns.len() > MAX_REGION_TAKEDOWNS
 }
 
+/// Keeps the smallest distance per (takedown, candidate image, stored image, kind).
 fn push_best(
     found: &mut BTreeMap<TakedownId, Evidence>,
     entry: u64,
@@ -514,20 +514,17 @@ mod tests {
         let stamp = PdqHash([0x3c; 32]);
         // Four photos at least 128 bits from each other, from the stamp and from the check.
         let own = |k: u8| PdqHash([[0x0f, 0xf0, 0x55, 0xaa][usize::from(k - 1)]; 32]);
-        let takedown = |k: u8, with_stamp: bool| ListingFingerprints {
+        let takedown = |k: u8| ListingFingerprints {
             images: vec![ImageFingerprint {
                 pdq: Some(own(k)),
                 pdq_quality: 100,
                 phash: None,
             }],
-            regions: with_stamp
-                .then_some(RegionFingerprint {
-                    image: 0,
-                    pdq: Some(stamp),
-                    pdq_quality: 100,
-                })
-                .into_iter()
-                .collect(),
+            regions: vec![RegionFingerprint {
+                image: 0,
+                pdq: Some(stamp),
+                pdq_quality: 100,
+            }],
             ..Default::default()
         };
         let region_check = |regions: Vec<PdqHash>| CandidateImage {
@@ -541,7 +538,7 @@ mod tests {
         let mut ix = LiveIndex::default();
         // One seller's stamp band, cut out as a region, on the photos of four takedowns.
         for k in 1..=4 {
-            ix.add(u64::from(k), &takedown(k, true), t.pdq_min_quality);
+            ix.add(u64::from(k), &takedown(k), t.pdq_min_quality);
         }
         assert!(
             ix.find(&[region_check(vec![stamp])], None, &t).is_empty(),
@@ -554,7 +551,7 @@ mod tests {
         // Up to MAX_REGION_TAKEDOWNS takedowns (a photo taken down again and again) it counts.
         let mut few = LiveIndex::default();
         for k in 1..=MAX_REGION_TAKEDOWNS as u8 {
-            few.add(u64::from(k), &takedown(k, true), t.pdq_min_quality);
+            few.add(u64::from(k), &takedown(k), t.pdq_min_quality);
         }
         assert_eq!(
             few.find(&[region_check(vec![stamp])], None, &t).len(),

@@ -349,25 +349,10 @@ impl<W: Write> Encoder<W> {
         self.room()
     }
 
-    pub fn u16s(&mut self, v: &[u16]) -> io::Result<()> {
-        for c in v.chunks(CHUNK / 2) {
-            self.buf.extend(c.iter().flat_map(|w| w.to_le_bytes()));
-            self.room()?;
-        }
-        Ok(())
-    }
-
-    pub fn u32s(&mut self, v: &[u32]) -> io::Result<()> {
-        for c in v.chunks(CHUNK / 4) {
-            self.buf.extend(c.iter().flat_map(|w| w.to_le_bytes()));
-            self.room()?;
-        }
-        Ok(())
-    }
-
-    pub fn u64s(&mut self, v: &[u64]) -> io::Result<()> {
-        for c in v.chunks(CHUNK / 8) {
-            self.buf.extend(c.iter().flat_map(|w| w.to_le_bytes()));
+    /// Each of `v` as `N` little-endian bytes (`to_le` is e.g. `u32::to_le_bytes`).
+    pub fn words<T: Copy, const N: usize>(&mut self, v: &[T], to_le: fn(T) -> [u8; N]) -> io::Result<()> {
+        for c in v.chunks(CHUNK / N) {
+            self.buf.extend(c.iter().flat_map(|&w| to_le(w)));
             self.room()?;
         }
         Ok(())
@@ -467,23 +452,19 @@ impl<R: Read> Decoder<R> {
         Ok(())
     }
 
-    /// `n` u64 values (checked to fit).
-    pub fn u64_vec(&mut self, n: usize) -> std::result::Result<Vec<u64>, SnapshotError> {
-        if !self.fits(n as u64, 8) {
+    /// `n` values of `size` bytes each, parsed by `parse`; checked to fit before anything is
+    /// allocated for them.
+    pub fn array<T>(
+        &mut self,
+        n: usize,
+        size: usize,
+        parse: impl Fn(&[u8]) -> T,
+    ) -> std::result::Result<Vec<T>, SnapshotError> {
+        if !self.fits(n as u64, size as u64) {
             return Err(invalid("array runs past the end of the snapshot"));
         }
         let mut v = Vec::with_capacity(n);
-        self.records(n, 8, |b| v.push(le_u64(b)))?;
-        Ok(v)
-    }
-
-    /// `n` u32 values (checked to fit).
-    pub fn u32_vec(&mut self, n: usize) -> std::result::Result<Vec<u32>, SnapshotError> {
-        if !self.fits(n as u64, 4) {
-            return Err(invalid("array runs past the end of the snapshot"));
-        }
-        let mut v = Vec::with_capacity(n);
-        self.records(n, 4, |b| v.push(le_u32(b)))?;
+        self.records(n, size, |b| v.push(parse(b)))?;
         Ok(v)
     }
 

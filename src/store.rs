@@ -541,12 +541,8 @@ mod tests {
         Store::open(dir)
     }
 
-    fn reopen(dir: &Path) -> Store {
-        open_released(dir).unwrap()
-    }
-
     fn set_schema(dir: &Path, v: u32) {
-        let s = reopen(dir);
+        let s = open_released(dir).unwrap();
         s.db.open_tree("meta")
             .unwrap()
             .insert(SCHEMA_KEY, &v.to_be_bytes())
@@ -565,7 +561,7 @@ mod tests {
                 s.put_takedown(&takedown(3, "", false)).unwrap();
             }
             set_schema(dir.path(), from);
-            let s = reopen(dir.path());
+            let s = open_released(dir.path()).unwrap();
             let v = s.db.open_tree("meta").unwrap().get(SCHEMA_KEY).unwrap().unwrap();
             assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
 

@@ -129,10 +129,10 @@ fn resize_triangle(gray: &GrayImage, r: Rect, nw: u32, nh: u32) -> GrayImage {
 fn triangle_weights(out: usize, len: usize, new_len: usize) -> (usize, Vec<f32>) {
     let ratio = len as f32 / new_len as f32;
     let sratio = if ratio < 1.0 { 1.0 } else { ratio };
-    let src_support = sratio;
+    // The triangle's support is 1, so `sratio` source pixels either side.
     let input = (out as f32 + 0.5) * ratio;
-    let left = ((input - src_support).floor() as i64).clamp(0, len as i64 - 1);
-    let right = ((input + src_support).ceil() as i64).clamp(left + 1, len as i64);
+    let left = ((input - sratio).floor() as i64).clamp(0, len as i64 - 1);
+    let right = ((input + sratio).ceil() as i64).clamp(left + 1, len as i64);
     let input = input - 0.5;
     let mut ws = Vec::with_capacity((right - left) as usize);
     let mut sum = 0.0;

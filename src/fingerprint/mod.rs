@@ -109,24 +109,29 @@ impl Fingerprinter {
         let (variants, quality) = pdq::pdq_dihedral(img);
         let d = self.detection;
         // Regions and local features work on RGB pixels: no copy when both are off.
-        let rgb = (d.regions || d.local_features).then(|| img.to_rgb8());
-        let layout = rgb.as_ref().map(regions::Layout::of);
-        let regions = match (&rgb, &layout) {
-            (Some(rgb), Some(layout)) if d.regions => {
-                let luma = pdq::Luma::of_rgb(rgb);
-                regions::regions(layout, side)
+        let (regions, features) = if d.regions || d.local_features {
+            let rgb = img.to_rgb8();
+            let layout = regions::Layout::of(&rgb);
+            let regions = if d.regions {
+                let luma = pdq::Luma::of_rgb(&rgb);
+                regions::regions(&layout, side)
                     .into_iter()
                     .map(|r| {
                         let h = luma.region_hash(r.x as usize, r.y as usize, r.w as usize, r.h as usize);
                         (h.hash, h.quality)
                     })
                     .collect()
-            }
-            _ => Vec::new(),
-        };
-        let features = match (&rgb, &layout) {
-            (Some(rgb), Some(layout)) if d.local_features => local::features(rgb, layout, side),
-            _ => Vec::new(),
+            } else {
+                Vec::new()
+            };
+            let features = if d.local_features {
+                local::features(&rgb, &layout, side)
+            } else {
+                Vec::new()
+            };
+            (regions, features)
+        } else {
+            (Vec::new(), Vec::new())
         };
         CandidateImage {
             fingerprint: ImageFingerprint {

@@ -696,7 +696,7 @@ fn box_along_rows(input: &[f32], out: &mut [f32], width: usize, window: usize) {
     }
 }
 
-/// Rows filtered side by side by [`box_along_rows`] (one AVX register of f32).
+/// Rows filtered side by side by [`box_along_rows`] (two SSE registers of f32).
 const ROW_LANES: usize = 8;
 
 /// The reference's column-wise `box1DFloat`, run for all columns at once row

@@ -92,18 +92,8 @@ fn uniform(pixels: impl Iterator<Item = [u8; 3]> + Clone, n: u32) -> bool {
     let mut mid = [0u8; 3];
     for ((m, fine), coarse) in mid.iter_mut().zip(&fine).zip(&coarse) {
         // The (len / 2)-th smallest value (0-based), as sorting would give.
-        let mut rest = len / 2;
-        let mut bucket = 0;
-        while rest >= usize::from(coarse[bucket]) {
-            rest -= usize::from(coarse[bucket]);
-            bucket += 1;
-        }
-        let mut v = bucket * 16;
-        while rest >= usize::from(fine[v]) {
-            rest -= usize::from(fine[v]);
-            v += 1;
-        }
-        *m = v as u8;
+        let (bucket, rest) = locate(coarse, len / 2);
+        *m = (bucket * 16 + locate(&fine[bucket * 16..], rest).0) as u8;
     }
     // Stops as soon as too many pixels differ for the rest to make up the share.
     let need = UNIFORM_SHARE * n as f32;
@@ -120,6 +110,17 @@ fn uniform(pixels: impl Iterator<Item = [u8; 3]> + Clone, n: u32) -> bool {
         }
     }
     close as f32 >= need
+}
+
+/// The index of the count that the `rank`-th counted item (0-based) falls in, and its rank
+/// within that count.
+fn locate(counts: &[u8], mut rank: usize) -> (usize, usize) {
+    let mut i = 0;
+    while rank >= usize::from(counts[i]) {
+        rank -= usize::from(counts[i]);
+        i += 1;
+    }
+    (i, rank)
 }
 
 fn row_uniform(img: &RgbImage, r: Rect, y: u32) -> bool {
