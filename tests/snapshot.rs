@@ -5,125 +5,45 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::Client;
+use common::{Client, Daemon};
 use rand::{Rng, SeedableRng};
 use relist::api::pb;
 use relist::snapshot::FILE_NAME;
 
-/// `relist serve` in a child process with every log line kept.
-struct Serve {
-    child: Child,
-    addr: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+/// `relist serve` over `data`, as this test runs it.
+fn serve(data: &Path) -> Daemon {
+    Daemon::serve(data, &["--no-thumbnails"])
 }
 
-impl Serve {
-    fn start(data: &Path) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relist"))
-            .args(["serve", "--no-thumbnails", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .env("RELIST_LOG", "info")
-            .env_remove("RELIST_API_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn relist serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let kept = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("relist serving") {
-                    if let Some(rest) = line.split("addr=").nth(1) {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                    }
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the daemon logged no address:\n{}", lines.lock().unwrap().join("\n")));
-        Serve {
-            child,
-            addr,
-            lines,
-            reader: Some(reader),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    async fn client(&self) -> Client {
-        common::connect(self.addr.parse().expect("daemon address")).await
-    }
-
-    /// The index sizes the start logged: (how it loaded, pdq entries, title entries).
-    fn loaded(&self) -> (&'static str, usize, usize) {
-        let log = self.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("loaded takedown bank"))
-            .unwrap_or_else(|| panic!("no load line:\n{log}"));
-        let field = |name: &str| -> usize {
-            line.split(&format!(" {name}="))
-                .nth(1)
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {line}"))
-        };
-        let how = if line.contains("from the index snapshot") {
-            "snapshot"
-        } else if line.contains("from the store") {
-            "store"
-        } else {
-            panic!("unknown load line {line}")
-        };
-        (how, field("pdq"), field("titles"))
-    }
-
-    /// SIGTERM, then waits (bounded) for a zero exit and the last log line.
-    fn terminate(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
-        }
-        let log = self.log();
-        assert!(status.success(), "{status:?}\n{log}");
-        log
-    }
-
-    /// SIGKILL.
-    fn kill9(mut self) {
-        self.child.kill().expect("kill -9");
-        let _ = self.child.wait();
-    }
+async fn client(d: &Daemon) -> Client {
+    common::connect(d.addr.parse().expect("daemon address")).await
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The index sizes the start logged: (how it loaded, pdq entries, title entries).
+fn loaded(d: &Daemon) -> (&'static str, usize, usize) {
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("loaded takedown bank"))
+        .unwrap_or_else(|| panic!("no load line:\n{log}"));
+    let field = |name: &str| -> usize {
+        line.split(&format!(" {name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    let how = if line.contains("from the index snapshot") {
+        "snapshot"
+    } else if line.contains("from the store") {
+        "store"
+    } else {
+        panic!("unknown load line {line}")
+    };
+    (how, field("pdq"), field("titles"))
 }
 
 /// What was registered: takedown id -> (PDQ hex, title, live).
@@ -176,8 +96,8 @@ async fn write(c: &mut Client, rng: &mut impl Rng, bank: &mut Bank, tag: &str, n
 
 /// Right after a start: the index holds exactly one PDQ per live takedown and one title per
 /// live titled one (a removed takedown's entries would count), and [`answers`] agree.
-async fn verify(d: &Serve, bank: &Bank) {
-    let (_, pdq, titles) = d.loaded();
+async fn verify(d: &Daemon, bank: &Bank) {
+    let (_, pdq, titles) = loaded(d);
     let live = bank.values().filter(|t| t.2);
     assert_eq!(pdq, live.clone().count(), "PDQ entries loaded\n{}", d.log());
     assert_eq!(titles, live.filter(|t| !t.1.is_empty()).count(), "titles loaded");
@@ -186,8 +106,8 @@ async fn verify(d: &Serve, bank: &Bank) {
 
 /// Every live takedown is a REUPLOAD of its own hash (and title); a removed one is in no
 /// answer.
-async fn answers(d: &Serve, bank: &Bank) {
-    let mut c = d.client().await;
+async fn answers(d: &Daemon, bank: &Bank) {
+    let mut c = client(d).await;
     for (id, (pdq, title, live)) in bank {
         let r = c
             .check_listing(pb::CheckListingRequest {
@@ -215,17 +135,17 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     let mut bank = Bank::new();
 
     // A fresh store: full load; writes; a graceful stop writes the snapshot.
-    let d = Serve::start(&data);
-    assert_eq!(d.loaded().0, "store");
-    write(&mut d.client().await, &mut rng, &mut bank, "a", 40, 6).await;
+    let d = serve(&data);
+    assert_eq!(loaded(&d).0, "store");
+    write(&mut client(&d).await, &mut rng, &mut bank, "a", 40, 6).await;
     answers(&d, &bank).await;
     let log = d.terminate();
     assert!(log.contains("index snapshot written"), "{log}");
     assert!(snapshot.is_file());
 
     // Restart: from the snapshot, same index; the file is gone once used.
-    let d = Serve::start(&data);
-    assert_eq!(d.loaded().0, "snapshot", "{}", d.log());
+    let d = serve(&data);
+    assert_eq!(loaded(&d).0, "snapshot", "{}", d.log());
     assert!(
         !d.log().lines().any(|l| l.contains("WARN") && l.contains("snapshot")),
         "{}",
@@ -235,13 +155,13 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     verify(&d, &bank).await;
     // More writes (removing some of the snapshot's takedowns too), then kill -9: the store
     // has changed since the snapshot, and no new one was written.
-    write(&mut d.client().await, &mut rng, &mut bank, "b", 20, 8).await;
+    write(&mut client(&d).await, &mut rng, &mut bank, "b", 20, 8).await;
     answers(&d, &bank).await;
     d.kill9();
-    let d = Serve::start(&data);
-    assert_eq!(d.loaded().0, "store", "{}", d.log());
+    let d = serve(&data);
+    assert_eq!(loaded(&d).0, "store", "{}", d.log());
     verify(&d, &bank).await;
-    write(&mut d.client().await, &mut rng, &mut bank, "c", 10, 2).await;
+    write(&mut client(&d).await, &mut rng, &mut bank, "c", 10, 2).await;
     let log = d.terminate();
     assert!(log.contains("index snapshot written"), "{log}");
 
@@ -250,8 +170,8 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x04;
     std::fs::write(&snapshot, &bytes).unwrap();
-    let d = Serve::start(&data);
-    assert_eq!(d.loaded().0, "store", "{}", d.log());
+    let d = serve(&data);
+    assert_eq!(loaded(&d).0, "store", "{}", d.log());
     let log = d.log();
     assert!(
         log.lines()
@@ -260,14 +180,14 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     );
     assert!(!snapshot.exists(), "a stale snapshot is deleted");
     verify(&d, &bank).await;
-    write(&mut d.client().await, &mut rng, &mut bank, "d", 10, 2).await;
+    write(&mut client(&d).await, &mut rng, &mut bank, "d", 10, 2).await;
     d.terminate();
 
     // The key in the store but no file (a copy of the store without it): full load.
     assert!(snapshot.is_file());
     std::fs::remove_file(&snapshot).unwrap();
-    let d = Serve::start(&data);
-    assert_eq!(d.loaded().0, "store", "{}", d.log());
+    let d = serve(&data);
+    assert_eq!(loaded(&d).0, "store", "{}", d.log());
     assert!(d.log().contains("index snapshot not used"), "{}", d.log());
     verify(&d, &bank).await;
     d.terminate();
@@ -279,14 +199,14 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let d = Serve::start(&data);
-    assert_eq!(d.loaded().0, "store", "{}", d.log());
+    let d = serve(&data);
+    assert_eq!(loaded(&d).0, "store", "{}", d.log());
     verify(&d, &bank).await;
     d.terminate();
 
     // Back to the snapshot when nothing happened in between.
-    let d = Serve::start(&data);
-    assert_eq!(d.loaded().0, "snapshot", "{}", d.log());
+    let d = serve(&data);
+    assert_eq!(loaded(&d).0, "snapshot", "{}", d.log());
     verify(&d, &bank).await;
     d.kill9();
 }

@@ -239,11 +239,13 @@ pub fn shared_data() -> Option<std::path::PathBuf> {
     }
 }
 
-/// The real `relist serve` in a child process, killed on drop.
+/// The real `relist serve` in a child process, killed on drop; every log line is kept.
 pub struct Daemon {
     pub child: std::process::Child,
     /// The address logged on the first stderr line containing the marker.
     pub addr: String,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -267,23 +269,63 @@ impl Daemon {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         let marker = marker.to_string();
-        std::thread::spawn(move || {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = lines.clone();
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains(&marker) {
                     if let Some(rest) = line.split("addr=").nth(1) {
                         let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                     }
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let mut daemon = Daemon {
             child,
             addr: String::new(),
+            lines,
+            reader: Some(reader),
         };
         daemon.addr = rx
             .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the daemon logged its address");
+            .unwrap_or_else(|_| panic!("the daemon logged no address:\n{}", daemon.log()));
         daemon
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits (bounded) for a zero exit; returns the whole log.
+    pub fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        let log = self.log();
+        assert!(status.success(), "{status:?}\n{log}");
+        log
+    }
+
+    /// SIGKILL.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
     }
 }
 
