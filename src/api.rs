@@ -357,11 +357,7 @@ fn match_to_proto(m: &Match) -> pb::Match {
             .map(|e| pb::ImageEvidence {
                 candidate_image_index: e.candidate_image_index,
                 stored_image_index: e.stored_image_index,
-                hash_kind: match e.kind {
-                    HashKind::Pdq => pb::HashKind::Pdq,
-                    HashKind::Phash => pb::HashKind::Phash,
-                    HashKind::Local => pb::HashKind::Local,
-                } as i32,
+                hash_kind: kind_to_proto(e.kind) as i32,
                 distance: e.distance,
                 transform: e.transform.map(|t| t.name().to_string()).unwrap_or_default(),
             })
@@ -370,6 +366,25 @@ fn match_to_proto(m: &Match) -> pb::Match {
         same_seller: m.same_seller,
         verdict: verdict_to_proto(m.verdict) as i32,
         score: m.score,
+    }
+}
+
+fn kind_to_proto(k: HashKind) -> pb::HashKind {
+    match k {
+        HashKind::Pdq => pb::HashKind::Pdq,
+        HashKind::Phash => pb::HashKind::Phash,
+        HashKind::Local => pb::HashKind::Local,
+        HashKind::PdqPart => pb::HashKind::PdqPart,
+    }
+}
+
+/// The hash kind of a proto evidence; unknown values (a newer daemon) read as PDQ.
+pub fn kind_from_proto(k: i32) -> HashKind {
+    match pb::HashKind::try_from(k) {
+        Ok(pb::HashKind::Phash) => HashKind::Phash,
+        Ok(pb::HashKind::Local) => HashKind::Local,
+        Ok(pb::HashKind::PdqPart) => HashKind::PdqPart,
+        _ => HashKind::Pdq,
     }
 }
 
@@ -385,11 +400,7 @@ fn match_from_proto(m: pb::Match) -> Match {
             .map(|e| ImageEvidence {
                 candidate_image_index: e.candidate_image_index,
                 stored_image_index: e.stored_image_index,
-                kind: match pb::HashKind::try_from(e.hash_kind) {
-                    Ok(pb::HashKind::Phash) => HashKind::Phash,
-                    Ok(pb::HashKind::Local) => HashKind::Local,
-                    _ => HashKind::Pdq,
-                },
+                kind: kind_from_proto(e.hash_kind),
                 distance: e.distance,
                 transform: Dihedral::ALL.into_iter().find(|d| d.name() == e.transform),
             })

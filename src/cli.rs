@@ -864,11 +864,7 @@ fn print_check(c: &CheckOutcome) {
             m.score
         );
         for e in &m.images {
-            let kind = match e.kind {
-                crate::domain::HashKind::Pdq => "pdq",
-                crate::domain::HashKind::Phash => "phash",
-                crate::domain::HashKind::Local => "local",
-            };
+            let kind = e.kind.name();
             let transform = e.transform.map(|t| format!(" ({})", t.name())).unwrap_or_default();
             println!(
                 "    image {} ~ stored image {}: {kind} distance {}{transform}",

@@ -72,6 +72,19 @@ pub struct RegionFingerprint {
     #[serde(with = "hex_pdq")]
     pub pdq: Option<PdqHash>,
     pub pdq_quality: u8,
+    /// Only a block of the picture (see [`crate::fingerprint::regions::Region::part`]).
+    /// Takedowns registered before this was recorded read as false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub part: bool,
+}
+
+/// The PDQ hash of one region of a hashed image, as computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionHash {
+    pub pdq: PdqHash,
+    pub quality: u8,
+    /// Only a block of the picture (see [`crate::fingerprint::regions::Region::part`]).
+    pub part: bool,
 }
 
 /// What a check computes for a candidate image: its fingerprint plus the PDQ hashes of its
@@ -82,7 +95,7 @@ pub struct CandidateImage {
     pub pdq_variants: Option<[PdqHash; 8]>,
     /// PDQ hashes (with quality) of regions of the image: stored ones for a takedown, checked
     /// ones for a check (see [`crate::fingerprint::regions::Side`]).
-    pub regions: Vec<(PdqHash, u8)>,
+    pub regions: Vec<RegionHash>,
     /// Local features of the image (stored levels or the checked level, as for `regions`).
     pub features: Vec<Feature>,
     /// A small JPEG for people to look at (history page), when thumbnails are kept.
@@ -161,6 +174,23 @@ pub enum HashKind {
     /// Local features agreeing on one placement; the evidence's distance is
     /// [`LOCAL_MAX`] minus the number of agreeing features (0: [`LOCAL_MAX`] or more).
     Local,
+    /// PDQ of a block of the checked picture (a quarter, a segment) against a block of a
+    /// stored one. Two listings can share such a block without being one photo (a seller's
+    /// logo and name cut out as a block of its own), so alone it is weaker evidence.
+    #[serde(rename = "pdq_part")]
+    PdqPart,
+}
+
+impl HashKind {
+    /// The name used in JSON, CSV and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashKind::Pdq => "pdq",
+            HashKind::Phash => "phash",
+            HashKind::Local => "local",
+            HashKind::PdqPart => "pdq_part",
+        }
+    }
 }
 
 /// Scale of the distance of [`HashKind::Local`] evidence.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
-use crate::domain::{now_ms, HashKind, Listing, ListingInfo, Match, MatchId, MatchRecord, Source, TakedownId, Verdict};
+use crate::domain::{now_ms, Listing, ListingInfo, Match, MatchId, MatchRecord, Source, TakedownId, Verdict};
 use crate::error::{Error, Result};
 
 /// An analyst's judgement of a recorded match.
@@ -453,12 +453,7 @@ impl History {
                 ]);
                 let s = Suppression {
                     match_id: id,
-                    stored_images: m
-                        .images
-                        .iter()
-                        .filter(|e| matches!(e.kind, HashKind::Pdq | HashKind::Phash | HashKind::Local))
-                        .map(|e| e.stored_image_index)
-                        .collect(),
+                    stored_images: m.images.iter().map(|e| e.stored_image_index).collect(),
                     text: m.text_distance.is_some(),
                 };
                 json(&s).map(|v| (k, v))
@@ -767,7 +762,7 @@ mod tests {
                 images: vec![ImageEvidence {
                     candidate_image_index: 0,
                     stored_image_index: 1,
-                    kind: HashKind::Pdq,
+                    kind: crate::domain::HashKind::Pdq,
                     distance: 3,
                     transform: None,
                 }],

@@ -68,11 +68,64 @@ const PLACEMENT_CELL: i32 = 8;
 /// both directions: a shared shop-name stamp or logo on two different photos is a thin or
 /// small patch of agreeing corners, a re-upload agrees all over.
 const MIN_SPREAD: u16 = 48;
+/// ... and their bounding box must cover at least this share of the box holding all the
+/// checked picture's features, or of all the stored picture's (a crop of the stored photo
+/// agrees all over the checked one; a collage tile all over the stored one). A shop stamp
+/// on two different products covers its own corner and band only: on a product drawn in
+/// flat colours, whose own corners are few, it otherwise gathers a dozen agreeing features.
+const MIN_COVERAGE: f64 = 0.25;
+
+/// A bounding box of feature positions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Bbox {
+    x0: u16,
+    y0: u16,
+    x1: u16,
+    y1: u16,
+}
+
+impl Bbox {
+    fn of(points: impl IntoIterator<Item = (u16, u16)>) -> Bbox {
+        points.into_iter().fold(
+            Bbox {
+                x0: u16::MAX,
+                y0: u16::MAX,
+                x1: 0,
+                y1: 0,
+            },
+            |b, (x, y)| Bbox {
+                x0: b.x0.min(x),
+                y0: b.y0.min(y),
+                x1: b.x1.max(x),
+                y1: b.y1.max(y),
+            },
+        )
+    }
+
+    fn width(&self) -> u16 {
+        self.x1.saturating_sub(self.x0)
+    }
+
+    fn height(&self) -> u16 {
+        self.y1.saturating_sub(self.y0)
+    }
+
+    /// At least `min` wide and high.
+    fn spreads(&self, min: u16) -> bool {
+        self.width() >= min && self.height() >= min
+    }
+
+    /// Whether this box's area is at least `share` of `frame`'s.
+    fn covers(&self, frame: &Bbox, share: f64) -> bool {
+        let area = |b: &Bbox| f64::from(b.width()) * f64::from(b.height());
+        area(self) >= share * area(frame)
+    }
+}
 
 /// (takedown << 5 | image, stored level, checked level): votes are only comparable within one.
 type VoteKey = (u64, u8, u8);
-/// (translation cell, checked feature number).
-type Vote = ((i32, i32), u16);
+/// (translation cell, checked feature number, stored feature position).
+type Vote = ((i32, i32), u16, (u16, u16));
 
 fn feature_id(takedown: TakedownId, image: usize, k: usize) -> u64 {
     (takedown << 20) | ((image as u64) << 15) | k as u64
@@ -89,23 +142,32 @@ fn feature_entries(f: &ListingFingerprints) -> impl Iterator<Item = (usize, usiz
     })
 }
 
-/// Most stored regions per image: region variants must fit the variant byte of an entry id.
-pub const MAX_REGIONS: usize = 255;
+/// Most stored regions per image: region variants must fit the variant byte of an entry id
+/// beside [`PART_BIT`].
+pub const MAX_REGIONS: usize = 127;
+/// Set in the variant byte of a region that is only a part of its picture.
+const PART_BIT: usize = 0x80;
 
 fn entry_id(takedown: TakedownId, image: usize, variant: usize) -> u64 {
     (takedown << 16) | ((variant as u64) << 8) | image as u64
 }
 
-/// Stored regions with their variant number (1.., counted per image), capped at
-/// [`MAX_REGIONS`] per image.
+/// Stored regions with their variant number (1.., counted per image, with [`PART_BIT`] set
+/// for parts), capped at [`MAX_REGIONS`] per image.
 fn region_entries(f: &ListingFingerprints) -> impl Iterator<Item = (usize, usize, &RegionFingerprint)> {
     let mut seen = [0usize; MAX_IMAGES];
     f.regions.iter().filter_map(move |r| {
         let image = usize::from(r.image);
         let n = seen.get_mut(image)?;
         *n += 1;
-        (*n <= MAX_REGIONS).then_some((image, *n, r))
+        let variant = *n | if r.part { PART_BIT } else { 0 };
+        (*n <= MAX_REGIONS).then_some((image, variant, r))
     })
+}
+
+/// Whether an entry id is a stored region that is only a part of its picture.
+fn is_part_entry(entry: u64) -> bool {
+    (entry >> 8) as usize & PART_BIT != 0
 }
 
 /// Sizes of the live indexes, for logs and metrics.
@@ -220,24 +282,35 @@ impl LiveIndex {
         for (ci, img) in images.iter().enumerate() {
             let fp = &img.fingerprint;
             if let Some(pdq) = fp.pdq.filter(|_| fp.pdq_quality >= t.pdq_min_quality) {
-                let variants: Vec<(Option<Dihedral>, _)> = match &img.pdq_variants {
-                    Some(v) => Dihedral::ALL.iter().map(|d| Some(*d)).zip(v.iter().copied()).collect(),
-                    None => vec![(Some(Dihedral::Original), pdq)],
+                let variants: Vec<(Option<Dihedral>, _, bool)> = match &img.pdq_variants {
+                    Some(v) => Dihedral::ALL
+                        .iter()
+                        .zip(v)
+                        .map(|(d, code)| (Some(*d), *code, false))
+                        .collect(),
+                    None => vec![(Some(Dihedral::Original), pdq, false)],
                 };
                 // Regions of the checked image carry no rotation/flip of their own.
                 let regions = img
                     .regions
                     .iter()
-                    .filter(|(_, q)| *q >= t.pdq_min_quality)
-                    .map(|(code, _)| (None, *code));
-                for (transform, code) in variants.into_iter().chain(regions) {
+                    .filter(|r| r.quality >= t.pdq_min_quality)
+                    .map(|r| (None, r.pdq, r.part));
+                for (transform, code, part) in variants.into_iter().chain(regions) {
                     hits.clear();
                     self.pdq.range(&code.words(), t.pdq_review, &mut hits);
                     if transform.is_none() && shared_element(&hits) {
                         continue;
                     }
                     for &(entry, distance) in &hits {
-                        push_best(&mut found, entry, ci, HashKind::Pdq, distance, transform);
+                        // A part of one picture like a part of another: a shared block such as
+                        // a seller's stamp looks like this too, so it is weaker evidence.
+                        let kind = if part && is_part_entry(entry) {
+                            HashKind::PdqPart
+                        } else {
+                            HashKind::Pdq
+                        };
+                        push_best(&mut found, entry, ci, kind, distance, transform);
                     }
                 }
             }
@@ -248,7 +321,7 @@ impl LiveIndex {
                     push_best(&mut found, entry, ci, HashKind::Phash, distance, None);
                 }
             }
-            for (entry, agree) in self.local_matches(&img.features, &mut hits) {
+            for (entry, agree) in self.local_matches(&img.features, t.local_review, &mut hits) {
                 if agree >= t.local_review {
                     let distance = LOCAL_MAX.saturating_sub(agree);
                     push_best(&mut found, entry, ci, HashKind::Local, distance, None);
@@ -268,7 +341,8 @@ impl LiveIndex {
                     match e.kind {
                         HashKind::Pdq => 0,
                         HashKind::Local => 1,
-                        HashKind::Phash => 2,
+                        HashKind::PdqPart => 2,
+                        HashKind::Phash => 3,
                     },
                     e.distance,
                     e.candidate_image_index,
@@ -347,10 +421,22 @@ impl LiveIndex {
     /// features and agree on one placement: each match votes for the translation between
     /// the two positions (checked level 0 against each stored level), and the votes in the
     /// best cell and its neighbours count once per checked feature.
-    fn local_matches(&self, features: &[Feature], hits: &mut Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+    fn local_matches(&self, features: &[Feature], min_agree: u32, hits: &mut Vec<(u64, u32)>) -> Vec<(u64, u32)> {
         if features.is_empty() || self.local.is_empty() {
             return Vec::new();
         }
+        // Where each checked level has features at all.
+        let levels = features.iter().map(|f| usize::from(f.level) + 1).max().unwrap_or(0);
+        let frames: Vec<Option<Bbox>> = (0..levels)
+            .map(|l| {
+                let mut at = features
+                    .iter()
+                    .filter(|f| usize::from(f.level) == l)
+                    .map(|f| (f.x, f.y))
+                    .peekable();
+                at.peek().is_some().then(|| Bbox::of(at))
+            })
+            .collect();
         let mut votes: HashMap<VoteKey, Vec<Vote>> = HashMap::new();
         let cap = self.local_bucket_cap();
         for (q, feat) in features.iter().enumerate() {
@@ -376,40 +462,67 @@ impl LiveIndex {
                 votes
                     .entry((e >> 15, level, feat.level))
                     .or_default()
-                    .push((cell, q as u16));
+                    .push((cell, q as u16, (x, y)));
             }
         }
         let mut best: BTreeMap<u64, u32> = BTreeMap::new();
-        for ((image_key, _, _), v) in votes {
+        for ((image_key, slevel, clevel), v) in votes {
             if v.len() < 4 {
                 continue;
             }
             let mut cells: HashMap<(i32, i32), Vec<u16>> = HashMap::new();
-            for (cell, q) in &v {
+            let mut stored_at: HashMap<(i32, i32), Vec<(u16, u16)>> = HashMap::new();
+            for (cell, q, p) in &v {
                 cells.entry(*cell).or_default().push(*q);
+                stored_at.entry(*cell).or_default().push(*p);
             }
+            // The stored image's features at this level, for the coverage test: found once
+            // per stored image, and only when a placement has enough agreeing features.
+            let mut stored_all: Option<Bbox> = None;
             let agree = cells
                 .keys()
                 .map(|&(cx, cy)| {
-                    let mut qs: Vec<u16> = (-1..=1)
-                        .flat_map(|dy| (-1..=1).map(move |dx| (cx + dx, cy + dy)))
+                    let around =
+                        |cx: i32, cy: i32| (-1..=1).flat_map(move |dy| (-1..=1).map(move |dx| (cx + dx, cy + dy)));
+                    let mut qs: Vec<u16> = around(cx, cy)
                         .filter_map(|c| cells.get(&c))
                         .flatten()
                         .copied()
                         .collect();
                     qs.sort_unstable();
                     qs.dedup();
-                    let spread = |coord: fn(&Feature) -> u16| {
-                        let (lo, hi) = qs
-                            .iter()
-                            .map(|&q| coord(&features[usize::from(q)]))
-                            .fold((u16::MAX, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
-                        hi.saturating_sub(lo)
-                    };
-                    if spread(|f| f.x) < MIN_SPREAD || spread(|f| f.y) < MIN_SPREAD {
+                    let checked = Bbox::of(
+                        qs.iter()
+                            .map(|&q| (features[usize::from(q)].x, features[usize::from(q)].y)),
+                    );
+                    if !checked.spreads(MIN_SPREAD) {
                         return 0;
                     }
-                    qs.len() as u32
+                    let n = qs.len() as u32;
+                    if n < min_agree {
+                        return n;
+                    }
+                    let Some(checked_frame) = frames.get(usize::from(clevel)).copied().flatten() else {
+                        return 0;
+                    };
+                    if checked.covers(&checked_frame, MIN_COVERAGE) {
+                        return n;
+                    }
+                    let stored = Bbox::of(around(cx, cy).filter_map(|c| stored_at.get(&c)).flatten().copied());
+                    let (takedown, image) = (image_key >> 5, (image_key & 0x1f) as usize);
+                    let stored_frame = *stored_all.get_or_insert_with(|| {
+                        Bbox::of(
+                            (0..MAX_FEATURES)
+                                .map_while(|k| self.local_at.get(&feature_id(takedown, image, k)))
+                                .filter(|(level, ..)| *level == slevel)
+                                .map(|&(_, x, y)| (x, y)),
+                        )
+                    });
+                    if stored.covers(&stored_frame, MIN_COVERAGE) {
+                        n
+                    } else {
+                        0
+                    }
                 })
                 .max()
                 .unwrap_or(0);
@@ -467,6 +580,7 @@ fn push_best(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::RegionHash;
     use crate::fingerprint::pdq::PdqHash;
 
     fn image(pdq: Option<u8>) -> ImageFingerprint {
@@ -524,11 +638,19 @@ mod tests {
                 image: 0,
                 pdq: Some(stamp),
                 pdq_quality: 100,
+                part: false,
             }],
             ..Default::default()
         };
         let region_check = |regions: Vec<PdqHash>| CandidateImage {
-            regions: regions.into_iter().map(|h| (h, 100)).collect(),
+            regions: regions
+                .into_iter()
+                .map(|pdq| RegionHash {
+                    pdq,
+                    quality: 100,
+                    part: false,
+                })
+                .collect(),
             ..checked(ImageFingerprint {
                 pdq: Some(PdqHash([0xa5; 32])),
                 pdq_quality: 100,
@@ -557,5 +679,115 @@ mod tests {
             few.find(&[region_check(vec![stamp])], None, &t).len(),
             MAX_REGION_TAKEDOWNS
         );
+    }
+
+    #[test]
+    fn agreeing_features_must_cover_a_share_of_either_picture() {
+        let t = Thresholds::default();
+        let mut state = 7u64;
+        let mut bits = || -> [u64; 4] {
+            std::array::from_fn(|_| {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let z = (state ^ (state >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z ^ (z >> 29)
+            })
+        };
+        let at = |x: u16, y: u16, bits: [u64; 4]| Feature { x, y, level: 0, bits };
+        // A product all over the picture, and a stamp in a band along its bottom (a fifth of
+        // the picture's features' box).
+        let product: Vec<Feature> = (0..40u16)
+            .map(|k| at(20 + k * 7, 20 + (k * 37) % 160, bits()))
+            .collect();
+        let stamp: Vec<Feature> = (0..16u16)
+            .map(|k| at(40 + k * 14, 190 + (k * 11) % 50, bits()))
+            .collect();
+        let mut ix = LiveIndex::default();
+        let stored = ListingFingerprints {
+            images: vec![image(Some(90))],
+            features: product.iter().chain(&stamp).map(|f| (0, *f)).collect(),
+            ..Default::default()
+        };
+        ix.add(1, &stored, t.pdq_min_quality);
+        let check = |features: Vec<Feature>| {
+            let c = CandidateImage {
+                features,
+                ..checked(ImageFingerprint {
+                    pdq: None,
+                    pdq_quality: 0,
+                    phash: None,
+                })
+            };
+            ix.find(&[c], None, &t)
+        };
+        // Another product under the same stamp: 16 agreeing features, all in the band.
+        let other: Vec<Feature> = (0..40u16)
+            .map(|k| at(25 + k * 7, 15 + (k * 53) % 165, bits()))
+            .collect();
+        assert!(
+            check(other.iter().chain(&stamp).copied().collect()).is_empty(),
+            "a shared stamp is no local evidence"
+        );
+        // The same photo again: the agreeing features cover it.
+        let found = check(product.iter().chain(&stamp).copied().collect());
+        let ev = &found[&1].images;
+        assert_eq!((ev[0].kind, ev[0].distance), (HashKind::Local, LOCAL_MAX - 56));
+        // A crop of the product with the stamp cut off agrees all over itself: a match.
+        let crop: Vec<Feature> = product.iter().filter(|f| f.x < 180).copied().collect();
+        assert!(crop.len() >= t.local_reupload as usize);
+        assert!(!check(crop).is_empty(), "a crop agrees all over the checked picture");
+    }
+
+    #[test]
+    fn a_part_like_a_part_is_its_own_weaker_kind() {
+        let t = Thresholds::default();
+        let (block, photo) = (PdqHash([0x3c; 32]), PdqHash([0x0f; 32]));
+        let region = |pdq, part| RegionFingerprint {
+            image: 0,
+            pdq: Some(pdq),
+            pdq_quality: 100,
+            part,
+        };
+        // Takedown 1 stores the block as a part of its picture, takedown 2 as a whole region
+        // (a crop, say).
+        let takedown = |part| ListingFingerprints {
+            images: vec![ImageFingerprint {
+                pdq: Some(PdqHash([0xa5; 32])),
+                pdq_quality: 100,
+                phash: None,
+            }],
+            regions: vec![region(block, part), region(photo, false)],
+            ..Default::default()
+        };
+        let mut ix = LiveIndex::default();
+        for (id, part) in [(1, true), (2, false)] {
+            ix.add(id, &takedown(part), t.pdq_min_quality);
+        }
+        let kinds = |ix: &LiveIndex, part: bool| {
+            let c = CandidateImage {
+                regions: vec![RegionHash {
+                    pdq: block,
+                    quality: 100,
+                    part,
+                }],
+                ..checked(ImageFingerprint {
+                    pdq: Some(PdqHash([0x55; 32])),
+                    pdq_quality: 100,
+                    phash: None,
+                })
+            };
+            ix.find(&[c], None, &t)
+                .into_iter()
+                .map(|(id, ev)| (id, ev.images.iter().map(|e| e.kind).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(&ix, true),
+            [(1, vec![HashKind::PdqPart]), (2, vec![HashKind::Pdq])],
+            "only a part against a part is weaker"
+        );
+        assert_eq!(kinds(&ix, false), [(1, vec![HashKind::Pdq]), (2, vec![HashKind::Pdq])]);
+        // Removing a takedown removes its part entries too.
+        ix.remove(1, &takedown(true));
+        assert_eq!(kinds(&ix, true), [(2, vec![HashKind::Pdq])]);
     }
 }

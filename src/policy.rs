@@ -5,9 +5,10 @@
 //!   rotations/flips, both hashes of quality >= `pdq_min_quality`) is a re-upload on its own.
 //! - So is a local-feature match: at least `local_reupload` corners whose descriptors match
 //!   and agree on one placement of the stored photo in the checked one.
-//! - A weaker image match (PDQ up to `pdq_review`, or the 64-bit pHash, which collides on
-//!   plain-background product shots) is a re-upload only when the title agrees too; alone it
-//!   goes to a person.
+//! - A weaker image match (PDQ up to `pdq_review`; the 64-bit pHash, which collides on
+//!   plain-background product shots; a block of the checked picture like a block of the
+//!   stored one, which one seller's stamp on two different products also gives) is a
+//!   re-upload only when the title agrees too; alone it goes to a person.
 //! - The title alone never blocks a seller: honest listings share words ("kaos polos hitam").
 //!   A near-identical title alone is REVIEW at most.
 use serde::{Deserialize, Serialize};
@@ -84,16 +85,19 @@ impl Thresholds {
     pub fn decide(&self, images: &[ImageEvidence], text_distance: Option<u32>) -> (Verdict, f64) {
         let best_pdq = best(images, HashKind::Pdq);
         let best_phash = best(images, HashKind::Phash);
+        let best_part = best(images, HashKind::PdqPart);
         // Local evidence's distance counts down from LOCAL_MAX agreeing features.
         let local_agree = best(images, HashKind::Local).map(|d| LOCAL_MAX.saturating_sub(d));
         let text_supports = text_distance.is_some_and(|d| d <= self.text_support);
 
         let pdq_strength = best_pdq.map(|d| strength(d, self.pdq_review));
         let phash_strength = best_phash.map(|d| strength(d, self.phash_review));
+        let part_strength = best_part.map(|d| strength(d, self.pdq_review));
         let local_strength = local_agree.map(|n| strength(LOCAL_MAX.saturating_sub(n), LOCAL_MAX - self.local_review));
         let image_strength = pdq_strength
             .into_iter()
             .chain(phash_strength)
+            .chain(part_strength)
             .chain(local_strength)
             .fold(0.0, f64::max);
         let text_strength = text_distance.map_or(0.0, |d| strength(d, self.text_support));
@@ -166,6 +170,17 @@ mod tests {
         );
         assert_eq!(t.decide(&[ev(HashKind::Phash, 0)], None).0, Verdict::Review);
         assert_eq!(t.decide(&[ev(HashKind::Phash, 0)], Some(0)).0, Verdict::Reupload);
+        // A block like a block (one seller's stamp on two products) is not enough alone.
+        assert_eq!(t.decide(&[ev(HashKind::PdqPart, 0)], None).0, Verdict::Review);
+        assert_eq!(
+            t.decide(&[ev(HashKind::PdqPart, t.pdq_reupload)], Some(t.text_support))
+                .0,
+            Verdict::Reupload
+        );
+        assert_eq!(
+            t.decide(&[ev(HashKind::PdqPart, t.pdq_review + 1)], None).0,
+            Verdict::Clear
+        );
         // The title alone never blocks.
         assert_eq!(t.decide(&[], Some(0)).0, Verdict::Review);
         assert_eq!(t.decide(&[], Some(t.text_review + 1)).0, Verdict::Clear);

@@ -46,7 +46,8 @@ const MAGIC: &[u8; 8] = b"RLSTSNAP";
 /// holds for a stored takedown (entry ids, which hashes are indexed).
 ///
 /// - 2: pHashes of images whose PDQ is under the quality floor are no longer indexed.
-pub const FORMAT: u32 = 2;
+/// - 3: region entry ids mark regions that are only a part of their picture.
+pub const FORMAT: u32 = 3;
 /// The `meta` tree's key for the valid snapshot's id and checksum (two u64 big-endian).
 pub const META_KEY: &[u8] = b"index_snapshot";
 /// Bytes read or written per I/O call and hashed per checksum update.
@@ -496,7 +497,9 @@ impl<R: Read> Decoder<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CandidateImage, HashKind, ImageFingerprint, ListingFingerprints, RegionFingerprint};
+    use crate::domain::{
+        CandidateImage, HashKind, ImageFingerprint, ListingFingerprints, RegionFingerprint, RegionHash,
+    };
     use crate::fingerprint::local::Feature;
     use crate::fingerprint::pdq::PdqHash;
     use crate::policy::Thresholds;
@@ -518,6 +521,7 @@ mod tests {
                 image: rng.gen_range(0..images.len() as u8),
                 pdq: Some(PdqHash(rng.gen())),
                 pdq_quality: rng.gen_range(20..100),
+                part: rng.gen_bool(0.5),
             })
             .collect();
         let features = if rng.gen_bool(0.3) {
@@ -585,7 +589,17 @@ mod tests {
                         phash: img.phash.map(|h| h ^ 0b1011),
                     },
                     pdq_variants: None,
-                    regions: f.regions.iter().filter_map(|r| r.pdq).map(|p| (p, 100)).collect(),
+                    regions: f
+                        .regions
+                        .iter()
+                        .filter_map(|r| {
+                            r.pdq.map(|pdq| RegionHash {
+                                pdq,
+                                quality: 100,
+                                part: r.part,
+                            })
+                        })
+                        .collect(),
                     features,
                     thumbnail: None,
                 }
@@ -640,7 +654,7 @@ mod tests {
             }
         }
         // The queries exercised every index, local features (and their positions) included.
-        for k in [HashKind::Pdq, HashKind::Phash, HashKind::Local] {
+        for k in [HashKind::Pdq, HashKind::Phash, HashKind::Local, HashKind::PdqPart] {
             assert!(kinds.contains(&k), "no {k:?} evidence found");
         }
         assert!(texts > 0, "no title evidence found");

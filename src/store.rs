@@ -292,10 +292,14 @@ const FP_FORMAT_V1: u8 = 1;
 const HAS_SIMHASH: u8 = 1;
 const HAS_PDQ: u8 = 1;
 const HAS_PHASH: u8 = 2;
+/// Region flag: the region is only a part of its picture. Records written before it was
+/// recorded do not set it and read as whole regions, as they were matched then.
+const IS_PART: u8 = 2;
 
 /// Compact binary fingerprints: format byte, flags, optional simhash, image count, and per
 /// image flags, optional PDQ (32 bytes + quality) and optional pHash; then (format 2) the
-/// region count (u16 BE) and per region its image index, flags and optional PDQ + quality;
+/// region count (u16 BE) and per region its image index, flags (PDQ present, part of the
+/// picture) and optional PDQ + quality;
 /// then the local-feature count (u16 BE) and per feature its image index, level, x and y
 /// (u16 BE each) and 32 descriptor bytes (four u64 BE).
 /// The normalised title is not needed for matching and lives in the takedown's JSON only.
@@ -324,7 +328,7 @@ fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
     b.extend_from_slice(&(regions.len() as u16).to_be_bytes());
     for r in regions {
         b.push(r.image);
-        b.push(if r.pdq.is_some() { HAS_PDQ } else { 0 });
+        b.push(if r.pdq.is_some() { HAS_PDQ } else { 0 } | if r.part { IS_PART } else { 0 });
         if let Some(p) = r.pdq {
             b.extend_from_slice(&p.0);
             b.push(r.pdq_quality);
@@ -377,7 +381,8 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
         regions.reserve(usize::from(n));
         for _ in 0..n {
             let image = r.u8()?;
-            let (pdq, pdq_quality) = if r.u8()? & HAS_PDQ != 0 {
+            let flags = r.u8()?;
+            let (pdq, pdq_quality) = if flags & HAS_PDQ != 0 {
                 let bytes: [u8; 32] = r.take(32)?.try_into().ok()?;
                 (Some(PdqHash(bytes)), r.u8()?)
             } else {
@@ -387,6 +392,7 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
                 image,
                 pdq,
                 pdq_quality,
+                part: flags & IS_PART != 0,
             });
         }
         let n = r.u16()?;
@@ -449,11 +455,20 @@ mod tests {
             ],
             title_simhash: Some(0xdead_beef_0000_0001),
             normalized_title: String::new(),
-            regions: vec![RegionFingerprint {
-                image: 1,
-                pdq: Some(PdqHash([0xcd; 32])),
-                pdq_quality: 66,
-            }],
+            regions: vec![
+                RegionFingerprint {
+                    image: 1,
+                    pdq: Some(PdqHash([0xcd; 32])),
+                    pdq_quality: 66,
+                    part: false,
+                },
+                RegionFingerprint {
+                    image: 0,
+                    pdq: Some(PdqHash([0xef; 32])),
+                    pdq_quality: 70,
+                    part: true,
+                },
+            ],
             features: vec![(
                 0,
                 Feature {
@@ -469,10 +484,13 @@ mod tests {
         // Golden bytes: the layout is a stored contract.
         assert_eq!(hex::encode(&b[..12]), "0201deadbeef000000010203");
         let images_end = 1 + 1 + 8 + 1 + (1 + 32 + 1 + 8) + (1 + 8);
-        let regions_end = images_end + 2 + (1 + 1 + 32 + 1);
+        let regions_end = images_end + 2 + 2 * (1 + 1 + 32 + 1);
         assert_eq!(b.len(), regions_end + 2 + (1 + 1 + 2 + 2 + 32));
-        assert_eq!(hex::encode(&b[images_end..images_end + 4]), "00010101");
-        assert_eq!(b[regions_end - 1], 66);
+        assert_eq!(hex::encode(&b[images_end..images_end + 4]), "00020101");
+        assert_eq!(b[images_end + 2 + 34], 66);
+        // The second region: image 0, flags PDQ | part.
+        assert_eq!(hex::encode(&b[images_end + 2 + 35..images_end + 2 + 37]), "0003");
+        assert_eq!(b[regions_end - 1], 70);
         assert_eq!(
             hex::encode(&b[regions_end..regions_end + 16]),
             "00010001012c00020000000000000001"

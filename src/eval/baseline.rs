@@ -30,7 +30,15 @@ impl Baseline {
             }
             hi.insert("images.fp_pairs_reupload".into(), im.fp_pairs_reupload as f64);
             hi.insert("images.fp_pairs_any".into(), im.fp_pairs_any as f64);
-            hi.insert("images.fp_pairs_same_stamp".into(), im.fp_pairs_same_stamp as f64);
+            let st = &im.same_stamp;
+            for (name, v) in [
+                ("photo_reupload", st.photo_reupload),
+                ("photo_any", st.photo_any),
+                ("on_white_reupload", st.on_white_reupload),
+                ("on_white_any", st.on_white_any),
+            ] {
+                hi.insert(format!("images.same_stamp.{name}"), v as f64);
+            }
         }
         if let Some(p) = &r.phash_vs_imagehash {
             hi.insert("phash_vs_imagehash.median".into(), f64::from(p.median));

@@ -62,10 +62,9 @@ pub struct ImageReport {
     /// Pairs where either check returned the other as REUPLOAD or REVIEW.
     pub fp_pairs_any: u64,
     pub fp_rate_any: f64,
-    /// Hard negatives: pairs of distinct photos that both carry the same shop stamp (logo
-    /// and shop-name text, as one seller's honest listings do), each stamped photo checked
-    /// against a bank of the other stamped ones; pairs matched REUPLOAD or REVIEW.
-    pub fp_pairs_same_stamp: u64,
+    /// Hard negatives: one seller's honest listings, distinct photos that carry the same
+    /// shop stamp (see [`SameStamp`]).
+    pub same_stamp: SameStamp,
     pub transforms: Vec<TransformResult>,
     /// Per report group (crop_5 = both 5% crops, ...).
     pub groups: Vec<TransformResult>,
@@ -162,7 +161,7 @@ pub fn evaluate_with(
     }
     let total_pairs = (n as u64) * (n.saturating_sub(1) as u64) / 2;
 
-    let fp_pairs_same_stamp = same_stamp_pairs(photos, &fp, t, &wide_t, threads);
+    let same_stamp = SameStamp::measure(photos, &fp, t, &wide_t, threads);
 
     // Every evasion of every photo against the whole bank.
     let per_photo = par_map(photos, threads, |i, (_, img)| {
@@ -240,7 +239,7 @@ pub fn evaluate_with(
         fp_pairs_reupload: pairs.values().filter(|s| s.verdict == Verdict::Reupload).count() as u64,
         fp_pairs_any,
         fp_rate_any: fp_pairs_any as f64 / total_pairs.max(1) as f64,
-        fp_pairs_same_stamp,
+        same_stamp,
         overall: result("overall", "overall", &all),
         transforms: transforms_out,
         groups,
@@ -259,10 +258,15 @@ pub fn evaluate_with(
 
 /// The index over photos registered as takedowns, photo i as takedown id i + 1.
 fn bank<'a>(stored: impl Iterator<Item = &'a CandidateImage>, t: &Thresholds) -> LiveIndex {
+    bank_of(stored.enumerate().map(|(i, c)| (i as u64 + 1, c)), t)
+}
+
+/// The index over (takedown id, photo) pairs.
+fn bank_of<'a>(stored: impl Iterator<Item = (u64, &'a CandidateImage)>, t: &Thresholds) -> LiveIndex {
     let mut index = LiveIndex::default();
-    for (i, c) in stored.enumerate() {
+    for (id, c) in stored {
         index.add(
-            i as u64 + 1,
+            id,
             &listing_fingerprints(std::slice::from_ref(c), ""),
             t.pdq_min_quality,
         );
@@ -270,35 +274,109 @@ fn bank<'a>(stored: impl Iterator<Item = &'a CandidateImage>, t: &Thresholds) ->
     index
 }
 
-/// Distinct photo pairs that match once both carry the same logo and shop name.
-fn same_stamp_pairs(
-    photos: &[(String, RgbImage)],
-    fp: &Fingerprinter,
-    t: &Thresholds,
-    wide_t: &Thresholds,
-    threads: usize,
-) -> u64 {
-    let stamp = |img: &RgbImage| {
-        transforms::ALL
-            .iter()
-            .filter(|tr| tr.group == "watermark" || tr.group == "text_overlay")
-            .fold(img.clone(), |acc, tr| tr.apply(&acc, 0, &[]))
-    };
-    let stamped = par_map(photos, threads, |_, (_, img)| {
-        let s = dynamic(stamp(img));
-        (fp.image(&s, Side::Stored), fp.image(&s, Side::Checked))
-    });
-    let index = bank(stamped.iter().map(|(c, _)| c), t);
-    let mut pairs = std::collections::HashSet::new();
-    for (i, (_, c)) in stamped.iter().enumerate() {
-        for (id, ev) in lookup(&index, c, wide_t) {
-            let j = id as usize - 1;
-            if j != i && seen(t, &ev).verdict != Verdict::Clear {
-                pairs.insert((i.min(j), i.max(j)));
+/// Hard negatives: distinct photos that carry the same shop stamp (a logo ring and the shop's
+/// name, as one seller puts on every listing), in two scenes: the photo itself, and the
+/// photo shrunk to a product on a white canvas (where a stamp is most of what a global hash
+/// sees). Photos are grouped in threes and each stamped photo is checked against a bank of
+/// its group: a seller with few takedowns, so the shared-element rule (a region matching
+/// more than 3 takedowns is no evidence) cannot help. Several groupings, so each scene
+/// tests [`STAMP_ROUNDS`] x n pairs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SameStamp {
+    /// Distinct pairs tested per scene.
+    pub pairs: u64,
+    /// Pairs matched REUPLOAD, and REUPLOAD or REVIEW: photos as they are.
+    pub photo_reupload: u64,
+    pub photo_any: u64,
+    /// The same for products on white.
+    pub on_white_reupload: u64,
+    pub on_white_any: u64,
+}
+
+/// Groupings of the photos into threes.
+pub const STAMP_ROUNDS: u64 = 8;
+
+impl SameStamp {
+    fn measure(
+        photos: &[(String, RgbImage)],
+        fp: &Fingerprinter,
+        t: &Thresholds,
+        wide_t: &Thresholds,
+        threads: usize,
+    ) -> SameStamp {
+        let n = photos.len();
+        // Each round orders the photos by a seeded hash and cuts the order into threes.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for round in 0..STAMP_ROUNDS {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| transforms::SplitMix((i as u64) << 8 | round).next_u64());
+            groups.extend(order.chunks(3).filter(|g| g.len() > 1).map(|g| g.to_vec()));
+        }
+        let mut pairs = std::collections::HashSet::new();
+        for g in &groups {
+            for (a, &i) in g.iter().enumerate() {
+                for &j in &g[a + 1..] {
+                    pairs.insert((i.min(j), i.max(j)));
+                }
             }
         }
+        let scene = |prepare: &(dyn Fn(usize, &RgbImage) -> RgbImage + Sync)| {
+            let stamped = par_map(photos, threads, |i, (_, img)| {
+                let s = dynamic(stamp(&prepare(i, img)));
+                (fp.image(&s, Side::Stored), fp.image(&s, Side::Checked))
+            });
+            let verdicts = par_map(&groups, threads, |_, g| {
+                let index = bank_of(g.iter().map(|&i| (i as u64 + 1, &stamped[i].0)), t);
+                let mut out = Vec::new();
+                for &i in g {
+                    for (id, ev) in lookup(&index, &stamped[i].1, wide_t) {
+                        let j = id as usize - 1;
+                        if j != i {
+                            out.push(((i.min(j), i.max(j)), seen(t, &ev).verdict));
+                        }
+                    }
+                }
+                out
+            });
+            let mut worst: HashMap<(usize, usize), Verdict> = HashMap::new();
+            for (pair, v) in verdicts.into_iter().flatten() {
+                let e = worst.entry(pair).or_insert(v);
+                *e = (*e).max(v);
+            }
+            let count = |at: Verdict| worst.values().filter(|v| **v >= at).count() as u64;
+            (count(Verdict::Reupload), count(Verdict::Review))
+        };
+        let (photo_reupload, photo_any) = scene(&|_, img| img.clone());
+        let (on_white_reupload, on_white_any) = scene(&|i, img| on_white(img, seed(i)));
+        SameStamp {
+            pairs: pairs.len() as u64,
+            photo_reupload,
+            photo_any,
+            on_white_reupload,
+            on_white_any,
+        }
     }
-    pairs.len() as u64
+}
+
+/// The shop stamp: the logo ring and the shop-name text of the watermark and text-overlay
+/// evasions, both at once, the same on every photo.
+fn stamp(img: &RgbImage) -> RgbImage {
+    transforms::ALL
+        .iter()
+        .filter(|tr| tr.group == "watermark" || tr.group == "text_overlay")
+        .fold(img.clone(), |acc, tr| tr.apply(&acc, 0, &[]))
+}
+
+/// The photo as a product shot: shrunk to 45-65% of each side (by `seed`) and centred on a
+/// white canvas of the photo's size.
+fn on_white(img: &RgbImage, seed: u64) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let scale = 0.45 + 0.2 * transforms::SplitMix(seed).unit();
+    let (pw, ph) = (((w as f32 * scale) as u32).max(1), ((h as f32 * scale) as u32).max(1));
+    let product = image::imageops::resize(img, pw, ph, image::imageops::FilterType::Triangle);
+    let mut canvas = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    image::imageops::replace(&mut canvas, &product, i64::from((w - pw) / 2), i64::from((h - ph) / 2));
+    canvas
 }
 
 /// PDQ hashes and local features a check of this candidate looks up.

@@ -335,8 +335,14 @@ pub fn render_table(r: &Report) -> String {
         }
         let _ = writeln!(
             s,
-            "false positives: {} pairs REUPLOAD, {} pairs REUPLOAD+REVIEW of {} (rate {:.2e}); {} pairs when both carry the same shop stamp",
-            im.fp_pairs_reupload, im.fp_pairs_any, im.pairs, im.fp_rate_any, im.fp_pairs_same_stamp
+            "false positives: {} pairs REUPLOAD, {} pairs REUPLOAD+REVIEW of {} (rate {:.2e})",
+            im.fp_pairs_reupload, im.fp_pairs_any, im.pairs, im.fp_rate_any
+        );
+        let st = &im.same_stamp;
+        let _ = writeln!(
+            s,
+            "same shop stamp on distinct photos ({} pairs, banks of 3): photos {} REUPLOAD, {} REUPLOAD+REVIEW; products on white {} REUPLOAD, {} REUPLOAD+REVIEW",
+            st.pairs, st.photo_reupload, st.photo_any, st.on_white_reupload, st.on_white_any
         );
         let c = &im.costs;
         let _ = writeln!(

@@ -17,7 +17,9 @@ pub mod text;
 
 use ::image::DynamicImage;
 
-use crate::domain::{CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints, RegionFingerprint};
+use crate::domain::{
+    CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints, RegionFingerprint, RegionHash,
+};
 use crate::error::{Error, Result};
 
 pub use self::image::DecodeLimits;
@@ -116,9 +118,14 @@ impl Fingerprinter {
                 let luma = pdq::Luma::of_rgb(&rgb);
                 regions::regions(&layout, side)
                     .into_iter()
-                    .map(|r| {
+                    .map(|region| {
+                        let r = region.rect;
                         let h = luma.region_hash(r.x as usize, r.y as usize, r.w as usize, r.h as usize);
-                        (h.hash, h.quality)
+                        RegionHash {
+                            pdq: h.hash,
+                            quality: h.quality,
+                            part: region.part,
+                        }
                     })
                     .collect()
             } else {
@@ -195,10 +202,11 @@ pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFi
             .iter()
             .enumerate()
             .flat_map(|(i, c)| {
-                c.regions.iter().map(move |&(pdq, pdq_quality)| RegionFingerprint {
+                c.regions.iter().map(move |r| RegionFingerprint {
                     image: i as u8,
-                    pdq: Some(pdq),
-                    pdq_quality,
+                    pdq: Some(r.pdq),
+                    pdq_quality: r.quality,
+                    part: r.part,
                 })
             })
             .collect(),
@@ -241,9 +249,9 @@ mod tests {
             bytes.extend_from_slice(&v.0);
         }
         bytes.extend_from_slice(&c.fingerprint.phash.unwrap_or(0).to_le_bytes());
-        for (h, q) in &c.regions {
-            bytes.extend_from_slice(&h.0);
-            bytes.push(*q);
+        for r in &c.regions {
+            bytes.extend_from_slice(&r.pdq.0);
+            bytes.push(r.quality);
         }
         for f in &c.features {
             bytes.extend_from_slice(&f.x.to_le_bytes());

@@ -67,6 +67,9 @@ const TOLERANCE: i32 = 20;
 const UNIFORM_SHARE: f32 = 0.92;
 /// Regions smaller than this share of a side are too small to hash (PDQ needs detail).
 const MIN_SIDE_SHARE: f32 = 0.2;
+/// Blocks under this share of the picture's area are parts of it (see [`Region::part`]):
+/// quarters are, halves are not.
+const PART_SHARE: f64 = 0.4;
 /// Most segments kept per picture, largest first.
 const MAX_SEGMENTS: usize = 6;
 
@@ -319,26 +322,39 @@ pub enum Side {
     Checked,
 }
 
+/// One hashed region, and whether it is only a part of the picture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub rect: Rect,
+    /// A block (segment, quarter) covering under [`PART_SHARE`] of the picture. Two pictures can share
+    /// such a block without being one photo (a seller's logo and name cut out as a block of
+    /// its own on every listing), so a match between parts of both is weaker evidence.
+    pub part: bool,
+}
+
 /// The regions hashed besides the whole picture, without duplicates or the whole picture
 /// itself; tiny regions are left out.
-pub fn regions(layout: &Layout, side: Side) -> Vec<Rect> {
+pub fn regions(layout: &Layout, side: Side) -> Vec<Region> {
     let (whole, trimmed) = (layout.whole, layout.trimmed);
-    let mut out = Vec::new();
-    let mut push = |r: Rect| {
-        if r.w >= 16 && r.h >= 16 && r != whole && !out.contains(&r) {
-            out.push(r);
+    let mut out: Vec<Region> = Vec::new();
+    let mut push = |rect: Rect, block: bool| {
+        if rect.w >= 16 && rect.h >= 16 && rect != whole && !out.iter().any(|r| r.rect == rect) {
+            out.push(Region {
+                rect,
+                part: block && (rect.area() as f64) < PART_SHARE * whole.area() as f64,
+            });
         }
     };
-    push(trimmed);
-    layout.segments.iter().copied().for_each(&mut push);
+    push(trimmed, false);
+    layout.segments.iter().for_each(|&r| push(r, true));
     let base = if trimmed.w >= 16 && trimmed.h >= 16 {
         trimmed
     } else {
         whole
     };
     match side {
-        Side::Stored => crops(base).into_iter().for_each(&mut push),
-        Side::Checked => quadrants(base).into_iter().for_each(&mut push),
+        Side::Stored => crops(base).into_iter().for_each(|r| push(r, false)),
+        Side::Checked => quadrants(base).into_iter().for_each(|r| push(r, true)),
     }
     out
 }
@@ -388,8 +404,12 @@ mod tests {
         let layout = Layout::of(&img);
         let stored = regions(&layout, Side::Stored);
         let checked = regions(&layout, Side::Checked);
-        assert!(!stored.contains(&Rect::of(&img)) && !checked.contains(&Rect::of(&img)));
+        let whole = Rect::of(&img);
+        assert!(stored.iter().chain(&checked).all(|r| r.rect != whole));
         assert_eq!(stored.len(), CROPS.len());
         assert_eq!(checked.len(), 8);
+        // Crops are most of the photo; quarters are parts, halves are not.
+        assert!(stored.iter().all(|r| !r.part));
+        assert_eq!(checked.iter().filter(|r| r.part).count(), 4);
     }
 }
