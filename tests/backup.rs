@@ -2,21 +2,9 @@
 //! takedowns match again, history and keys come back, and new ids never reuse old ones.
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use relist::api::pb;
 use relist::auth::{Keys, Role};
-
-const BIN: &str = env!("CARGO_BIN_EXE_relist");
-
-fn relist(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RELIST_API_KEY")
-        .output()
-        .expect("run relist")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_serving_and_restore_into_a_new_dir() {
@@ -51,12 +39,12 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
     let url = format!("http://{}", server.addr);
     let file = tmp.path().join("relist.backup");
     let file_s = file.to_str().unwrap();
-    let denied = relist(&["backup", file_s, "--addr", &url, "--api-key", &checker]);
+    let denied = relist_cli(&["backup", file_s, "--addr", &url, "--api-key", &checker]);
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("PermissionDenied"));
     assert!(!file.exists());
 
-    let out = relist(&["backup", file_s, "--addr", &url, "--api-key", &admin, "--json"]);
+    let out = relist_cli(&["backup", file_s, "--addr", &url, "--api-key", &admin, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["header"]["schema_version"], relist::store::SCHEMA_VERSION);
@@ -71,9 +59,9 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
 
     let restored = tmp.path().join("restored");
     let restored_s = restored.to_str().unwrap();
-    let out = relist(&["restore", file_s, "--data-dir", restored_s, "--json"]);
+    let out = relist_cli(&["restore", file_s, "--data-dir", restored_s, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let again = relist(&["restore", file_s, "--data-dir", restored_s]);
+    let again = relist_cli(&["restore", file_s, "--data-dir", restored_s]);
     assert!(!again.status.success(), "never over an existing store");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 

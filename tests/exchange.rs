@@ -3,24 +3,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{jpeg, listing, photo, Daemon};
 use relist::api::pb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_relist");
 
 fn serve(data: &Path) -> Daemon {
     Daemon::serve(data, &[])
 }
 
-fn url(d: &Daemon) -> String {
-    format!("http://{}", d.addr)
-}
-
 /// Runs the client; returns (success, stdout as JSON when it is, stderr).
 fn relist(args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(BIN).args(args).output().expect("run relist");
+    let out = common::relist_cli(args);
     let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (
         out.status.success(),
@@ -65,7 +58,7 @@ async fn export_then_import_into_another_daemon_matches_the_photos() {
         "--out",
         hex.to_str().unwrap(),
         "--addr",
-        &url(&a),
+        &a.url(),
         "--json",
     ]);
     assert!(ok, "{err}");
@@ -86,7 +79,7 @@ async fn export_then_import_into_another_daemon_matches_the_photos() {
         "--out",
         csv.to_str().unwrap(),
         "--addr",
-        &url(&a),
+        &a.url(),
     ]);
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&csv).unwrap();
@@ -108,7 +101,7 @@ async fn export_then_import_into_another_daemon_matches_the_photos() {
             "--reason",
             "shared by shopa",
             "--addr",
-            &url(&b),
+            &b.url(),
             "--json",
         ])
     };

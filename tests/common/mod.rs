@@ -330,6 +330,26 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The daemon's address as a client's `--addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs a client command against this daemon with `--json`; asserts success and returns
+    /// the printed JSON.
+    pub fn cli(&self, args: &[&str]) -> serde_json::Value {
+        let url = self.url();
+        let mut all = args.to_vec();
+        all.extend(["--addr", &url, "--json"]);
+        let out = relist_cli(&all);
+        assert!(
+            out.status.success(),
+            "relist {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+    }
+
     /// `relist serve` on 127.0.0.1:0 over `data`, with `extra` flags.
     pub fn serve(data: &Path, extra: &[&str]) -> Daemon {
         let mut args: Vec<std::ffi::OsString> = vec!["--listen".into(), "127.0.0.1:0".into(), "--data-dir".into()];
@@ -337,6 +357,15 @@ impl Daemon {
         args.extend(extra.iter().map(Into::into));
         Daemon::start(args, "relist serving")
     }
+}
+
+/// Runs the `relist` binary with `args` (no API key from the environment).
+pub fn relist_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_relist"))
+        .args(args)
+        .env_remove("RELIST_API_KEY")
+        .output()
+        .expect("run relist")
 }
 
 /// CRC-32 (IEEE), as PNG chunks carry it: for hand-made PNG headers.
