@@ -20,7 +20,9 @@ use image::{GenericImageView, GrayImage, RgbImage};
 use super::regions::{Layout, Rect, Side};
 
 /// Version of the feature rules.
-pub const LOCAL_VERSION: u8 = 1;
+///
+/// - 2: pictures under [`MIN_SIDE`] get no features (same output for every other picture).
+pub const LOCAL_VERSION: u8 = 2;
 /// Longer side, in pixels, of the picture a checked photo's features are computed on.
 pub const CHECK_SIDE: u32 = 320;
 /// Levels of a stored photo: the checked scale, and 1.25x for crops of up to about 20%.

@@ -18,7 +18,10 @@
 use image::RgbImage;
 
 /// Version of the region rules; stored region hashes were made by this version.
-pub const REGIONS_VERSION: u8 = 1;
+///
+/// - 2: regions say whether they are only a part of the picture ([`Region::part`]); the
+///   hashes are unchanged.
+pub const REGIONS_VERSION: u8 = 2;
 
 /// A rectangle of pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
