@@ -124,8 +124,12 @@ impl Bbox {
 
 /// (takedown << 5 | image, stored level, checked level): votes are only comparable within one.
 type VoteKey = (u64, u8, u8);
+/// A translation between two feature positions, in cells of [`PLACEMENT_CELL`] pixels.
+type Cell = (i32, i32);
+/// A feature's position in its level's pixels.
+type Pos = (u16, u16);
 /// (translation cell, checked feature number, stored feature position).
-type Vote = ((i32, i32), u16, (u16, u16));
+type Vote = (Cell, u16, Pos);
 
 fn feature_id(takedown: TakedownId, image: usize, k: usize) -> u64 {
     (takedown << 20) | ((image as u64) << 15) | k as u64
@@ -425,16 +429,16 @@ impl LiveIndex {
         if features.is_empty() || self.local.is_empty() {
             return Vec::new();
         }
-        // Where each checked level has features at all.
+        // The box holding each checked level's features (every level that votes has some).
         let levels = features.iter().map(|f| usize::from(f.level) + 1).max().unwrap_or(0);
-        let frames: Vec<Option<Bbox>> = (0..levels)
+        let frames: Vec<Bbox> = (0..levels)
             .map(|l| {
-                let mut at = features
-                    .iter()
-                    .filter(|f| usize::from(f.level) == l)
-                    .map(|f| (f.x, f.y))
-                    .peekable();
-                at.peek().is_some().then(|| Bbox::of(at))
+                Bbox::of(
+                    features
+                        .iter()
+                        .filter(|f| usize::from(f.level) == l)
+                        .map(|f| (f.x, f.y)),
+                )
             })
             .collect();
         let mut votes: HashMap<VoteKey, Vec<Vote>> = HashMap::new();
@@ -470,25 +474,20 @@ impl LiveIndex {
             if v.len() < 4 {
                 continue;
             }
-            let mut cells: HashMap<(i32, i32), Vec<u16>> = HashMap::new();
-            let mut stored_at: HashMap<(i32, i32), Vec<(u16, u16)>> = HashMap::new();
-            for (cell, q, p) in &v {
-                cells.entry(*cell).or_default().push(*q);
-                stored_at.entry(*cell).or_default().push(*p);
+            let (takedown, image) = (image_key >> 5, (image_key & 0x1f) as usize);
+            // Per translation cell: (checked feature number, stored feature position).
+            let mut cells: HashMap<Cell, Vec<(u16, Pos)>> = HashMap::new();
+            for &(cell, q, at) in &v {
+                cells.entry(cell).or_default().push((q, at));
             }
             // The stored image's features at this level, for the coverage test: found once
             // per stored image, and only when a placement has enough agreeing features.
             let mut stored_all: Option<Bbox> = None;
             let agree = cells
                 .keys()
-                .map(|&(cx, cy)| {
-                    let around =
-                        |cx: i32, cy: i32| (-1..=1).flat_map(move |dy| (-1..=1).map(move |dx| (cx + dx, cy + dy)));
-                    let mut qs: Vec<u16> = around(cx, cy)
-                        .filter_map(|c| cells.get(&c))
-                        .flatten()
-                        .copied()
-                        .collect();
+                .map(|&cell| {
+                    let near = || around(cell).filter_map(|c| cells.get(&c)).flatten();
+                    let mut qs: Vec<u16> = near().map(|&(q, _)| q).collect();
                     qs.sort_unstable();
                     qs.dedup();
                     let checked = Bbox::of(
@@ -502,14 +501,10 @@ impl LiveIndex {
                     if n < min_agree {
                         return n;
                     }
-                    let Some(checked_frame) = frames.get(usize::from(clevel)).copied().flatten() else {
-                        return 0;
-                    };
-                    if checked.covers(&checked_frame, MIN_COVERAGE) {
+                    if checked.covers(&frames[usize::from(clevel)], MIN_COVERAGE) {
                         return n;
                     }
-                    let stored = Bbox::of(around(cx, cy).filter_map(|c| stored_at.get(&c)).flatten().copied());
-                    let (takedown, image) = (image_key >> 5, (image_key & 0x1f) as usize);
+                    let stored = Bbox::of(near().map(|&(_, at)| at));
                     let stored_frame = *stored_all.get_or_insert_with(|| {
                         Bbox::of(
                             (0..MAX_FEATURES)
@@ -527,12 +522,16 @@ impl LiveIndex {
                 .max()
                 .unwrap_or(0);
             // An image entry id: takedown << 16 | image (variant 0).
-            let (takedown, image) = (image_key >> 5, image_key & 0x1f);
-            let e = best.entry(entry_id(takedown, image as usize, 0)).or_default();
+            let e = best.entry(entry_id(takedown, image, 0)).or_default();
             *e = (*e).max(agree);
         }
         best.into_iter().collect()
     }
+}
+
+/// A translation cell and its eight neighbours: votes a cell apart still agree.
+fn around((cx, cy): Cell) -> impl Iterator<Item = Cell> {
+    (-1..=1).flat_map(move |dy| (-1..=1).map(move |dx| (cx + dx, cy + dy)))
 }
 
 /// Whether a checked region's hits span more than [`MAX_REGION_TAKEDOWNS`] takedowns: then

@@ -36,10 +36,6 @@ fn start_with(data: &Path, extra: &[&str]) -> Daemon {
     Daemon::serve(data, &args)
 }
 
-async fn client(d: &Daemon) -> Client {
-    common::connect(d.addr.parse().expect("daemon address")).await
-}
-
 /// A hash-only listing: one random PDQ (random 256-bit hashes are ~128 bits apart, so each
 /// matches only itself) and a title.
 fn hashed(listing_id: &str, pdq: &str, description: String) -> pb::Listing {
@@ -228,14 +224,14 @@ async fn kill_9_cycles() {
         };
         {
             let a = acked.lock().clone();
-            let mut c = client(&daemon).await;
+            let mut c = daemon.client().await;
             verified_total += verify_daemon(&mut c, &a, &fresh).await;
         }
         previous.extend(fresh);
         let t_verify = t0.elapsed();
         let mut tasks = Vec::new();
         for k in 0..clients {
-            let c = client(&daemon).await;
+            let c = daemon.client().await;
             tasks.push(tokio::spawn(writer(
                 c,
                 acked.clone(),
@@ -270,7 +266,7 @@ async fn kill_9_cycles() {
     }
     // Last restart: everything acknowledged, over gRPC.
     let daemon = start(&data);
-    let mut c = client(&daemon).await;
+    let mut c = daemon.client().await;
     let a = acked.lock().clone();
     let all: Vec<u64> = a.takedowns.keys().copied().collect();
     let verified = verify_daemon(&mut c, &a, &all).await;
@@ -385,7 +381,7 @@ async fn disk_full() {
 
     // 1. The reserve (6 MiB here): writes are refused before the disk fills; reads go on.
     let daemon = start_with(&data, &["--min-free-disk-bytes", "6291456"]);
-    let mut c = client(&daemon).await;
+    let mut c = daemon.client().await;
     let s = fill(&mut c, &mut rng, "reserve", &mut acked).await;
     println!(
         "reserve reached after {} takedowns: {:?}: {}",
@@ -423,7 +419,7 @@ async fn disk_full() {
     // with space freed has everything acknowledged.
     let before = acked.len();
     let daemon = start_with(&data, &["--min-free-disk-bytes", "0"]);
-    let mut c = client(&daemon).await;
+    let mut c = daemon.client().await;
     let s = fill(&mut c, &mut rng, "enospc", &mut acked).await;
     println!(
         "ENOSPC after {} more takedowns: {:?}: {}",
@@ -437,7 +433,7 @@ async fn disk_full() {
     fs.resize("128m");
 
     let daemon = start(&data);
-    let mut c = client(&daemon).await;
+    let mut c = daemon.client().await;
     all_readable(&mut c, &acked, "after").await;
     c.register_takedown(pb::RegisterTakedownRequest {
         listing: Some(hashed("after-space", &random_pdq(&mut rng), String::new())),

@@ -26,7 +26,7 @@ fn relist(args: &[&str]) -> (bool, serde_json::Value, String) {
 async fn export_then_import_into_another_daemon_matches_the_photos() {
     let tmp = tempfile::tempdir().unwrap();
     let a = serve(&tmp.path().join("a"));
-    let mut ca = common::connect(a.addr.parse().unwrap()).await;
+    let mut ca = a.client().await;
     let photos: Vec<Vec<u8>> = (0..3).map(|s| jpeg(&photo(500 + s, 320, 240), 90)).collect();
     for (i, p) in photos.iter().enumerate() {
         common::register(
@@ -121,7 +121,7 @@ async fn export_then_import_into_another_daemon_matches_the_photos() {
         "{s}"
     );
 
-    let mut cb = common::connect(b.addr.parse().unwrap()).await;
+    let mut cb = b.client().await;
     for (i, p) in photos.iter().enumerate() {
         let r = common::check(&mut cb, listing("shopb", &format!("up{i}"), "x", "", vec![p.clone()])).await;
         assert_eq!(common::verdict(&r), pb::Verdict::Reupload, "photo {i} after import");

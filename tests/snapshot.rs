@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use common::{Client, Daemon};
 use rand::{Rng, SeedableRng};
@@ -16,10 +15,6 @@ use relist::snapshot::FILE_NAME;
 /// `relist serve` over `data`, as this test runs it.
 fn serve(data: &Path) -> Daemon {
     Daemon::serve(data, &["--no-thumbnails"])
-}
-
-async fn client(d: &Daemon) -> Client {
-    common::connect(d.addr.parse().expect("daemon address")).await
 }
 
 /// The index sizes the start logged: (how it loaded, pdq entries, title entries).
@@ -107,7 +102,7 @@ async fn verify(d: &Daemon, bank: &Bank) {
 /// Every live takedown is a REUPLOAD of its own hash (and title); a removed one is in no
 /// answer.
 async fn answers(d: &Daemon, bank: &Bank) {
-    let mut c = client(d).await;
+    let mut c = d.client().await;
     for (id, (pdq, title, live)) in bank {
         let r = c
             .check_listing(pb::CheckListingRequest {
@@ -137,7 +132,7 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     // A fresh store: full load; writes; a graceful stop writes the snapshot.
     let d = serve(&data);
     assert_eq!(loaded(&d).0, "store");
-    write(&mut client(&d).await, &mut rng, &mut bank, "a", 40, 6).await;
+    write(&mut d.client().await, &mut rng, &mut bank, "a", 40, 6).await;
     answers(&d, &bank).await;
     let log = d.terminate();
     assert!(log.contains("index snapshot written"), "{log}");
@@ -155,13 +150,13 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     verify(&d, &bank).await;
     // More writes (removing some of the snapshot's takedowns too), then kill -9: the store
     // has changed since the snapshot, and no new one was written.
-    write(&mut client(&d).await, &mut rng, &mut bank, "b", 20, 8).await;
+    write(&mut d.client().await, &mut rng, &mut bank, "b", 20, 8).await;
     answers(&d, &bank).await;
     d.kill9();
     let d = serve(&data);
     assert_eq!(loaded(&d).0, "store", "{}", d.log());
     verify(&d, &bank).await;
-    write(&mut client(&d).await, &mut rng, &mut bank, "c", 10, 2).await;
+    write(&mut d.client().await, &mut rng, &mut bank, "c", 10, 2).await;
     let log = d.terminate();
     assert!(log.contains("index snapshot written"), "{log}");
 
@@ -180,7 +175,7 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     );
     assert!(!snapshot.exists(), "a stale snapshot is deleted");
     verify(&d, &bank).await;
-    write(&mut client(&d).await, &mut rng, &mut bank, "d", 10, 2).await;
+    write(&mut d.client().await, &mut rng, &mut bank, "d", 10, 2).await;
     d.terminate();
 
     // The key in the store but no file (a copy of the store without it): full load.
@@ -193,11 +188,7 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
     d.terminate();
 
     // Another command opening the stopped daemon's store takes the key: full load after.
-    let out = Command::new(env!("CARGO_BIN_EXE_relist"))
-        .args(["keys", "list", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = common::relist_cli(&["keys", "list", "--data-dir", data.to_str().expect("utf-8 path")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let d = serve(&data);
     assert_eq!(loaded(&d).0, "store", "{}", d.log());

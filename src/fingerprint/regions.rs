@@ -329,9 +329,10 @@ pub enum Side {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {
     pub rect: Rect,
-    /// A block (segment, quarter) covering under [`PART_SHARE`] of the picture. Two pictures can share
-    /// such a block without being one photo (a seller's logo and name cut out as a block of
-    /// its own on every listing), so a match between parts of both is weaker evidence.
+    /// A block (segment, quarter) covering under [`PART_SHARE`] of the picture. Two pictures
+    /// can share such a block without being one photo (a seller's logo and name cut out as a
+    /// block of its own on every listing), so a match between parts of both is weaker
+    /// evidence.
     pub part: bool,
 }
 

@@ -335,6 +335,11 @@ impl Daemon {
         format!("http://{}", self.addr)
     }
 
+    /// A gRPC client of this daemon.
+    pub async fn client(&self) -> Client {
+        connect(self.addr.parse().expect("daemon address")).await
+    }
+
     /// Runs a client command against this daemon with `--json`; asserts success and returns
     /// the printed JSON.
     pub fn cli(&self, args: &[&str]) -> serde_json::Value {
