@@ -4,7 +4,7 @@
 //! limit is checked before pixels are allocated and every failure is an error, never a panic.
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 /// Limits applied to every encoded image before and while decoding.
 #[derive(Clone, Copy, Debug)]
@@ -136,11 +136,53 @@ pub fn decode_jpeg_scaled(bytes: &[u8], factor: u16) -> Option<DynamicImage> {
 /// A small JPEG of the image (longest side `max_side`), for people to look at; `None` if
 /// encoding fails, which only costs the picture.
 pub fn thumbnail_jpeg(img: &DynamicImage, max_side: u32) -> Option<Vec<u8>> {
-    let small = img.thumbnail(max_side, max_side).to_rgb8();
+    let small = match img {
+        DynamicImage::ImageRgb8(rgb) => shrink(rgb, max_side),
+        other => shrink(&other.to_rgb8(), max_side),
+    };
     let mut out = Vec::new();
     let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75);
     small.write_with_encoder(enc).ok()?;
     Some(out)
+}
+
+/// `img` fitted within `max_side` (never enlarged), each pixel the mean of the block of source
+/// pixels it covers. Only looked at, never hashed: a box mean is all a thumbnail needs, and
+/// a few times cheaper than `image`'s `thumbnail` (1.4 ms for a 500x375 photo), which the
+/// check of a matching listing pays.
+fn shrink(img: &RgbImage, max_side: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let long = w.max(h);
+    if long <= max_side || w == 0 || h == 0 {
+        return img.clone();
+    }
+    let fit = |len: u32| ((u64::from(len) * u64::from(max_side)).div_ceil(u64::from(long)) as u32).clamp(1, len);
+    let (tw, th) = (fit(w), fit(h));
+    // Block edges: output pixel i covers source pixels edges[i]..edges[i + 1] (at least one).
+    let edges = |len: u32, n: u32| -> Vec<usize> {
+        (0..=n)
+            .map(|i| (u64::from(i) * u64::from(len) / u64::from(n)) as usize)
+            .collect()
+    };
+    let (xs, ys) = (edges(w, tw), edges(h, th));
+    let raw = img.as_raw();
+    let stride = w as usize * 3;
+    let mut sums = vec![0u32; stride];
+    let mut out = Vec::with_capacity(tw as usize * th as usize * 3);
+    for rows in ys.windows(2) {
+        sums.iter_mut().for_each(|s| *s = 0);
+        for row in raw[rows[0] * stride..rows[1] * stride].chunks_exact(stride) {
+            sums.iter_mut().zip(row).for_each(|(s, &v)| *s += u32::from(v));
+        }
+        for cols in xs.windows(2) {
+            let n = ((rows[1] - rows[0]) * (cols[1] - cols[0])) as u32;
+            for c in 0..3 {
+                let total: u32 = sums[cols[0] * 3 + c..cols[1] * 3].iter().step_by(3).sum();
+                out.push(((total + n / 2) / n) as u8);
+            }
+        }
+    }
+    RgbImage::from_raw(tw, th, out).unwrap_or_else(|| img.clone())
 }
 
 /// Whether the last start-of-scan marker (FF DA) is followed by an end-of-image marker
@@ -277,5 +319,26 @@ mod tests {
         trailer.extend_from_slice(b"trailing bytes after EOI");
         assert!(jpeg_is_complete(&trailer));
         assert!(decode(&bytes[..bytes.len() * 2 / 3], DecodeLimits::default()).is_err());
+    }
+
+    #[test]
+    fn thumbnails_fit_and_average_their_blocks() {
+        for (w, h) in [(500, 375), (375, 500), (161, 20), (1000, 1000), (100, 50), (161, 1)] {
+            let img = pattern(w, h);
+            let small = shrink(&img.to_rgb8(), 160);
+            let (tw, th) = small.dimensions();
+            assert_eq!(tw.max(th), w.max(h).min(160), "{w}x{h} -> {tw}x{th}");
+            assert!(tw >= 1 && th >= 1);
+            let jpeg = thumbnail_jpeg(&img, 160).expect("encodes");
+            let back = image::load_from_memory(&jpeg).expect("decodes");
+            assert_eq!((back.width(), back.height()), (tw, th));
+        }
+        // A flat picture stays flat; a half-black, half-white one keeps its halves.
+        let flat = RgbImage::from_pixel(640, 480, image::Rgb([10, 200, 30]));
+        assert!(shrink(&flat, 160).pixels().all(|p| p.0 == [10, 200, 30]));
+        let halves = RgbImage::from_fn(640, 480, |x, _| image::Rgb([if x < 320 { 0 } else { 255 }; 3]));
+        let small = shrink(&halves, 160);
+        assert_eq!(small.get_pixel(0, 0).0, [0; 3]);
+        assert_eq!(small.get_pixel(159, 119).0, [255; 3]);
     }
 }

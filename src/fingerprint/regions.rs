@@ -183,18 +183,71 @@ pub fn trim(img: &RgbImage, r: Rect) -> Rect {
 
 /// Splits `r` along runs of uniform lines (rows when `rows`, else columns) at least `min_gap`
 /// long; returns the blocks between them.
+///
+/// Only runs that change the split are looked for, and testing a line is most of the rules'
+/// cost: a run of at least `min_gap` lines holds a line whose index is a multiple of
+/// `min_gap`, so those lines are tested, and from each uniform one the run is followed both
+/// ways; runs at the edges count whatever their length, so they are followed from each edge.
+/// Lines never tested lie in no run that counts, so the blocks are those of testing every
+/// line (tested against it).
 fn split(img: &RgbImage, r: Rect, rows: bool) -> Vec<Rect> {
     let len = if rows { r.h } else { r.w };
     let min_gap = (len / 100).max(2);
-    let flat: Vec<bool> = (0..len)
-        .map(|i| {
+    let mut known: Vec<Option<bool>> = vec![None; len as usize];
+    let mut flat = |i: u32| {
+        *known[i as usize].get_or_insert_with(|| {
             if rows {
                 row_uniform(img, r, r.y + i)
             } else {
                 col_uniform(img, r, r.x + i)
             }
         })
-        .collect();
+    };
+    let mut from_top = 0;
+    while from_top < len && flat(from_top) {
+        from_top += 1;
+    }
+    let mut from_end = len;
+    while from_end > from_top && flat(from_end - 1) {
+        from_end -= 1;
+    }
+    for probe in (0..len).step_by(min_gap as usize) {
+        if flat(probe) {
+            let mut i = probe;
+            while i > 0 && flat(i - 1) {
+                i -= 1;
+            }
+            let mut i = probe + 1;
+            while i < len && flat(i) {
+                i += 1;
+            }
+        }
+    }
+    let flat: Vec<bool> = known.iter().map(|k| *k == Some(true)).collect();
+    blocks(&flat, min_gap)
+        .into_iter()
+        .map(|(a, b)| {
+            if rows {
+                Rect {
+                    y: r.y + a,
+                    h: b - a,
+                    ..r
+                }
+            } else {
+                Rect {
+                    x: r.x + a,
+                    w: b - a,
+                    ..r
+                }
+            }
+        })
+        .collect()
+}
+
+/// The blocks (start, end) between runs of `flat` lines that are at least `min_gap` long or
+/// touch an edge.
+fn blocks(flat: &[bool], min_gap: u32) -> Vec<(u32, u32)> {
+    let len = flat.len() as u32;
     let mut out = Vec::new();
     let (mut start, mut i) = (0u32, 0u32);
     while i < len {
@@ -216,23 +269,7 @@ fn split(img: &RgbImage, r: Rect, rows: bool) -> Vec<Rect> {
     if start < len {
         out.push((start, len));
     }
-    out.into_iter()
-        .map(|(a, b)| {
-            if rows {
-                Rect {
-                    y: r.y + a,
-                    h: b - a,
-                    ..r
-                }
-            } else {
-                Rect {
-                    x: r.x + a,
-                    w: b - a,
-                    ..r
-                }
-            }
-        })
-        .collect()
+    out
 }
 
 /// What the rules find in a picture, worked out once and shared by the region hashes and the
@@ -400,6 +437,51 @@ mod tests {
         let s = Layout::of(&c).segments;
         assert_eq!(s.len(), 4, "{s:?}");
         assert!(s.iter().all(|r| r.w == 97 && r.h == 97), "{s:?}");
+    }
+
+    /// `split` tests a few lines; testing every line gives the same blocks.
+    #[test]
+    fn split_equals_testing_every_line() {
+        let mut pictures = vec![textured(300, 200)];
+        // Bands and gutters of many widths, at the edges and inside, on both axes.
+        for (k, gap) in [1u32, 2, 3, 5, 8, 13].into_iter().enumerate() {
+            let mut c = RgbImage::from_pixel(301 + k as u32 * 7, 203, Rgb([250, 250, 250]));
+            let mut x = k as u32;
+            while x + 40 < c.width() {
+                let h = 60 + (x % 3) * 40;
+                image::imageops::replace(&mut c, &textured(37, h), i64::from(x), i64::from(gap * 3 % 11));
+                x += 37 + gap + (x % 4);
+            }
+            pictures.push(c);
+            let mut t = RgbImage::from_pixel(240, 320 + gap, Rgb([30, 30, 30]));
+            image::imageops::replace(&mut t, &textured(240, 100), 0, i64::from(gap) * 4);
+            image::imageops::replace(&mut t, &textured(200, 90), 20, 110 + i64::from(gap) * 6);
+            pictures.push(t);
+        }
+        let mut split_ones = 0;
+        for img in &pictures {
+            let r = Rect::of(img);
+            for rows in [true, false] {
+                let len = if rows { r.h } else { r.w };
+                let every: Vec<bool> = (0..len)
+                    .map(|i| {
+                        if rows {
+                            row_uniform(img, r, i)
+                        } else {
+                            col_uniform(img, r, i)
+                        }
+                    })
+                    .collect();
+                let want: Vec<(u32, u32)> = blocks(&every, (len / 100).max(2));
+                let got: Vec<(u32, u32)> = split(img, r, rows)
+                    .iter()
+                    .map(|b| if rows { (b.y, b.y + b.h) } else { (b.x, b.x + b.w) })
+                    .collect();
+                assert_eq!(got, want, "{}x{} rows {rows}", img.width(), img.height());
+                split_ones += usize::from(want.len() > 1);
+            }
+        }
+        assert!(split_ones >= 10, "only {split_ones} pictures split");
     }
 
     #[test]
