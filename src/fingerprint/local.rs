@@ -280,13 +280,13 @@ const CIRCLE: [(i32, i32); 16] = [
     (-1, -3),
 ];
 
-/// FAST-9 scores of one row's pixels `x0..x0 + out.len()` (at least 3 pixels from every
-/// edge; `offsets` are [`CIRCLE`]'s as index offsets, `at` the row-major index of the first
-/// pixel): 0 when not a corner, else the summed contrast past the threshold.
+/// FAST-9 scores of the `out.len()` pixels of a row from row-major index `at` (each at least
+/// 3 pixels from every edge; `offsets` are [`CIRCLE`]'s as index offsets): 0 when not a
+/// corner, else the summed contrast past the threshold.
 ///
 /// A corner has a run of 9 circle pixels all brighter than the centre by more than
-/// [`FAST_THRESHOLD`], or all darker. The row is worked one circle position at a time over
-/// all its pixels (16 passes of plain byte arithmetic, which the compiler runs in vector
+/// [`FAST_THRESHOLD`], or all darker. Pixels are worked [`LANES`] at a time, one circle
+/// position after another (plain integer arithmetic, which the compiler runs in vector
 /// lanes), keeping per pixel a 16-bit mask of the brighter and of the darker positions and
 /// the contrast sum; then a run of 9 is 9 shifted copies of a mask ANDed together.
 fn fast_row(raw: &[u8], at: usize, offsets: &[isize; 16], out: &mut [u32]) {
