@@ -128,6 +128,9 @@ impl Fingerprinter {
             .as_deref()
             .filter(|_| side == Side::Checked || d.regions)
             .map(pdq::Luma::of_rgb);
+        // A stored picture's whole-picture PDQs read its pixels as the reference does (grey
+        // and RGBA ones as they are, not through RGB), so they come from `img` itself, not
+        // from the RGB luma plane its regions use.
         let (variants, quality) = match (&luma, side) {
             (Some(luma), Side::Checked) => luma.dihedral(mode),
             _ => pdq::pdq_dihedral(img),

@@ -365,8 +365,14 @@ fn dihedral_of_view(v: View, mode: Downsample) -> ([PdqHash; 8], u8) {
             // A top-bottom mirror changes only the rows' taps, a left-right one only the
             // columns': two row passes serve all four classes.
             let (rows, rows_tb) = (sampled_rows(v, false), sampled_rows(v, true));
-            let grids = [(&rows, false), (&rows, true), (&rows_tb, false), (&rows_tb, true)]
-                .map(|(rows, lr)| sampled_grid(rows, v.w, lr));
+            let (cols, cols_lr) = (tent_taps(v.w, false), tent_taps(v.w, true));
+            let grids = [
+                (&rows, &cols),
+                (&rows, &cols_lr),
+                (&rows_tb, &cols),
+                (&rows_tb, &cols_lr),
+            ]
+            .map(|(rows, cols)| sampled_grid(rows, v.w, cols));
             let quality = quality_metric(&grids[0]);
             (grids.map(|g| dct64_to_16(&g)), quality)
         }
@@ -404,7 +410,7 @@ fn hash_of_view(v: View, mode: Downsample) -> PdqResult {
     let (dct, quality) = match mode {
         Downsample::Exact => dct_from_luma(&mut v.mirrored(false, false), v.w, v.h),
         Downsample::Sampled => {
-            let grid = sampled_grid(&sampled_rows(v, false), v.w, false);
+            let grid = sampled_grid(&sampled_rows(v, false), v.w, &tent_taps(v.w, false));
             (dct64_to_16(&grid), quality_metric(&grid))
         }
     };
@@ -916,13 +922,12 @@ fn sampled_rows(v: View, flip_tb: bool) -> Vec<f32> {
     out
 }
 
-/// [`Downsample::Sampled`]'s horizontal pass over [`sampled_rows`]' output: the 64x64 grid
-/// (left-right mirrored when `flip_lr`).
-fn sampled_grid(rows: &[f32], w: usize, flip_lr: bool) -> [[f32; 64]; 64] {
-    let taps = tent_taps(w, flip_lr);
+/// [`Downsample::Sampled`]'s horizontal pass over [`sampled_rows`]' output: the 64x64 grid,
+/// with the columns' [`tent_taps`] (left-right mirrored ones give the mirrored grid).
+fn sampled_grid(rows: &[f32], w: usize, taps: &[(usize, Vec<f32>)]) -> [[f32; 64]; 64] {
     let mut grid = [[0f32; 64]; 64];
     for (out, row) in grid.iter_mut().zip(rows.chunks_exact(w)) {
-        for (o, (first, ws)) in out.iter_mut().zip(&taps) {
+        for (o, (first, ws)) in out.iter_mut().zip(taps) {
             *o = ws.iter().zip(&row[*first..]).map(|(a, b)| a * b).sum();
         }
     }
@@ -1197,7 +1202,6 @@ mod tests {
         }))
     }
 
-    /// Smooth gradient with a disc and a bar, 640x480 so the pre-shrink runs.
     /// The sampled downsample is the exact one's filter in another order of f32 additions.
     /// Over whole pictures of many sizes (the pre-shrink above 512 px, the unfiltered 64x64,
     /// odd sizes under 64, windows of 1 to 8) and rectangles of them, mirrored and not, it
@@ -1254,6 +1258,7 @@ mod tests {
         }
     }
 
+    /// Smooth gradient with a disc and a bar, 640x480 so the pre-shrink runs.
     fn smooth_640x480() -> DynamicImage {
         DynamicImage::ImageRgb8(RgbImage::from_fn(640, 480, |x, y| {
             let (fx, fy) = (x as f32, y as f32);

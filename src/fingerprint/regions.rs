@@ -129,6 +129,15 @@ fn locate(counts: &[u8], mut rank: usize) -> (usize, usize) {
     (i, rank)
 }
 
+/// Whether line `i` of `r` (its `i`-th row when `rows`, else its `i`-th column) is uniform.
+fn line_uniform(img: &RgbImage, r: Rect, rows: bool, i: u32) -> bool {
+    if rows {
+        row_uniform(img, r, r.y + i)
+    } else {
+        col_uniform(img, r, r.x + i)
+    }
+}
+
 fn row_uniform(img: &RgbImage, r: Rect, y: u32) -> bool {
     let start = (y as usize * img.width() as usize + r.x as usize) * 3;
     let row = &img.as_raw()[start..start + r.w as usize * 3];
@@ -194,33 +203,25 @@ fn split(img: &RgbImage, r: Rect, rows: bool) -> Vec<Rect> {
     let len = if rows { r.h } else { r.w };
     let min_gap = (len / 100).max(2);
     let mut known: Vec<Option<bool>> = vec![None; len as usize];
-    let mut flat = |i: u32| {
-        *known[i as usize].get_or_insert_with(|| {
-            if rows {
-                row_uniform(img, r, r.y + i)
-            } else {
-                col_uniform(img, r, r.x + i)
-            }
-        })
+    // Follows the run of uniform lines from line `from` (itself included) in direction `step`,
+    // testing each line at most once; returns how many lines it went through.
+    let mut follow = |from: u32, step: i64| {
+        let mut i = i64::from(from);
+        while i >= 0
+            && i < i64::from(len)
+            && *known[i as usize].get_or_insert_with(|| line_uniform(img, r, rows, i as u32))
+        {
+            i += step;
+        }
+        i.abs_diff(i64::from(from))
     };
-    let mut from_top = 0;
-    while from_top < len && flat(from_top) {
-        from_top += 1;
-    }
-    let mut from_end = len;
-    while from_end > from_top && flat(from_end - 1) {
-        from_end -= 1;
+    if len > 0 {
+        follow(0, 1);
+        follow(len - 1, -1);
     }
     for probe in (0..len).step_by(min_gap as usize) {
-        if flat(probe) {
-            let mut i = probe;
-            while i > 0 && flat(i - 1) {
-                i -= 1;
-            }
-            let mut i = probe + 1;
-            while i < len && flat(i) {
-                i += 1;
-            }
+        if follow(probe, -1) > 0 {
+            follow(probe + 1, 1);
         }
     }
     let flat: Vec<bool> = known.iter().map(|k| *k == Some(true)).collect();
@@ -463,15 +464,7 @@ mod tests {
             let r = Rect::of(img);
             for rows in [true, false] {
                 let len = if rows { r.h } else { r.w };
-                let every: Vec<bool> = (0..len)
-                    .map(|i| {
-                        if rows {
-                            row_uniform(img, r, i)
-                        } else {
-                            col_uniform(img, r, i)
-                        }
-                    })
-                    .collect();
+                let every: Vec<bool> = (0..len).map(|i| line_uniform(img, r, rows, i)).collect();
                 let want: Vec<(u32, u32)> = blocks(&every, (len / 100).max(2));
                 let got: Vec<(u32, u32)> = split(img, r, rows)
                     .iter()
