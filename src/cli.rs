@@ -49,18 +49,18 @@ pub enum Command {
     /// Create, list or revoke API keys (admin). Through the daemon, or with --data-dir
     /// directly on a stopped daemon's store (how the first admin key is made).
     #[command(subcommand)]
-    Keys(crate::keys::KeysCommand),
+    Keys(crate::cmd::keys::KeysCommand),
     /// Write a consistent backup of the running daemon's whole store to FILE (admin).
-    Backup(crate::backup::BackupArgs),
+    Backup(crate::cmd::backup::BackupArgs),
     /// Restore a backup into a new, empty data dir (offline).
-    Restore(crate::backup::RestoreArgs),
+    Restore(crate::cmd::backup::RestoreArgs),
     /// Measure detection quality on photos and/or titles with generated evasions; see
     /// `relist eval --help`.
     Eval(crate::eval::EvalArgs),
     /// Write the bank's PDQ hashes for other platforms: hex lines or ThreatExchange CSV.
-    Export(crate::exchange::ExportArgs),
+    Export(crate::cmd::exchange::ExportArgs),
     /// Register a shared hash list (hex lines or ThreatExchange CSV) as hash-only takedowns.
-    Import(crate::exchange::ImportArgs),
+    Import(crate::cmd::exchange::ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -564,12 +564,12 @@ pub fn run() -> anyhow::Result<()> {
             Command::Stats(args) => stats(args).await,
             Command::Review(args) => review(args).await,
             Command::Batch(args) => crate::batch::run(args).await,
-            Command::Keys(cmd) => crate::keys::run(cmd).await,
-            Command::Backup(args) => crate::backup::run_backup(args).await,
-            Command::Restore(args) => crate::backup::run_restore(args),
+            Command::Keys(cmd) => crate::cmd::keys::run(cmd).await,
+            Command::Backup(args) => crate::cmd::backup::run_backup(args).await,
+            Command::Restore(args) => crate::cmd::backup::run_restore(args),
             Command::Eval(args) => tokio::task::spawn_blocking(move || crate::eval::run(args)).await?,
-            Command::Export(args) => crate::exchange::run_export(args).await,
-            Command::Import(args) => crate::exchange::run_import(args).await,
+            Command::Export(args) => crate::cmd::exchange::run_export(args).await,
+            Command::Import(args) => crate::cmd::exchange::run_import(args).await,
         }
     })
 }
@@ -726,6 +726,7 @@ pub(crate) async fn connect(addr: &str) -> anyhow::Result<Client> {
         .get_or_init(Connection::default)
         .connect(addr, crate::server::MAX_MESSAGE_BYTES)
         .await
+        .map_err(anyhow::Error::from)
 }
 
 pub(crate) fn rpc_error(s: tonic::Status) -> anyhow::Error {

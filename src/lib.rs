@@ -35,28 +35,17 @@
 //! - [`fuzz_targets`]: the fuzz targets' bodies (image, text, requests), shared by `fuzz/`
 //!   and the stable corpus test.
 //! - [`disk`]: the free-space reserve that refuses writes before the store's disk fills.
-pub mod api;
-pub mod auth;
-pub mod backup;
-pub mod bank;
 pub mod batch;
 pub mod cli;
+pub mod cmd;
 pub mod config;
-pub mod disk;
-pub mod domain;
-pub mod error;
 pub mod eval;
-pub mod exchange;
-pub mod fingerprint;
-pub mod fuzz_targets;
-pub mod history;
-pub mod index;
-pub mod keys;
-pub mod matcher;
 pub mod metrics;
-pub mod policy;
 pub mod server;
-pub mod snapshot;
-pub mod store;
-pub mod transport;
 pub mod web;
+
+// Moving: the core now lives in crates/relist-core, the wire in crates/relist-proto.
+pub use relist_core::{
+    auth, backup, bank, disk, domain, error, exchange, fingerprint, history, index, matcher, policy, snapshot, store,
+};
+pub use relist_proto::{api, transport};

@@ -458,21 +458,21 @@ fn match_query(raw: Option<&str>) -> Result<(Query, usize, Option<String>), ApiE
     let marketplace = p.str("marketplace").map(str::to_lowercase);
     if marketplace
         .as_ref()
-        .is_some_and(|m| m.len() > crate::api::MAX_MARKETPLACE_BYTES)
+        .is_some_and(|m| m.len() > relist_core::limits::MAX_MARKETPLACE_BYTES)
     {
         return Err(ApiError::invalid(
             "marketplace",
-            format!("is over {} bytes", crate::api::MAX_MARKETPLACE_BYTES),
+            format!("is over {} bytes", relist_core::limits::MAX_MARKETPLACE_BYTES),
         ));
     }
     let seller = p.str("seller").map(str::to_string);
     if seller
         .as_ref()
-        .is_some_and(|s| s.len() > crate::api::MAX_SELLER_ID_BYTES)
+        .is_some_and(|s| s.len() > relist_core::limits::MAX_SELLER_ID_BYTES)
     {
         return Err(ApiError::invalid(
             "seller",
-            format!("is over {} bytes", crate::api::MAX_SELLER_ID_BYTES),
+            format!("is over {} bytes", relist_core::limits::MAX_SELLER_ID_BYTES),
         ));
     }
     let min_score = p.parsed::<f64>("min_score", "a number")?;
@@ -519,10 +519,10 @@ async fn stats(State(bank): State<Arc<Bank>>, RawQuery(raw): RawQuery) -> ApiRes
         .time("from")?
         .unwrap_or(to.saturating_sub(DEFAULT_STATS_DAYS * DAY_MS));
     let top = p.parsed::<usize>("top", "a count")?.unwrap_or(10);
-    if top > crate::api::MAX_STATS_TOP {
+    if top > relist_core::limits::MAX_STATS_TOP {
         return Err(ApiError::invalid(
             "top",
-            format!("is {top}, over the maximum of {}", crate::api::MAX_STATS_TOP),
+            format!("is {top}, over the maximum of {}", relist_core::limits::MAX_STATS_TOP),
         ));
     }
     let stats: Stats = blocking(&bank, move |b| b.match_stats(from, to, top)).await?;

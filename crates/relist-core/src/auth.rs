@@ -13,7 +13,7 @@ use crate::domain::now_ms;
 use crate::error::{Error, Result};
 
 /// What a key may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// CheckListing and CheckListings.
@@ -27,6 +27,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, from the narrowest grant to the widest.
+    pub const ALL: [Role; 4] = [Role::Checker, Role::Writer, Role::Analyst, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Checker => "checker",
@@ -38,9 +41,7 @@ impl Role {
 
     /// Parses a role name as the CLI and the API spell it.
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Checker, Role::Writer, Role::Analyst, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == s.trim().to_lowercase())
+        Role::ALL.into_iter().find(|r| r.as_str() == s.trim().to_lowercase())
     }
 }
 

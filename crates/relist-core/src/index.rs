@@ -17,7 +17,7 @@
 
 use std::mem::size_of;
 
-use crate::snapshot::{le_u16, le_u32, le_u64, Decoder, Encoder, SnapshotError};
+use crate::codec::{le_u16, le_u32, le_u64, Decoder, Encoder, SnapshotError};
 
 /// Bits per substring / table key.
 const SUB_BITS: usize = 16;

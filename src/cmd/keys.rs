@@ -10,12 +10,36 @@ use crate::api::{self, pb};
 use crate::auth::{KeyInfo, Keys, Role};
 use crate::cli::{connect, fmt_ms, print_json, rpc_error, ClientArgs};
 
+/// A key's role on the command line (see [`Role`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// CheckListing and CheckListings.
+    Checker,
+    /// RegisterTakedown, RemoveTakedown, GetTakedown for its own marketplace only.
+    Writer,
+    /// The match history: QueryMatches, GetMatch, MatchStats, ReviewMatch, the web page.
+    Analyst,
+    /// Everything, including key management.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Checker => Role::Checker,
+            RoleArg::Writer => Role::Writer,
+            RoleArg::Analyst => Role::Analyst,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print its secret (shown this once only).
     Create {
         #[arg(long, value_enum)]
-        role: Role,
+        role: RoleArg,
         /// The one marketplace the key acts for (required for writers; optional for checkers
         /// and analysts).
         #[arg(long)]
@@ -84,6 +108,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             name,
             target,
         } => {
+            let role = Role::from(role);
             let (info, secret) = match &target.data_dir {
                 Some(dir) => open_offline(dir)?.create(role, marketplace.as_deref(), &name)?,
                 None => {

@@ -40,6 +40,10 @@ use std::f64::consts::PI;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
+/// Where `scripts/imagehash_golden.py` writes imagehash's values for the dev photos (relative
+/// to the project root); they derive from the evaluation data, so they are never committed.
+pub const IMAGEHASH_GOLDEN_DEFAULT: &str = "target/imagehash-photos-dev.csv";
+
 /// Side of the square image the DCT runs on (hash_size * highfreq_factor).
 const IMG: usize = 32;
 /// Side of the low-frequency block kept (hash_size).
@@ -380,7 +384,8 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     fn manifest() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        // The project root: this crate is crates/relist-core.
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
     }
 
     fn hex(h: u64) -> String {
@@ -444,7 +449,7 @@ mod tests {
     /// imagehash's values for the dev photos, generated from ../shared/data by
     /// `scripts/imagehash_golden.py` (never committed: they derive from the evaluation data).
     fn imagehash_golden() -> Option<PathBuf> {
-        let p = PathBuf::from(crate::eval::IMAGEHASH_GOLDEN_DEFAULT);
+        let p = PathBuf::from(IMAGEHASH_GOLDEN_DEFAULT);
         let p = if p.is_absolute() { p } else { manifest().join(p) };
         p.is_file().then_some(p)
     }

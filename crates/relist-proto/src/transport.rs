@@ -3,7 +3,6 @@
 //! `authorization: Bearer <key>` on every call.
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
@@ -11,13 +10,40 @@ use tonic::{Request, Status};
 
 use crate::api::pb;
 
-fn read(what: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+/// Why a connection or the daemon's TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A certificate or key file (named by its flag) could not be read.
+    #[error("reading {what} {}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad address {0}")]
+    Address(String, #[source] tonic::transport::Error),
+    #[error("TLS settings")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("--tls-cert and --tls-key go together")]
+    HalfIdentity,
+    #[error("the API key has characters a header cannot carry")]
+    ApiKey,
+    #[error("connecting to relist at {0}")]
+    Connect(String, #[source] tonic::transport::Error),
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TransportError> {
+    std::fs::read(path).map_err(|source| TransportError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The daemon's TLS: its certificate chain and key (PEM), and when `client_ca` is given,
 /// mutual TLS: only clients with a certificate signed by that CA get in.
-pub fn server_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<ServerTlsConfig> {
+pub fn server_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerTlsConfig, TransportError> {
     let identity = Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
     let mut tls = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = client_ca {
@@ -45,13 +71,10 @@ pub struct ApiKey(Option<MetadataValue<Ascii>>);
 
 impl ApiKey {
     /// The header value for `key`; a key that cannot be a header value is refused here.
-    pub fn new(key: Option<&str>) -> anyhow::Result<ApiKey> {
-        key.map(|k| {
-            MetadataValue::try_from(format!("Bearer {}", k.trim()))
-                .context("the API key has characters a header cannot carry")
-        })
-        .transpose()
-        .map(ApiKey)
+    pub fn new(key: Option<&str>) -> Result<ApiKey, TransportError> {
+        key.map(|k| MetadataValue::try_from(format!("Bearer {}", k.trim())).map_err(|_| TransportError::ApiKey))
+            .transpose()
+            .map(ApiKey)
     }
 }
 
@@ -73,9 +96,9 @@ impl Connection {
     }
 
     /// The endpoint for `addr`, over TLS when the address is `https://` or TLS files are set.
-    pub fn endpoint(&self, addr: &str) -> anyhow::Result<Endpoint> {
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, TransportError> {
         if !self.uses_tls(addr) {
-            return Endpoint::from_shared(addr.to_string()).with_context(|| format!("bad address {addr}"));
+            return Endpoint::from_shared(addr.to_string()).map_err(|e| TransportError::Address(addr.to_string(), e));
         }
         let addr = match addr.strip_prefix("http://") {
             Some(rest) => format!("https://{rest}"),
@@ -91,21 +114,21 @@ impl Connection {
                 tls = tls.identity(Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?));
             }
             (None, None) => {}
-            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+            _ => return Err(TransportError::HalfIdentity),
         }
         Endpoint::from_shared(addr.clone())
-            .with_context(|| format!("bad address {addr}"))?
+            .map_err(|e| TransportError::Address(addr.clone(), e))?
             .tls_config(tls)
-            .context("TLS settings")
+            .map_err(TransportError::Tls)
     }
 
     /// Connects to the daemon at `addr`, allowing messages up to `max_message_bytes`.
-    pub async fn connect(&self, addr: &str, max_message_bytes: usize) -> anyhow::Result<Client> {
+    pub async fn connect(&self, addr: &str, max_message_bytes: usize) -> Result<Client, TransportError> {
         let channel = self
             .endpoint(addr)?
             .connect()
             .await
-            .with_context(|| format!("connecting to relist at {addr}"))?;
+            .map_err(|e| TransportError::Connect(addr.to_string(), e))?;
         Ok(
             pb::relist_client::RelistClient::with_interceptor(channel, ApiKey::new(self.api_key.as_deref())?)
                 .max_decoding_message_size(max_message_bytes)

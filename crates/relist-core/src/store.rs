@@ -1,7 +1,7 @@
 //! Durable storage in sled: the takedown bank and the match history.
 //!
 //! Trees (the stored format is a contract, versioned by [`SCHEMA_VERSION`] in `meta`):
-//! - `meta`: `schema_version` -> u32 big-endian.
+//! - `meta`: `schema_version` -> u32 big-endian; [`META_KEY`] -> the index snapshot's [`Claim`].
 //! - `takedowns`: takedown id (u64 BE) -> JSON [`Takedown`], removed ones included.
 //! - `listing_keys`: `marketplace \0 listing_id` -> takedown id, for idempotent registration.
 //! - `fingerprints`: takedown id -> compact binary fingerprints of *live* takedowns only; the
@@ -16,6 +16,7 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
+use crate::codec::{be_u64, Reader};
 use crate::domain::{ImageFingerprint, ListingFingerprints, RegionFingerprint, Takedown, TakedownId};
 use crate::error::{Error, Result};
 use crate::fingerprint::local::Feature;
@@ -51,7 +52,7 @@ pub struct Store {
     fingerprints: Tree,
     thumbs: Tree,
     /// The index snapshot the store named when opened (see [`crate::snapshot`]).
-    snapshot_claim: Option<crate::snapshot::Claim>,
+    snapshot_claim: Option<Claim>,
 }
 
 impl Store {
@@ -66,7 +67,7 @@ impl Store {
         let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
         // Before anything can write: whatever opens the store may change it, so its index
         // snapshot is stale from here on (the daemon uses what the key said).
-        let snapshot_claim = crate::snapshot::claim(&db)?;
+        let snapshot_claim = take_snapshot_claim(&db)?;
         let meta = db.open_tree("meta")?;
         let found = match meta.get(SCHEMA_KEY)? {
             Some(v) => <[u8; 4]>::try_from(v.as_ref())
@@ -261,14 +262,65 @@ impl Store {
 
     /// The index snapshot the store named when it was opened (the key is gone from the store
     /// since): the only snapshot the bank may load.
-    pub fn snapshot_claim(&self) -> Option<crate::snapshot::Claim> {
+    pub fn snapshot_claim(&self) -> Option<Claim> {
         self.snapshot_claim
+    }
+
+    /// Records `claim` as the store's valid index snapshot (and flushes). Only once the file is
+    /// on disk and nothing can write to the store any more (see [`crate::snapshot`]).
+    pub fn publish_snapshot(&self, claim: Claim) -> Result<()> {
+        publish(&self.db, claim)
     }
 
     /// The database, for the history's own trees.
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
+}
+
+// ---- the index snapshot's claim (the protocol is described in `crate::snapshot`) ----
+
+/// The `meta` tree's key for the valid snapshot's id and checksum (two u64 big-endian).
+pub const META_KEY: &[u8] = b"index_snapshot";
+
+/// What the store said about its snapshot when it was opened: the only snapshot it may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub id: u64,
+    pub checksum: u64,
+}
+
+/// Takes the snapshot key out of `meta` (and flushes) and returns what it said. Called by the
+/// store's open before anything can write: from then on the snapshot is stale until the next
+/// graceful shutdown writes a new one.
+fn take_snapshot_claim(db: &sled::Db) -> Result<Option<Claim>> {
+    let meta = db.open_tree("meta")?;
+    let Some(v) = meta.remove(META_KEY)? else {
+        return Ok(None);
+    };
+    db.flush()?;
+    let claim = <[u8; 16]>::try_from(v.as_ref()).ok().map(|b| {
+        let (id, sum) = b.split_at(8);
+        Claim {
+            id: be_u64(id),
+            checksum: be_u64(sum),
+        }
+    });
+    if claim.is_none() {
+        tracing::warn!("the store's index snapshot key is malformed; ignored");
+    }
+    Ok(claim)
+}
+
+/// Records `claim` as the store's valid snapshot (and flushes). Only once the file is on disk
+/// and nothing can write to the store any more.
+fn publish(db: &sled::Db, claim: Claim) -> Result<()> {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&claim.id.to_be_bytes());
+    v[8..].copy_from_slice(&claim.checksum.to_be_bytes());
+    db.open_tree("meta")?.insert(META_KEY, &v)?;
+    db.flush()?;
+    Ok(())
 }
 
 fn listing_key(marketplace: &str, listing_id: &str) -> Vec<u8> {
@@ -410,28 +462,6 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
         regions,
         features,
     })
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
-    }
 }
 
 #[cfg(test)]
@@ -615,5 +645,22 @@ mod tests {
             s.flush().unwrap();
         }
         assert!(matches!(open_released(dir.path()), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn the_claim_is_taken_out_of_the_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let claim = Claim {
+            id: 0x0123_4567_89ab_cdef,
+            checksum: 42,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.snapshot_claim(), None);
+            store.publish_snapshot(claim).unwrap();
+        }
+        // Any open takes it: the first sees it, the next does not.
+        assert_eq!(Store::open(dir.path()).unwrap().snapshot_claim(), Some(claim));
+        assert_eq!(Store::open(dir.path()).unwrap().snapshot_claim(), None);
     }
 }

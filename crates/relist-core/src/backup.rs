@@ -128,6 +128,18 @@ pub fn write(db: &sled::Db, out: impl Write) -> Result<BackupSummary> {
     Ok(summary)
 }
 
+/// Reads the header of a backup file (the client checks what the daemon sent before it calls
+/// it a backup); anything else is [`Error::Corrupt`].
+pub fn read_header(input: impl Read) -> Result<BackupHeader> {
+    let mut r = std::io::BufReader::new(input);
+    let mut magic = [0u8; MAGIC.len()];
+    read_exact(&mut r, &mut magic)?;
+    if magic != MAGIC {
+        return Err(corrupt("not a relist backup"));
+    }
+    serde_json::from_slice(&get_bytes(&mut r)?).map_err(corrupt)
+}
+
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("backup file: {what}"))
 }
@@ -327,100 +339,4 @@ mod tests {
         let e = restore(file.as_slice(), &dir.path().join("x")).unwrap_err();
         assert!(e.to_string().contains("schema version"), "{e}");
     }
-}
-
-/// `relist backup FILE`: takes a backup through the daemon (admin key).
-#[derive(Debug, clap::Args)]
-pub struct BackupArgs {
-    /// Where to write the backup; written beside it first, then renamed, so an interrupted
-    /// backup never leaves a partial FILE.
-    pub file: std::path::PathBuf,
-    #[command(flatten)]
-    pub client: crate::cli::ClientArgs,
-}
-
-/// `relist restore FILE --data-dir DIR`: restores a backup into a new data dir (offline).
-#[derive(Debug, clap::Args)]
-pub struct RestoreArgs {
-    pub file: std::path::PathBuf,
-    /// The data dir to create; it must not exist or be empty.
-    #[arg(long)]
-    pub data_dir: std::path::PathBuf,
-    /// Print machine-readable JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Runs `relist backup`.
-pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use futures::StreamExt;
-    let mut stream = crate::cli::connect(&args.client.addr)
-        .await?
-        .backup(crate::api::pb::BackupRequest {})
-        .await
-        .map_err(crate::cli::rpc_error)?
-        .into_inner();
-    let mut part = args.file.clone().into_os_string();
-    part.push(".part");
-    let part = std::path::PathBuf::from(part);
-    let mut out =
-        std::io::BufWriter::new(std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?);
-    let mut bytes = 0u64;
-    let copied: anyhow::Result<()> = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(crate::cli::rpc_error)?;
-            out.write_all(&chunk.data)?;
-            bytes += chunk.data.len() as u64;
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&part);
-        return Err(e.context("backup interrupted; nothing was written"));
-    }
-    // Check what arrived before calling it a backup.
-    let header = read_header(&part)?;
-    std::fs::rename(&part, &args.file).with_context(|| format!("renaming to {}", args.file.display()))?;
-    if args.client.json {
-        return crate::cli::print_json(&serde_json::json!({ "file": args.file, "bytes": bytes, "header": header }));
-    }
-    println!(
-        "backup written to {} ({bytes} bytes, schema version {})",
-        args.file.display(),
-        header.schema_version
-    );
-    Ok(())
-}
-
-fn read_header(path: &Path) -> anyhow::Result<BackupHeader> {
-    let mut r = std::io::BufReader::new(std::fs::File::open(path)?);
-    let mut magic = [0u8; MAGIC.len()];
-    read_exact(&mut r, &mut magic)?;
-    if magic != MAGIC {
-        anyhow::bail!("the daemon sent something that is not a relist backup");
-    }
-    Ok(serde_json::from_slice(&get_bytes(&mut r)?)?)
-}
-
-/// Runs `relist restore`.
-pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let file = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-    let summary = restore(file, &args.data_dir)
-        .with_context(|| format!("restoring {} into {}", args.file.display(), args.data_dir.display()))?;
-    if args.json {
-        return crate::cli::print_json(&summary);
-    }
-    println!(
-        "restored {} entries in {} trees (schema version {}) into {}",
-        summary.entries,
-        summary.trees,
-        summary.schema_version,
-        args.data_dir.display()
-    );
-    Ok(())
 }

@@ -1038,7 +1038,10 @@ mod tests {
     /// `../shared/data/pdq-reference` beside the project root; `None` (after
     /// printing the skip line) when the evaluation data is not checked out.
     fn data_dir() -> Option<PathBuf> {
-        let primary = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/pdq-reference"));
+        let primary = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/pdq-reference"
+        ));
         if primary.is_dir() {
             return Some(primary);
         }

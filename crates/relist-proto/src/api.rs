@@ -4,16 +4,18 @@
 use prost_types::Timestamp;
 use tonic::Status;
 
-use crate::auth::{KeyInfo, Role};
-use crate::config::RequestLimits;
-use crate::domain::{
+use relist_core::auth::{KeyInfo, Role};
+use relist_core::domain::{
     CheckOutcome, HashKind, ImageEvidence, ImageFingerprint, ImageInput, Listing, ListingFingerprints, ListingInfo,
     Match, MatchRecord, Registered, Source, Takedown, Verdict,
 };
-use crate::error::Error;
-use crate::fingerprint::pdq::{Dihedral, PdqHash};
-use crate::history::{Label, MatchView, Page, Query, Review, Stats};
-use crate::matcher::MAX_IMAGES;
+use relist_core::error::Error;
+use relist_core::fingerprint::pdq::{Dihedral, PdqHash};
+use relist_core::history::{Label, MatchView, Page, Query, Review, Stats};
+use relist_core::limits::{
+    RequestLimits, MAX_LISTING_ID_BYTES, MAX_MARKETPLACE_BYTES, MAX_REASON_CHARS, MAX_SELLER_ID_BYTES, MAX_STATS_TOP,
+};
+use relist_core::matcher::MAX_IMAGES;
 
 /// Types and service stubs generated from `proto/relist/v1/relist.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -23,15 +25,6 @@ pub mod pb {
 
 /// Encoded descriptor set of our protos, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/relist_descriptor.bin"));
-
-/// Size limits on request text fields (bytes for ids, characters for free text).
-pub const MAX_LISTING_ID_BYTES: usize = 256;
-pub const MAX_MARKETPLACE_BYTES: usize = 64;
-pub const MAX_SELLER_ID_BYTES: usize = 256;
-/// Default title and description limits; the daemon's are in [`RequestLimits`].
-pub const MAX_TITLE_CHARS: usize = 1_000;
-pub const MAX_DESCRIPTION_CHARS: usize = 20_000;
-pub const MAX_REASON_CHARS: usize = 1_000;
 
 /// The one mapping from library errors to gRPC status codes.
 pub fn status(e: Error) -> Status {
@@ -562,9 +555,6 @@ pub fn page_to_proto(p: &Page) -> pb::QueryMatchesResponse {
     }
 }
 
-/// Largest `top` a stats request may ask for.
-pub const MAX_STATS_TOP: usize = 1000;
-
 /// Validates a stats request: (from, to, top).
 pub fn stats_request_from_proto(r: &pb::MatchStatsRequest) -> Result<(i64, i64, usize), Error> {
     let from = ms_from_timestamp("from", r.from)?.ok_or_else(|| Error::invalid("from", "is required"))?;
@@ -637,7 +627,7 @@ pub fn review_from_proto(r: pb::ReviewMatchRequest) -> Result<(u64, Label, Strin
 
 // ---- hash exchange ----
 
-pub fn exported_to_proto(h: crate::exchange::ExportedPdq) -> pb::ExportedHash {
+pub fn exported_to_proto(h: relist_core::exchange::ExportedPdq) -> pb::ExportedHash {
     pb::ExportedHash {
         pdq: h.pdq.to_hex(),
         takedown_id: h.takedown_id,

@@ -174,7 +174,7 @@ impl Bank {
             &index,
             &snapshot::Build::current(self.thresholds.pdq_min_quality),
         )?;
-        snapshot::publish(self.store.db(), written.claim)?;
+        self.store.publish_snapshot(written.claim)?;
         Ok(Some(snapshot::Written {
             elapsed: started.elapsed(),
             ..written

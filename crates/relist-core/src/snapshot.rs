@@ -7,8 +7,8 @@
 //!
 //! 1. On graceful shutdown the bank refuses further writes, flushes the store, writes the
 //!    snapshot to a temporary file, fsyncs it, renames it to [`FILE_NAME`], fsyncs the data
-//!    dir, and only then records the snapshot's random id and checksum under [`META_KEY`] in
-//!    the store's `meta` tree (and flushes). A crash before that leaves no key: full load.
+//!    dir, and only then records the snapshot's random id and checksum under
+//!    [`META_KEY`](crate::store::META_KEY) in the store's `meta` tree (and flushes). A crash before that leaves no key: full load.
 //! 2. Every open of the store ([`crate::store::Store::open`], whatever opens it: the daemon,
 //!    `relist keys --data-dir`, tests) takes the key out of `meta` and flushes before anything
 //!    can write, and keeps what it said in memory ([`Claim`]). A store opened once and killed
@@ -32,10 +32,11 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xxhash_rust::xxh3::Xxh3;
-
+pub use crate::codec::SnapshotError;
+use crate::codec::{invalid, Decoder, Encoder};
 use crate::error::{Error, Result};
 use crate::matcher::LiveIndex;
+use crate::store::Claim;
 
 /// The snapshot's file name in the data dir.
 pub const FILE_NAME: &str = "index.snapshot";
@@ -48,32 +49,8 @@ const MAGIC: &[u8; 8] = b"RLSTSNAP";
 /// - 2: pHashes of images whose PDQ is under the quality floor are no longer indexed.
 /// - 3: region entry ids mark regions that are only a part of their picture.
 pub const FORMAT: u32 = 3;
-/// The `meta` tree's key for the valid snapshot's id and checksum (two u64 big-endian).
-pub const META_KEY: &[u8] = b"index_snapshot";
-/// Bytes read or written per I/O call and hashed per checksum update.
-const CHUNK: usize = 4 << 20;
 /// Longest relist version string accepted in a header.
 const MAX_VERSION_LEN: usize = 64;
-
-/// Why a snapshot was not used. Never fatal: the index is then loaded from the store.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("reading the snapshot: {0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn invalid(what: impl Into<String>) -> SnapshotError {
-    SnapshotError::Invalid(what.into())
-}
-
-/// What the store said about its snapshot when it was opened: the only snapshot it may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Claim {
-    pub id: u64,
-    pub checksum: u64,
-}
 
 /// What the index in a snapshot depends on besides the store: a snapshot built under other
 /// parameters is not used.
@@ -107,39 +84,6 @@ pub struct Written {
     pub bytes: u64,
     /// How long writing it took (shutdown waits for it).
     pub elapsed: Duration,
-}
-
-/// Takes the snapshot key out of `meta` (and flushes) and returns what it said. Called by the
-/// store's open before anything can write: from then on the snapshot is stale until the next
-/// graceful shutdown writes a new one.
-pub fn claim(db: &sled::Db) -> Result<Option<Claim>> {
-    let meta = db.open_tree("meta")?;
-    let Some(v) = meta.remove(META_KEY)? else {
-        return Ok(None);
-    };
-    db.flush()?;
-    let claim = <[u8; 16]>::try_from(v.as_ref()).ok().map(|b| {
-        let (id, sum) = b.split_at(8);
-        Claim {
-            id: be_u64(id),
-            checksum: be_u64(sum),
-        }
-    });
-    if claim.is_none() {
-        tracing::warn!("the store's index snapshot key is malformed; ignored");
-    }
-    Ok(claim)
-}
-
-/// Records `claim` as the store's valid snapshot (and flushes). Only once the file is on disk
-/// and nothing can write to the store any more.
-pub fn publish(db: &sled::Db, claim: Claim) -> Result<()> {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&claim.id.to_be_bytes());
-    v[8..].copy_from_slice(&claim.checksum.to_be_bytes());
-    db.open_tree("meta")?.insert(META_KEY, &v)?;
-    db.flush()?;
-    Ok(())
 }
 
 /// Writes `index` as the snapshot file of `dir`, durably (temp file, fsync, rename, fsync of
@@ -257,240 +201,6 @@ pub fn discard(dir: &Path) -> bool {
             tracing::warn!(error = %e, "cannot delete the stale index snapshot");
             true
         }
-    }
-}
-
-fn be_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    u64::from_be_bytes(a)
-}
-
-/// A little-endian u16 from 2 bytes.
-#[inline]
-pub(crate) fn le_u16(b: &[u8]) -> u16 {
-    u16::from_le_bytes([b[0], b[1]])
-}
-
-/// A little-endian u32 from 4 bytes.
-#[inline]
-pub(crate) fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b);
-    u32::from_le_bytes(a)
-}
-
-/// A little-endian u64 from 8 bytes.
-#[inline]
-pub(crate) fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    u64::from_le_bytes(a)
-}
-
-/// Writes little-endian values through a large buffer, hashing everything written.
-pub struct Encoder<W: Write> {
-    inner: W,
-    hash: Xxh3,
-    buf: Vec<u8>,
-    written: u64,
-}
-
-impl<W: Write> Encoder<W> {
-    pub fn new(inner: W) -> Self {
-        Encoder {
-            inner,
-            hash: Xxh3::new(),
-            buf: Vec::with_capacity(CHUNK + 64),
-            written: 0,
-        }
-    }
-
-    fn spill(&mut self) -> io::Result<()> {
-        self.hash.update(&self.buf);
-        self.inner.write_all(&self.buf)?;
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    #[inline]
-    fn room(&mut self) -> io::Result<()> {
-        if self.buf.len() >= CHUNK {
-            self.spill()?;
-        }
-        Ok(())
-    }
-
-    pub fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
-        for c in b.chunks(CHUNK) {
-            self.buf.extend_from_slice(c);
-            self.room()?;
-        }
-        Ok(())
-    }
-
-    pub fn u8(&mut self, v: u8) -> io::Result<()> {
-        self.buf.push(v);
-        self.room()
-    }
-
-    pub fn u16(&mut self, v: u16) -> io::Result<()> {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-        self.room()
-    }
-
-    pub fn u32(&mut self, v: u32) -> io::Result<()> {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-        self.room()
-    }
-
-    pub fn u64(&mut self, v: u64) -> io::Result<()> {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-        self.room()
-    }
-
-    /// Each of `v` as `N` little-endian bytes (`to_le` is e.g. `u32::to_le_bytes`).
-    pub fn words<T: Copy, const N: usize>(&mut self, v: &[T], to_le: fn(T) -> [u8; N]) -> io::Result<()> {
-        for c in v.chunks(CHUNK / N) {
-            self.buf.extend(c.iter().flat_map(|&w| to_le(w)));
-            self.room()?;
-        }
-        Ok(())
-    }
-
-    /// Writes what is buffered and the checksum trailer; returns the writer, the checksum
-    /// and the total bytes written.
-    pub fn finish(mut self) -> io::Result<(W, u64, u64)> {
-        self.spill()?;
-        let checksum = self.hash.digest();
-        self.inner.write_all(&checksum.to_le_bytes())?;
-        self.inner.flush()?;
-        Ok((self.inner, checksum, self.written + 8))
-    }
-}
-
-/// Reads little-endian values from a snapshot body of known length, hashing everything read.
-/// Every count is checked against the bytes left before anything is allocated for it.
-pub struct Decoder<R: Read> {
-    inner: R,
-    hash: Xxh3,
-    /// Body bytes not read yet (the checksum trailer excluded).
-    remaining: u64,
-    scratch: Vec<u8>,
-}
-
-impl<R: Read> Decoder<R> {
-    /// A decoder of `body` bytes, which the 8-byte checksum trailer follows.
-    pub fn new(inner: R, body: u64) -> Self {
-        Decoder {
-            inner,
-            hash: Xxh3::new(),
-            remaining: body,
-            scratch: Vec::new(),
-        }
-    }
-
-    /// The next `n` bytes of the body.
-    pub fn take(&mut self, n: usize) -> std::result::Result<&[u8], SnapshotError> {
-        if n as u64 > self.remaining {
-            return Err(invalid("snapshot is truncated"));
-        }
-        if self.scratch.len() < n {
-            self.scratch.resize(n, 0);
-        }
-        let b = &mut self.scratch[..n];
-        self.inner.read_exact(b)?;
-        self.hash.update(b);
-        self.remaining -= n as u64;
-        Ok(&self.scratch[..n])
-    }
-
-    pub fn u8(&mut self) -> std::result::Result<u8, SnapshotError> {
-        Ok(self.take(1)?[0])
-    }
-
-    pub fn u32(&mut self) -> std::result::Result<u32, SnapshotError> {
-        self.take(4).map(le_u32)
-    }
-
-    pub fn u64(&mut self) -> std::result::Result<u64, SnapshotError> {
-        self.take(8).map(le_u64)
-    }
-
-    /// Whether `n` items of `size` bytes fit in what is left of the body.
-    pub fn fits(&self, n: u64, size: u64) -> bool {
-        n.checked_mul(size).is_some_and(|b| b <= self.remaining)
-    }
-
-    /// A count (u64) of items of `size` bytes that follow: checked to fit in the body.
-    pub fn count(&mut self, size: u64) -> std::result::Result<usize, SnapshotError> {
-        let n = self.u64()?;
-        if !self.fits(n, size) {
-            return Err(invalid(format!("count {n} runs past the end of the snapshot")));
-        }
-        usize::try_from(n).map_err(|_| invalid("count too large"))
-    }
-
-    /// Calls `f` with each of `n` records of `size` bytes (checked to fit), read in large
-    /// chunks.
-    pub fn records(
-        &mut self,
-        n: usize,
-        size: usize,
-        mut f: impl FnMut(&[u8]),
-    ) -> std::result::Result<(), SnapshotError> {
-        if size == 0 || !self.fits(n as u64, size as u64) {
-            return Err(invalid("records run past the end of the snapshot"));
-        }
-        let per_chunk = (CHUNK / size).max(1);
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(per_chunk);
-            self.take(k * size)?.chunks_exact(size).for_each(&mut f);
-            left -= k;
-        }
-        Ok(())
-    }
-
-    /// `n` values of `size` bytes each, parsed by `parse`; checked to fit before anything is
-    /// allocated for them.
-    pub fn array<T>(
-        &mut self,
-        n: usize,
-        size: usize,
-        parse: impl Fn(&[u8]) -> T,
-    ) -> std::result::Result<Vec<T>, SnapshotError> {
-        if !self.fits(n as u64, size as u64) {
-            return Err(invalid("array runs past the end of the snapshot"));
-        }
-        let mut v = Vec::with_capacity(n);
-        self.records(n, size, |b| v.push(parse(b)))?;
-        Ok(v)
-    }
-
-    /// Checks that the body was read to its end and that the trailer is its checksum, and
-    /// that nothing follows; returns the checksum.
-    pub fn finish(mut self) -> std::result::Result<u64, SnapshotError> {
-        if self.remaining != 0 {
-            return Err(invalid(format!(
-                "{} unread bytes at the end of the snapshot",
-                self.remaining
-            )));
-        }
-        let mut t = [0u8; 8];
-        self.inner
-            .read_exact(&mut t)
-            .map_err(|_| invalid("snapshot checksum missing"))?;
-        let digest = self.hash.digest();
-        if u64::from_le_bytes(t) != digest {
-            return Err(invalid("snapshot checksum mismatch (the file is corrupt)"));
-        }
-        let mut extra = [0u8; 1];
-        if self.inner.read(&mut extra)? != 0 {
-            return Err(invalid("bytes after the snapshot checksum"));
-        }
-        Ok(digest)
     }
 }
 
@@ -718,25 +428,5 @@ mod tests {
         assert!(discard(dir.path()));
         assert!(matches!(load(dir.path(), w.claim, &build), Err(SnapshotError::Io(_))));
         assert!(!discard(dir.path()));
-    }
-
-    #[test]
-    fn the_claim_is_taken_out_of_the_store_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let claim = Claim {
-            id: 0x0123_4567_89ab_cdef,
-            checksum: 42,
-        };
-        {
-            let store = crate::store::Store::open(dir.path()).unwrap();
-            assert_eq!(store.snapshot_claim(), None);
-            publish(store.db(), claim).unwrap();
-        }
-        // Any open takes it: the first sees it, the next does not.
-        assert_eq!(
-            crate::store::Store::open(dir.path()).unwrap().snapshot_claim(),
-            Some(claim)
-        );
-        assert_eq!(crate::store::Store::open(dir.path()).unwrap().snapshot_claim(), None);
     }
 }

@@ -1,12 +1,12 @@
 //! The bodies of the fuzz targets, as plain functions: the cargo-fuzz crate in `fuzz/` calls
-//! them, and so does the stable corpus and mutation test (`tests/fuzz_corpus.rs`), so CI
+//! them, and so does the stable corpus and mutation test (`tests/it/fuzz_corpus.rs`), so CI
 //! fuzzes without a nightly toolchain. Each takes arbitrary bytes and must not panic; the
 //! asserts are properties any input must keep.
 use prost::Message;
+use relist_core::domain::{ImageInput, Listing};
+use relist_core::fingerprint::{text, DecodeLimits, Fingerprinter, Side};
 
 use crate::api::{self, pb};
-use crate::domain::{ImageInput, Listing};
-use crate::fingerprint::{text, DecodeLimits, Fingerprinter, Side};
 
 /// Limits of the image target: small, so bombs are refused cheaply and runs stay fast.
 pub const FUZZ_DECODE_LIMITS: DecodeLimits = DecodeLimits {
@@ -88,7 +88,7 @@ pub fn request(data: &[u8]) {
         3 => {
             if let Ok(r) = pb::MatchStatsRequest::decode(body) {
                 if let Ok((_, _, top)) = api::stats_request_from_proto(&r) {
-                    assert!((1..=api::MAX_STATS_TOP).contains(&top));
+                    assert!((1..=relist_core::limits::MAX_STATS_TOP).contains(&top));
                 }
             }
         }
@@ -129,7 +129,7 @@ fn listing(p: Option<pb::Listing>) {
     };
     assert!(!l.marketplace.is_empty() && !l.listing_id.is_empty());
     assert_eq!(l.marketplace, l.marketplace.to_lowercase());
-    assert!(l.images.len() <= crate::matcher::MAX_IMAGES);
+    assert!(l.images.len() <= relist_core::matcher::MAX_IMAGES);
     assert!(!l.title.trim().is_empty() || !l.images.is_empty());
     for img in &l.images {
         match img {

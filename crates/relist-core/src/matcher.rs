@@ -8,6 +8,7 @@
 //! feature_number` and their positions beside it, for the placement check.
 use std::collections::{BTreeMap, HashMap};
 
+use crate::codec::{le_u16, le_u64, Decoder, Encoder, SnapshotError};
 use crate::domain::LOCAL_MAX;
 use crate::domain::{
     CandidateImage, HashKind, ImageEvidence, ImageFingerprint, ListingFingerprints, RegionFingerprint, TakedownId,
@@ -16,7 +17,6 @@ use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::Dihedral;
 use crate::index::HammingIndex;
 use crate::policy::Thresholds;
-use crate::snapshot::{le_u16, le_u64, Decoder, Encoder, SnapshotError};
 
 /// Most images a listing may have; image indexes must fit the low 8 bits of an entry id.
 pub const MAX_IMAGES: usize = 32;
