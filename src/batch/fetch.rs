@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::api::pb;
+use relist_proto::api::pb;
 
 use super::catalog::{ImageRef, Record};
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::api::pb;
+use relist_proto::api::pb;
 
 use super::catalog::Format;
 
@@ -100,7 +100,8 @@ impl Row {
                     takedown_marketplace: best.map(|m| m.marketplace.clone()),
                     takedown_listing_id: best.map(|m| m.listing_id.clone()),
                     image_distance: evidence.map(|e| e.distance),
-                    image_hash_kind: evidence.map(|e| crate::api::kind_from_proto(e.hash_kind).name().to_string()),
+                    image_hash_kind: evidence
+                        .map(|e| relist_proto::api::kind_from_proto(e.hash_kind).name().to_string()),
                     text_distance: best.and_then(|m| m.text_distance),
                     same_seller: best.map(|m| m.same_seller),
                     matches: Some(r.matches.len() as u32),

@@ -12,7 +12,7 @@ pub struct BackupArgs {
     /// backup never leaves a partial FILE.
     pub file: std::path::PathBuf,
     #[command(flatten)]
-    pub client: crate::cli::ClientArgs,
+    pub client: crate::client::ClientArgs,
 }
 
 /// `relist restore FILE --data-dir DIR`: restores a backup into a new data dir (offline).
@@ -31,11 +31,13 @@ pub struct RestoreArgs {
 pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     use futures::StreamExt;
-    let mut stream = crate::cli::connect(&args.client.addr)
+    let mut stream = args
+        .client
+        .connect()
         .await?
-        .backup(crate::api::pb::BackupRequest {})
+        .backup(relist_proto::api::pb::BackupRequest {})
         .await
-        .map_err(crate::cli::rpc_error)?
+        .map_err(crate::client::rpc_error)?
         .into_inner();
     let mut part = args.file.clone().into_os_string();
     part.push(".part");
@@ -45,7 +47,7 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     let mut bytes = 0u64;
     let copied: anyhow::Result<()> = async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(crate::cli::rpc_error)?;
+            let chunk = chunk.map_err(crate::client::rpc_error)?;
             out.write_all(&chunk.data)?;
             bytes += chunk.data.len() as u64;
         }
@@ -62,7 +64,7 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     let header = read_header(&part)?;
     std::fs::rename(&part, &args.file).with_context(|| format!("renaming to {}", args.file.display()))?;
     if args.client.json {
-        return crate::cli::print_json(&serde_json::json!({ "file": args.file, "bytes": bytes, "header": header }));
+        return crate::client::print_json(&serde_json::json!({ "file": args.file, "bytes": bytes, "header": header }));
     }
     println!(
         "backup written to {} ({bytes} bytes, schema version {})",
@@ -85,7 +87,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     let summary = restore(file, &args.data_dir)
         .with_context(|| format!("restoring {} into {}", args.file.display(), args.data_dir.display()))?;
     if args.json {
-        return crate::cli::print_json(&summary);
+        return crate::client::print_json(&summary);
     }
     println!(
         "restored {} entries in {} trees (schema version {}) into {}",

@@ -11,8 +11,9 @@ use relist_core::exchange::{parse, ExportedPdq, Format, LineError, Writer, IMPOR
 use relist_core::fingerprint::pdq::PdqHash;
 use serde::Serialize;
 
-use crate::api::pb;
-use crate::cli::{connect, print_json, rpc_error, ClientArgs};
+use relist_proto::api::pb;
+
+use crate::client::{print_json, rpc_error, Client, ClientArgs};
 
 /// A hash list format on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,18 +65,11 @@ pub struct ImportArgs {
     pub client: ClientArgs,
 }
 
-fn exported_from_proto(p: pb::ExportedHash) -> anyhow::Result<ExportedPdq> {
-    Ok(ExportedPdq {
-        pdq: PdqHash::from_hex(&p.pdq).with_context(|| format!("the daemon sent a bad hash {:?}", p.pdq))?,
-        takedown_id: p.takedown_id,
-        marketplace: p.marketplace,
-        reason: p.reason,
-    })
-}
-
 /// Runs `relist export`.
 pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
-    let mut stream = connect(&args.client.addr)
+    let mut stream = args
+        .client
+        .connect()
         .await?
         .export_hashes(pb::ExportHashesRequest {})
         .await
@@ -96,7 +90,7 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let mut takedowns = HashSet::new();
     let copied: anyhow::Result<()> = async {
         while let Some(item) = stream.next().await {
-            let h = exported_from_proto(item.map_err(rpc_error)?)?;
+            let h = ExportedPdq::try_from(item.map_err(rpc_error)?).context("the daemon sent a bad hash")?;
             takedowns.insert(h.takedown_id);
             w.write(&h)?;
         }
@@ -173,7 +167,7 @@ pub fn import_request(h: &PdqHash, marketplace: &str, reason: &str) -> pb::Regis
 
 /// Registers one hash, retrying a few times while the daemon sheds load.
 async fn register(
-    mut client: crate::cli::Client,
+    mut client: Client,
     req: pb::RegisterTakedownRequest,
 ) -> Result<pb::RegisterTakedownResponse, tonic::Status> {
     let mut wait = std::time::Duration::from_millis(100);
@@ -193,7 +187,7 @@ async fn register(
 pub async fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let parsed = parse(args.format.into(), file).with_context(|| format!("reading {}", args.file.display()))?;
-    let client = connect(&args.client.addr).await?;
+    let client = args.client.connect().await?;
     let mut summary = ImportSummary {
         duplicates: parsed.duplicates,
         other_signals: parsed.other_signals,

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::api::{self, pb};
-use crate::auth::{KeyInfo, Keys, Role};
-use crate::cli::{connect, fmt_ms, print_json, rpc_error, ClientArgs};
+use relist_core::auth::{KeyInfo, Keys, Role};
+use relist_proto::api::pb;
+
+use crate::client::{fmt_ms, print_json, rpc_error, ClientArgs};
 
 /// A key's role on the command line (see [`Role`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -89,7 +90,7 @@ impl KeysCommand {
 }
 
 fn open_offline(dir: &Path) -> anyhow::Result<Keys> {
-    let store = crate::store::Store::open(dir).with_context(|| {
+    let store = relist_core::store::Store::open(dir).with_context(|| {
         format!(
             "opening {} (is the daemon running? then use --addr with an admin --api-key)",
             dir.display()
@@ -112,7 +113,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let (info, secret) = match &target.data_dir {
                 Some(dir) => open_offline(dir)?.create(role, marketplace.as_deref(), &name)?,
                 None => {
-                    let resp = connect(&target.client.addr)
+                    let resp = target
+                        .client
+                        .connect()
                         .await?
                         .create_key(pb::CreateKeyRequest {
                             role: role.as_str().to_string(),
@@ -122,7 +125,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                         .await
                         .map_err(rpc_error)?
                         .into_inner();
-                    (api::key_from_proto(resp.key.unwrap_or_default())?, resp.secret)
+                    (KeyInfo::try_from(resp.key.unwrap_or_default())?, resp.secret)
                 }
             };
             if json {
@@ -138,7 +141,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { target } => {
             let keys = match &target.data_dir {
                 Some(dir) => open_offline(dir)?.list()?,
-                None => connect(&target.client.addr)
+                None => target
+                    .client
+                    .connect()
                     .await?
                     .list_keys(pb::ListKeysRequest {})
                     .await
@@ -146,7 +151,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     .into_inner()
                     .keys
                     .into_iter()
-                    .map(api::key_from_proto)
+                    .map(KeyInfo::try_from)
                     .collect::<Result<Vec<_>, _>>()?,
             };
             if json {
@@ -169,8 +174,10 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Revoke { key_id, target } => {
             let info = match &target.data_dir {
                 Some(dir) => open_offline(dir)?.revoke(key_id)?,
-                None => api::key_from_proto(
-                    connect(&target.client.addr)
+                None => KeyInfo::try_from(
+                    target
+                        .client
+                        .connect()
                         .await?
                         .revoke_key(pb::RevokeKeyRequest { key_id })
                         .await

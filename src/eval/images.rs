@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::transforms::{self, dynamic, Transform};
 use super::{par_map, Curve, CurvePoint};
-use crate::domain::{CandidateImage, HashKind, TakedownId, Verdict, LOCAL_MAX};
-use crate::fingerprint::{listing_fingerprints, DecodeLimits, Fingerprinter, Side};
-use crate::matcher::{Evidence, LiveIndex};
-use crate::policy::Thresholds;
+use relist_core::domain::{CandidateImage, HashKind, TakedownId, Verdict, LOCAL_MAX};
+use relist_core::fingerprint::{listing_fingerprints, DecodeLimits, Fingerprinter, Side};
+use relist_core::matcher::{Evidence, LiveIndex};
+use relist_core::policy::Thresholds;
 
 /// Largest PDQ distance the curves cover.
 pub const PDQ_CURVE_MAX: u32 = 64;

@@ -21,9 +21,9 @@ use clap::Args;
 use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::image::{decode, DecodeLimits};
-use crate::fingerprint::phash::phash;
-use crate::policy::Thresholds;
+use relist_core::fingerprint::image::{decode, DecodeLimits};
+use relist_core::fingerprint::phash::phash;
+use relist_core::policy::Thresholds;
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +38,7 @@ pub enum EvalError {
     },
 }
 
-/// Where `scripts/imagehash_golden.py` writes imagehash's values for the dev photos (relative
-/// to the project root); they derive from the evaluation data, so they are never committed.
-pub const IMAGEHASH_GOLDEN_DEFAULT: &str = "target/imagehash-photos-dev.csv";
+pub use relist_core::fingerprint::phash::IMAGEHASH_GOLDEN_DEFAULT;
 
 /// `relist eval` flags.
 #[derive(Debug, Args)]
@@ -427,7 +425,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let t = match &args.config {
-        Some(path) => crate::config::FileConfig::load(path)?.policy,
+        Some(path) => relist_server::config::FileConfig::load(path)?.policy,
         None => Thresholds::default(),
     };
     let report = evaluate(&args, &t)?;

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::transforms::SplitMix;
 use super::{Curve, EvalError};
-use crate::domain::{ImageInput, Listing, Verdict};
-use crate::fingerprint::{DecodeLimits, Fingerprinter, Side};
-use crate::matcher::LiveIndex;
-use crate::policy::Thresholds;
+use relist_core::domain::{ImageInput, Listing, Verdict};
+use relist_core::fingerprint::{DecodeLimits, Fingerprinter, Side};
+use relist_core::matcher::LiveIndex;
+use relist_core::policy::Thresholds;
 
 /// Largest title distance the curve covers.
 pub const TEXT_CURVE_MAX: u32 = 32;

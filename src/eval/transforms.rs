@@ -4,7 +4,7 @@ use image::imageops::{self, FilterType};
 use image::{DynamicImage, Rgb, RgbImage};
 
 use super::font;
-use crate::fingerprint::image::{decode, DecodeLimits};
+use relist_core::fingerprint::image::{decode, DecodeLimits};
 
 /// One generated evasion: a name for reports and how to make it from a photo (and, for the
 /// collage, from other photos).

@@ -1,6 +1,6 @@
 //! The analysts' web page: a read-only view of the match history (with thumbnails side by
 //! side, filters, a per-takedown timeline) whose one write is a review. Served by
-//! `relist serve --http ADDR` beside the gRPC daemon, from the same [`Bank`].
+//! `relist serve --http ADDR` beside the gRPC daemon, through the same [`AsyncBank`] facade.
 //!
 //! Plain HTML/CSS/JS embedded in the binary (no build step) over a small JSON API:
 //!
@@ -16,8 +16,8 @@
 //! | `GET /metrics` | Prometheus metrics (see [`crate::metrics`]) |
 //!
 //! Errors map like the gRPC ones: bad input is 400 with `{"error": "field: reason", "field"}`,
-//! an unknown id 404. Times in queries are Unix milliseconds or RFC 3339. Bank calls run in
-//! `spawn_blocking`. Once API keys exist, `/api/` needs an unscoped analyst or admin key
+//! an unknown id 404. Times in queries are Unix milliseconds or RFC 3339. Bank calls go
+//! through [`AsyncBank`], off the async runtime. Once API keys exist, `/api/` needs an unscoped analyst or admin key
 //! (`Authorization: Bearer <key>`, or the `relist_key` cookie the page sets from the key typed
 //! in): 401 without one, 403 for another role. `GET /metrics` (Prometheus) is open. The review POST is guarded against cross-site requests: it needs
 //! `Content-Type: application/json`, and `Origin` / `Sec-Fetch-Site`, when sent, must say
@@ -36,12 +36,16 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::auth::{Action, Keys};
-use crate::bank::{Bank, ThumbnailOf};
-use crate::domain::{now_ms, MatchId, Source, Takedown, TakedownId, Verdict};
-use crate::error::Error;
-use crate::history::{Label, MatchView, Page, Query, Stats, MAX_PAGE_SIZE};
+use relist_core::auth::{Action, Keys};
+use relist_core::bank::{Bank, ThumbnailOf};
+use relist_core::domain::{now_ms, MatchId, Source, Takedown, TakedownId, Verdict};
+use relist_core::error::Error;
+use relist_core::history::{Label, MatchView, Page, Query, Stats, MAX_PAGE_SIZE};
+use relist_core::limits::{MAX_MARKETPLACE_BYTES, MAX_SELLER_ID_BYTES, MAX_STATS_TOP};
+
+use crate::facade::AsyncBank;
 use crate::metrics::{BankGauges, Metrics};
+use crate::ServerError;
 
 const INDEX_HTML: &str = include_str!("static/index.html");
 const APP_JS: &str = include_str!("static/app.js");
@@ -68,6 +72,7 @@ pub fn router(bank: Arc<Bank>) -> Router {
 /// The page, its API (which needs an analyst or admin key once keys exist) and `/metrics`
 /// over the daemon's shared counters.
 pub fn router_with(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
+    let facade = AsyncBank::new(bank);
     let page = Router::new()
         .route("/", get(index))
         .route("/index.html", get(index))
@@ -80,9 +85,9 @@ pub fn router_with(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
         .route("/api/takedowns/{id}", get(takedown))
         .route("/api/thumbs/{of}/{id}/{file}", get(thumbnail))
         .fallback(not_found)
-        .with_state(bank.clone())
-        .layer(axum::middleware::from_fn_with_state(bank.clone(), require_analyst));
-    metrics_router(bank, metrics).merge(page)
+        .with_state(facade.clone())
+        .layer(axum::middleware::from_fn_with_state(facade.clone(), require_analyst));
+    metrics_router(facade.bank().clone(), metrics).merge(page)
 }
 
 /// Prometheus `/metrics` alone (for `serve --metrics ADDR`). Open: it tells counts and
@@ -90,7 +95,7 @@ pub fn router_with(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
 pub fn metrics_router(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
-        .with_state((bank, metrics))
+        .with_state((AsyncBank::new(bank), metrics))
 }
 
 /// Serves the page and its API on `listener` until `shutdown` completes.
@@ -98,7 +103,7 @@ pub async fn serve(
     bank: Arc<Bank>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     serve_with(router(bank), listener, shutdown).await
 }
 
@@ -107,7 +112,7 @@ pub async fn serve_with(
     router: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
     info!(%addr, "relist web page serving");
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
@@ -134,7 +139,7 @@ fn cookie_key(headers: &HeaderMap) -> Option<String> {
 /// `Authorization: Bearer <key>` or the page's cookie. The page's files stay open so it can
 /// ask for the key.
 async fn require_analyst(
-    State(bank): State<Arc<Bank>>,
+    State(bank): State<AsyncBank>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -142,7 +147,7 @@ async fn require_analyst(
         return next.run(request).await;
     }
     let headers = request.headers();
-    let caller = Keys::open(bank.db()).and_then(|keys| match headers.get(header::AUTHORIZATION) {
+    let caller = Keys::open(bank.bank().db()).and_then(|keys| match headers.get(header::AUTHORIZATION) {
         Some(v) => keys.authenticate(Some(v.to_str().unwrap_or(""))),
         None => match cookie_key(headers) {
             Some(k) => keys.authenticate_secret(&k),
@@ -171,20 +176,16 @@ async fn require_analyst(
     }
 }
 
-async fn metrics_page(State((bank, metrics)): State<(Arc<Bank>, Arc<Metrics>)>) -> Response {
-    let b = bank.clone();
-    // Walking the data dir for its size is blocking I/O.
-    let store_bytes = tokio::task::spawn_blocking(move || b.db().size_on_disk().unwrap_or(0))
-        .await
-        .unwrap_or(0);
-    let sizes = bank.index_sizes();
+async fn metrics_page(State((bank, metrics)): State<(AsyncBank, Arc<Metrics>)>) -> Response {
+    let store_bytes = bank.store_bytes().await;
+    let sizes = bank.bank().index_sizes();
     let gauges = BankGauges {
         pdq: sizes.pdq,
         phash: sizes.phash,
         title: sizes.title,
         store_bytes,
     };
-    let body = metrics.render(&gauges, bank.fingerprint_time());
+    let body = metrics.render(&gauges, bank.bank().fingerprint_time());
     let mut r = body.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -287,19 +288,6 @@ fn api_headers(h: &mut HeaderMap) {
 
 fn ok<T: Serialize>(v: &T) -> ApiResult {
     Ok(json_response(StatusCode::OK, v))
-}
-
-/// Runs blocking bank work off the async runtime.
-async fn blocking<T, F>(bank: &Arc<Bank>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Bank) -> Result<T, Error> + Send + 'static,
-{
-    let bank = bank.clone();
-    tokio::task::spawn_blocking(move || f(&bank))
-        .await
-        .map_err(|e| ApiError::from(Error::Internal(format!("worker failed: {e}"))))?
-        .map_err(ApiError::from)
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
@@ -456,23 +444,17 @@ const MATCH_PARAMS: &[&str] = &[
 fn match_query(raw: Option<&str>) -> Result<(Query, usize, Option<String>), ApiError> {
     let p = Params::parse(raw, MATCH_PARAMS)?;
     let marketplace = p.str("marketplace").map(str::to_lowercase);
-    if marketplace
-        .as_ref()
-        .is_some_and(|m| m.len() > relist_core::limits::MAX_MARKETPLACE_BYTES)
-    {
+    if marketplace.as_ref().is_some_and(|m| m.len() > MAX_MARKETPLACE_BYTES) {
         return Err(ApiError::invalid(
             "marketplace",
-            format!("is over {} bytes", relist_core::limits::MAX_MARKETPLACE_BYTES),
+            format!("is over {MAX_MARKETPLACE_BYTES} bytes"),
         ));
     }
     let seller = p.str("seller").map(str::to_string);
-    if seller
-        .as_ref()
-        .is_some_and(|s| s.len() > relist_core::limits::MAX_SELLER_ID_BYTES)
-    {
+    if seller.as_ref().is_some_and(|s| s.len() > MAX_SELLER_ID_BYTES) {
         return Err(ApiError::invalid(
             "seller",
-            format!("is over {} bytes", relist_core::limits::MAX_SELLER_ID_BYTES),
+            format!("is over {MAX_SELLER_ID_BYTES} bytes"),
         ));
     }
     let min_score = p.parsed::<f64>("min_score", "a number")?;
@@ -500,32 +482,32 @@ fn match_query(raw: Option<&str>) -> Result<(Query, usize, Option<String>), ApiE
     Ok((q, page_size, p.str("page_token").map(str::to_string)))
 }
 
-async fn list_matches(State(bank): State<Arc<Bank>>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn list_matches(State(bank): State<AsyncBank>, RawQuery(raw): RawQuery) -> ApiResult {
     let (q, page_size, token) = match_query(raw.as_deref())?;
-    let page: Page = blocking(&bank, move |b| b.query_matches(&q, page_size, token.as_deref())).await?;
+    let page: Page = bank.query_matches(q, page_size, token).await?;
     ok(&page)
 }
 
-async fn get_match(State(bank): State<Arc<Bank>>, Path(id): Path<String>) -> ApiResult {
+async fn get_match(State(bank): State<AsyncBank>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id("id", &id)?;
-    let view: MatchView = blocking(&bank, move |b| b.get_match(id)).await?;
+    let view: MatchView = bank.get_match(id).await?;
     ok(&view)
 }
 
-async fn stats(State(bank): State<Arc<Bank>>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn stats(State(bank): State<AsyncBank>, RawQuery(raw): RawQuery) -> ApiResult {
     let p = Params::parse(raw.as_deref(), &["from", "to", "top"])?;
     let to = p.time("to")?.unwrap_or_else(now_ms);
     let from = p
         .time("from")?
         .unwrap_or(to.saturating_sub(DEFAULT_STATS_DAYS * DAY_MS));
     let top = p.parsed::<usize>("top", "a count")?.unwrap_or(10);
-    if top > relist_core::limits::MAX_STATS_TOP {
+    if top > MAX_STATS_TOP {
         return Err(ApiError::invalid(
             "top",
-            format!("is {top}, over the maximum of {}", relist_core::limits::MAX_STATS_TOP),
+            format!("is {top}, over the maximum of {MAX_STATS_TOP}"),
         ));
     }
-    let stats: Stats = blocking(&bank, move |b| b.match_stats(from, to, top)).await?;
+    let stats: Stats = bank.match_stats(from, to, top).await?;
     ok(&serde_json::json!({ "from_ms": from, "to_ms": to, "stats": stats }))
 }
 
@@ -618,13 +600,13 @@ fn day_of(ms: i64) -> String {
     s[..10].to_string()
 }
 
-async fn takedown(State(bank): State<Arc<Bank>>, Path(id): Path<String>) -> ApiResult {
+async fn takedown(State(bank): State<AsyncBank>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id("id", &id)?;
-    let t = blocking(&bank, move |b| timeline(b, id)).await?;
+    let t = bank.run(move |b| timeline(b, id)).await?;
     ok(&t)
 }
 
-async fn thumbnail(State(bank): State<Arc<Bank>>, Path((of, id, file)): Path<(String, String, String)>) -> ApiResult {
+async fn thumbnail(State(bank): State<AsyncBank>, Path((of, id, file)): Path<(String, String, String)>) -> ApiResult {
     let id = parse_id("id", &id)?;
     let of = match of.as_str() {
         "match" => ThumbnailOf::Match(id),
@@ -637,7 +619,7 @@ async fn thumbnail(State(bank): State<Arc<Bank>>, Path((of, id, file)): Path<(St
     let index: u8 = index
         .parse()
         .map_err(|_| ApiError::invalid("image", format!("{index:?} is not an image index (0-255)")))?;
-    let jpeg = blocking(&bank, move |b| b.thumbnail(of, index)).await?;
+    let jpeg = bank.thumbnail(of, index).await?;
     let Some(jpeg) = jpeg else {
         let what = match of {
             ThumbnailOf::Match(id) => format!("thumbnail of match {id} image {index}"),
@@ -702,7 +684,7 @@ fn same_origin_write(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn review(State(bank): State<Arc<Bank>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult {
+async fn review(State(bank): State<AsyncBank>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult {
     same_origin_write(&headers)?;
     let id = parse_id("id", &id)?;
     if body.len() > MAX_REVIEW_BODY_BYTES {
@@ -727,7 +709,7 @@ async fn review(State(bank): State<Arc<Bank>>, Path(id): Path<String>, headers: 
         ));
     }
     let note = r.note;
-    let view = blocking(&bank, move |b| b.review_match(id, label, &reviewer, &note)).await?;
+    let view = bank.review_match(id, label, reviewer, note).await?;
     info!(match_id = id, label = label.as_str(), "match reviewed (web)");
     ok(&view)
 }

@@ -1,13 +1,16 @@
-//! Daemon configuration: flags, `RELIST_*` environment variables, an optional TOML file, and
-//! defaults, in that order of precedence.
+//! Daemon configuration: the optional TOML file ([`FileConfig`]) and the resolved settings
+//! the daemon starts with ([`ServeConfig`]). The `relist` binary lays flags and `RELIST_*`
+//! environment variables over the file and the defaults, in that order of precedence; the
+//! daemon itself never sees a flag.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use relist_core::fingerprint::{DecodeLimits, Detection};
+use relist_core::limits::RequestLimits;
+use relist_core::policy::Thresholds;
 use serde::Deserialize;
 
-use crate::fingerprint::DecodeLimits;
-use crate::policy::Thresholds;
+use crate::ServerError;
 
 /// Default gRPC listen address: loopback, so a fresh daemon is not exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -85,9 +88,15 @@ pub struct LimitsSection {
 
 impl FileConfig {
     /// Reads a TOML config file; unknown keys are errors, so typos do not pass silently.
-    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    pub fn load(path: &Path) -> Result<FileConfig, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ServerError::ParseConfig {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -101,15 +110,30 @@ pub struct ServeConfig {
     /// Keep thumbnails for the history page.
     pub thumbnails: bool,
     /// Fingerprints computed beyond the whole-image hashes.
-    pub detection: crate::fingerprint::Detection,
+    pub detection: Detection,
     /// Delete match history older than this; `None` keeps it forever.
     pub history_retention: Option<std::time::Duration>,
     /// Per-request limits and load shedding.
     pub requests: RequestLimits,
-    /// Free space kept on the store's disk (see [`crate::disk`]).
+    /// Free space kept on the store's disk (see [`relist_core::disk`]).
     pub min_free_disk_bytes: u64,
-    /// sled's page cache, in bytes (see [`crate::store::DEFAULT_CACHE_BYTES`]).
+    /// sled's page cache, in bytes (see [`relist_core::store::DEFAULT_CACHE_BYTES`]).
     pub cache_bytes: u64,
+    /// Also serve the analysts' web page and `/metrics` here.
+    pub http: Option<SocketAddr>,
+    /// Also serve `/metrics` alone here.
+    pub metrics: Option<SocketAddr>,
+    /// Serve without API keys on a non-loopback address.
+    pub insecure: bool,
+    /// Serve gRPC over TLS.
+    pub tls: Option<TlsFiles>,
 }
 
-pub use relist_core::limits::RequestLimits;
+/// The daemon's TLS files (PEM).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require client certificates signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}

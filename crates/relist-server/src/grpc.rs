@@ -1,5 +1,7 @@
-//! The gRPC daemon: the `relist.v1.Relist` service over a [`Bank`], plus standard health
-//! checking and reflection, with graceful shutdown.
+//! The gRPC front end: the `relist.v1.Relist` service over the bank's [`AsyncBank`] facade,
+//! plus standard health checking and reflection, served until a shutdown future completes.
+//! Every call goes through one path: key and role, a concurrency slot, the per-request
+//! deadline, the metrics, and [`api::status`] for errors.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,13 +15,18 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::api::{self, pb};
-use crate::auth::{Action, Caller, Keys};
-use crate::bank::Bank;
-use crate::config::RequestLimits;
-use crate::domain::{CheckOutcome, ImageInput, Listing, Source};
-use crate::error::Error;
+use relist_core::auth::{Action, Caller, Keys};
+use relist_core::backup::BackupSummary;
+use relist_core::bank::Bank;
+use relist_core::domain::Source;
+use relist_core::error::Error;
+use relist_core::history::MatchView;
+use relist_core::limits::RequestLimits;
+use relist_proto::api::{self, pb};
+
+use crate::facade::AsyncBank;
 use crate::metrics::Metrics;
+use crate::ServerError;
 
 /// How many items of a CheckListings stream are checked at once. Also the read-ahead: the
 /// server pulls a new request only when one of these finishes, so a fast client is held back
@@ -39,7 +46,7 @@ pub struct ServerOptions {
 /// The `relist.v1.Relist` service.
 #[derive(Clone)]
 pub struct RelistService {
-    bank: Arc<Bank>,
+    bank: AsyncBank,
     keys: Keys,
     limits: RequestLimits,
     slots: Arc<Semaphore>,
@@ -56,35 +63,11 @@ impl RelistService {
     pub fn new(bank: Arc<Bank>, limits: RequestLimits, metrics: Arc<Metrics>) -> Result<Self, Error> {
         Ok(RelistService {
             keys: Keys::open(bank.db())?,
-            bank,
+            bank: AsyncBank::new(bank),
             limits,
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
             metrics,
         })
-    }
-
-    /// Runs blocking bank work (hashing, fsync) off the async runtime.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Bank) -> Result<T, Error> + Send + 'static,
-    {
-        let bank = self.bank.clone();
-        tokio::task::spawn_blocking(move || f(&bank))
-            .await
-            .map_err(|e| Error::Internal(format!("worker failed: {e}")))?
-    }
-
-    /// Checks a listing. A hash-only listing costs microseconds (index lookups, a history
-    /// write when it matches): handing it to the blocking pool cost more than the work and
-    /// capped hash-only throughput, so it runs in place. Images are decoded and hashed on the
-    /// blocking pool.
-    async fn check(&self, listing: Listing, source: Source) -> Result<CheckOutcome, Error> {
-        if listing.images.iter().all(|i| matches!(i, ImageInput::Hashes { .. })) {
-            self.bank.check(&listing, source)
-        } else {
-            self.blocking(move |bank| bank.check(&listing, source)).await
-        }
     }
 
     /// Checks the key and role, then takes a concurrency slot, refusing at once when none
@@ -157,7 +140,7 @@ impl RelistService {
     }
 
     /// A listing from a request, under the configured limits.
-    fn listing(&self, p: Option<pb::Listing>) -> Result<crate::domain::Listing, Error> {
+    fn listing(&self, p: Option<pb::Listing>) -> Result<relist_core::domain::Listing, Error> {
         api::listing_from_proto_limited(p, &self.limits)
     }
 
@@ -166,13 +149,13 @@ impl RelistService {
         if caller.scope().is_none() {
             return Ok(());
         }
-        let td = self.blocking(move |bank| bank.get(id)).await?;
+        let td = self.bank.get(id).await?;
         caller.require_marketplace(&td.listing.marketplace)
     }
 
     /// The match `id`, if `caller` may see it.
-    async fn scoped_match(&self, caller: &Caller, id: u64) -> Result<crate::history::MatchView, Error> {
-        let view = self.blocking(move |bank| bank.get_match(id)).await?;
+    async fn scoped_match(&self, caller: &Caller, id: u64) -> Result<MatchView, Error> {
+        let view = self.bank.get_match(id).await?;
         let r = &view.record;
         caller.require_any_marketplace(
             std::iter::once(r.candidate.marketplace.as_str()).chain(r.matches.iter().map(|m| m.marketplace.as_str())),
@@ -196,16 +179,13 @@ impl pb::relist_server::Relist for RelistService {
                 caller.require_marketplace(&listing.marketplace)?;
                 api::reason_from_proto(&req.reason)?;
                 let taken_down_at = api::ms_from_timestamp("taken_down_at", req.taken_down_at)?;
-                let reason = req.reason;
-                let registered = s
-                    .blocking(move |bank| bank.register(&listing, &reason, taken_down_at))
-                    .await?;
+                let registered = s.bank.register(listing, req.reason, taken_down_at).await?;
                 info!(
                     takedown_id = registered.takedown_id,
                     updated = registered.updated,
                     "takedown registered"
                 );
-                Ok(api::registered_to_proto(&registered))
+                Ok(pb::RegisterTakedownResponse::from(&registered))
             },
         )
         .await
@@ -225,7 +205,7 @@ impl pb::relist_server::Relist for RelistService {
                     return Err(Error::invalid("takedown_id", "is required"));
                 }
                 s.scoped_takedown(&caller, id).await?;
-                let removed_at = s.blocking(move |bank| bank.remove(id)).await?;
+                let removed_at = s.bank.remove(id).await?;
                 info!(takedown_id = id, "takedown removed");
                 Ok(pb::RemoveTakedownResponse {
                     removed_at: Some(api::timestamp(removed_at)),
@@ -248,10 +228,10 @@ impl pb::relist_server::Relist for RelistService {
                 if id == 0 {
                     return Err(Error::invalid("takedown_id", "is required"));
                 }
-                let td = s.blocking(move |bank| bank.get(id)).await?;
+                let td = s.bank.get(id).await?;
                 caller.require_marketplace(&td.listing.marketplace)?;
                 Ok(pb::GetTakedownResponse {
-                    takedown: Some(api::takedown_to_proto(&td)),
+                    takedown: Some(pb::Takedown::from(&td)),
                 })
             },
         )
@@ -265,9 +245,9 @@ impl pb::relist_server::Relist for RelistService {
         self.unary("CheckListing", Action::Check, request, |s, caller, req| async move {
             let listing = s.listing(req.listing)?;
             caller.require_marketplace(&listing.marketplace)?;
-            let outcome = s.check(listing, Source::Upload).await?;
+            let outcome = s.bank.check(listing, Source::Upload).await?;
             s.metrics.verdict(outcome.verdict);
-            Ok(api::check_to_proto(&outcome))
+            Ok(pb::CheckListingResponse::from(&outcome))
         })
         .await
     }
@@ -311,13 +291,13 @@ impl pb::relist_server::Relist for RelistService {
                     let work = async move {
                         let listing = s.listing(req.listing)?;
                         caller.require_marketplace(&listing.marketplace)?;
-                        let c = s.check(listing, Source::Batch).await?;
+                        let c = s.bank.check(listing, Source::Batch).await?;
                         s.metrics.verdict(c.verdict);
                         Ok(c)
                     };
                     let slots = (stream_slot, item_slot);
                     let outcome = match service.deadline("CheckListings item", slots, work).await {
-                        Ok(c) => pb::check_listings_response::Outcome::Result(api::check_to_proto(&c)),
+                        Ok(c) => pb::check_listings_response::Outcome::Result(pb::CheckListingResponse::from(&c)),
                         Err(e) => {
                             let s = api::status(e);
                             pb::check_listings_response::Outcome::Error(pb::ItemError {
@@ -360,10 +340,8 @@ impl pb::relist_server::Relist for RelistService {
                     }
                     q.marketplace = Some(scope.to_string());
                 }
-                let page = s
-                    .blocking(move |bank| bank.query_matches(&q, page_size, token.as_deref()))
-                    .await?;
-                Ok(api::page_to_proto(&page))
+                let page = s.bank.query_matches(q, page_size, token).await?;
+                Ok(pb::QueryMatchesResponse::from(&page))
             },
         )
         .await
@@ -375,7 +353,7 @@ impl pb::relist_server::Relist for RelistService {
                 return Err(Error::invalid("match_id", "is required"));
             }
             let view = s.scoped_match(&caller, req.match_id).await?;
-            Ok(api::match_view_to_proto(&view))
+            Ok(pb::MatchRecord::from(&view))
         })
         .await
     }
@@ -395,8 +373,8 @@ impl pb::relist_server::Relist for RelistService {
                     )));
                 }
                 let (from, to, top) = api::stats_request_from_proto(&req)?;
-                let stats = s.blocking(move |bank| bank.match_stats(from, to, top)).await?;
-                Ok(api::stats_to_proto(&stats))
+                let stats = s.bank.match_stats(from, to, top).await?;
+                Ok(pb::MatchStatsResponse::from(&stats))
             },
         )
         .await
@@ -413,11 +391,9 @@ impl pb::relist_server::Relist for RelistService {
             |s, caller, req| async move {
                 let (id, label, reviewer, note) = api::review_from_proto(req)?;
                 s.scoped_match(&caller, id).await?;
-                let view = s
-                    .blocking(move |bank| bank.review_match(id, label, &reviewer, &note))
-                    .await?;
+                let view = s.bank.review_match(id, label, reviewer, note).await?;
                 info!(match_id = id, label = label.as_str(), "match reviewed");
-                Ok(api::match_view_to_proto(&view))
+                Ok(pb::MatchRecord::from(&view))
             },
         )
         .await
@@ -431,11 +407,12 @@ impl pb::relist_server::Relist for RelistService {
             let (role, marketplace, name) = api::create_key_from_proto(&req)?;
             let keys = s.keys.clone();
             let (info, secret) = s
-                .blocking(move |bank| bank.gated(|| keys.create(role, marketplace.as_deref(), &name)))
+                .bank
+                .run(move |bank| bank.gated(|| keys.create(role, marketplace.as_deref(), &name)))
                 .await?;
             info!(key_id = info.id, role = info.role.as_str(), "api key created");
             Ok(pb::CreateKeyResponse {
-                key: Some(api::key_to_proto(&info)),
+                key: Some(pb::ApiKey::from(&info)),
                 secret,
             })
         })
@@ -445,9 +422,9 @@ impl pb::relist_server::Relist for RelistService {
     async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
         self.unary("ListKeys", Action::ManageKeys, request, |s, _caller, _req| async move {
             let keys = s.keys.clone();
-            let list = s.blocking(move |_| keys.list()).await?;
+            let list = s.bank.run(move |_| keys.list()).await?;
             Ok(pb::ListKeysResponse {
-                keys: list.iter().map(api::key_to_proto).collect(),
+                keys: list.iter().map(pb::ApiKey::from).collect(),
             })
         })
         .await
@@ -460,7 +437,8 @@ impl pb::relist_server::Relist for RelistService {
         let admitted = self.admit(&request, Action::Backup);
         let result = match admitted {
             Ok((_caller, permit)) => self
-                .blocking(backup_to_temp)
+                .bank
+                .run(backup_to_temp)
                 .await
                 .map(|(file, summary)| (file, summary, permit)),
             Err(e) => Err(e),
@@ -504,11 +482,11 @@ impl pb::relist_server::Relist for RelistService {
         // A bounded channel: the store is read only as fast as the client takes the hashes,
         // and reading stops when it goes away.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ExportedHash, Status>>(256);
-        let bank = self.bank.clone();
+        let bank = self.bank.bank().clone();
         tokio::task::spawn_blocking(move || {
             let _slot = permit;
             let sent = bank.export_pdq(scope.as_deref(), |h| {
-                tx.blocking_send(Ok(api::exported_to_proto(h))).is_ok()
+                tx.blocking_send(Ok(pb::ExportedHash::from(h))).is_ok()
             });
             if let Err(e) = sent {
                 let _ = tx.blocking_send(Err(api::status(e)));
@@ -521,9 +499,9 @@ impl pb::relist_server::Relist for RelistService {
         self.unary("RevokeKey", Action::ManageKeys, request, |s, _caller, req| async move {
             let keys = s.keys.clone();
             let id = req.key_id;
-            let info = s.blocking(move |bank| bank.gated(|| keys.revoke(id))).await?;
+            let info = s.bank.run(move |bank| bank.gated(|| keys.revoke(id))).await?;
             info!(key_id = id, "api key revoked");
-            Ok(api::key_to_proto(&info))
+            Ok(pb::ApiKey::from(&info))
         })
         .await
     }
@@ -534,7 +512,7 @@ pub const BACKUP_CHUNK_BYTES: usize = 1 << 20;
 
 /// Writes a backup of `bank` to an unlinked temporary file (so a slow client never holds
 /// writers back) and returns it rewound.
-fn backup_to_temp(bank: &Bank) -> Result<(std::fs::File, crate::backup::BackupSummary), Error> {
+fn backup_to_temp(bank: &Bank) -> Result<(std::fs::File, BackupSummary), Error> {
     use std::io::Seek;
     let io = |e: std::io::Error| Error::Internal(format!("backup temp file: {e}"));
     let path = std::env::temp_dir().join(format!(
@@ -560,15 +538,12 @@ fn code_of<T>(result: &Result<T, Status>) -> tonic::Code {
     result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok)
 }
 
-/// Largest gRPC message accepted by default: a listing of several full-size photos.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// Serves the bank on `listener` with default options until `shutdown` completes.
 pub async fn serve(
     bank: Arc<Bank>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     serve_with(bank, listener, ServerOptions::default(), shutdown).await
 }
 
@@ -578,7 +553,7 @@ pub async fn serve_with(
     listener: TcpListener,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::relist_server::RelistServer<RelistService>>()
@@ -592,7 +567,9 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let limits = options.limits;
-    limits.validate().map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
+    limits
+        .validate()
+        .map_err(|e| ServerError::Config(format!("invalid limits: {e}")))?;
     let metrics = options.metrics.unwrap_or_default();
     let relist = RelistService::new(bank.clone(), limits, metrics)?;
     if relist.keys.is_empty() {
@@ -621,25 +598,6 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// On graceful shutdown, once every server has stopped: writes the index snapshot (see
-/// [`crate::snapshot`]) so that the next start skips the full load from the store. A failure
-/// is a warning: it only costs the next start that full load.
-pub async fn write_snapshot(bank: Arc<Bank>) {
-    // Logged in the task: it may drop the last handle of the bank, which takes a while.
-    let task = tokio::task::spawn_blocking(move || match bank.write_snapshot() {
-        Ok(Some(w)) => info!(
-            bytes = w.bytes,
-            elapsed_ms = w.elapsed.as_millis() as u64,
-            "index snapshot written"
-        ),
-        Ok(None) => {}
-        Err(e) => warn!(error = %e, "index snapshot not written; the next start loads from the store"),
-    });
-    if let Err(e) = task.await {
-        warn!(error = %e, "index snapshot task failed; the next start loads from the store");
-    }
-}
-
 /// The accepted connections with Nagle's algorithm off. tonic sets TCP_NODELAY only on
 /// listeners it binds itself; without it a reply written in two pieces waits for the
 /// client's delayed ACK (about 40 ms a call, found by the crash test's GetTakedown loop).
@@ -651,66 +609,4 @@ fn no_delay(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::
         }
         Ok(conn)
     })
-}
-
-/// Records deleted per retention batch: small enough that a batch never holds up requests.
-pub const RETENTION_BATCH: usize = 1_000;
-
-/// Deletes match history older than `max_age`, now and then every `every`, in bounded
-/// batches with a pause between them so checks are not starved.
-pub fn spawn_retention(
-    bank: Arc<Bank>,
-    max_age: std::time::Duration,
-    every: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            let before = crate::domain::now_ms() - max_age.as_millis() as i64;
-            let mut total = 0usize;
-            loop {
-                let bank = bank.clone();
-                match tokio::task::spawn_blocking(move || bank.expire_history(before, RETENTION_BATCH)).await {
-                    Ok(Ok(0)) => break,
-                    Ok(Ok(n)) => total += n,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "history retention failed; will retry");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "history retention task failed");
-                        break;
-                    }
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            if total > 0 {
-                info!(deleted = total, "expired match history");
-            }
-        }
-    })
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    info!("shutdown signal received");
 }

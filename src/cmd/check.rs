@@ -1,0 +1,66 @@
+//! `relist check`: is this listing a re-upload of a taken-down one?
+use clap::Args;
+use relist_core::domain::CheckOutcome;
+use relist_proto::api::pb;
+
+use crate::client::{print_json, rpc_error, ClientArgs, ListingArgs};
+
+/// `relist check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub listing: ListingArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Runs `relist check`.
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let req = pb::CheckListingRequest {
+        listing: Some(args.listing.to_proto()?),
+    };
+    let resp = args
+        .client
+        .connect()
+        .await?
+        .check_listing(req)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let outcome = CheckOutcome::from(resp);
+    if args.client.json {
+        return print_json(&outcome);
+    }
+    print_check(&outcome);
+    Ok(())
+}
+
+fn print_check(c: &CheckOutcome) {
+    match c.match_id {
+        Some(id) => println!("{}  score {:.3}  (recorded as match {id})", c.verdict.as_str(), c.score),
+        None => println!("{}", c.verdict.as_str()),
+    }
+    for m in &c.matches {
+        let same = if m.same_seller { "  [same seller]" } else { "" };
+        println!(
+            "  {} takedown {}: {}/{} seller {:?}  score {:.3}{same}",
+            m.verdict.as_str(),
+            m.takedown_id,
+            m.marketplace,
+            m.listing_id,
+            m.seller_id,
+            m.score
+        );
+        for e in &m.images {
+            let kind = e.kind.name();
+            let transform = e.transform.map(|t| format!(" ({})", t.name())).unwrap_or_default();
+            println!(
+                "    image {} ~ stored image {}: {kind} distance {}{transform}",
+                e.candidate_image_index, e.stored_image_index, e.distance
+            );
+        }
+        if let Some(d) = m.text_distance {
+            println!("    title distance {d}");
+        }
+    }
+}

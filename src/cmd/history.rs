@@ -1,0 +1,202 @@
+//! `relist history`: the match history, newest first, as a table, CSV or JSON Lines; one page
+//! in memory at a time, so a year of history exports in constant memory.
+use clap::Args;
+use relist_core::history::{MatchView, MAX_PAGE_SIZE};
+use relist_proto::api::pb;
+
+use crate::client::{connect, fmt_ms, parse_time, rpc_error, ConnArgs};
+
+/// Output format of `relist history`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// A review label on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelArg {
+    Confirmed,
+    FalsePositive,
+    Unreviewed,
+}
+
+impl LabelArg {
+    pub(crate) fn to_proto(self) -> pb::ReviewLabel {
+        match self {
+            LabelArg::Confirmed => pb::ReviewLabel::Confirmed,
+            LabelArg::FalsePositive => pb::ReviewLabel::FalsePositive,
+            LabelArg::Unreviewed => pb::ReviewLabel::Unreviewed,
+        }
+    }
+}
+
+/// A verdict filter on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictArg {
+    Review,
+    Reupload,
+}
+
+/// A source filter on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    Upload,
+    Batch,
+}
+
+/// `relist history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only records at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only records before this time (RFC 3339, or YYYY-MM-DD).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only records matching this takedown.
+    #[arg(long)]
+    pub takedown: Option<u64>,
+    /// Only records involving this marketplace (candidate's or taken-down listing's).
+    #[arg(long)]
+    pub marketplace: Option<String>,
+    /// Only records involving this seller (candidate's or taken-down listing's).
+    #[arg(long)]
+    pub seller: Option<String>,
+    #[arg(long, value_enum)]
+    pub verdict: Option<VerdictArg>,
+    /// Only records with at least this score (0-1).
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    #[arg(long, value_enum)]
+    pub label: Option<LabelArg>,
+    #[arg(long, value_enum)]
+    pub source: Option<SourceArg>,
+    /// At most this many records; 0 for all.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: HistoryFormat,
+    /// Address of the relist daemon.
+    #[arg(long, env = "RELIST_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+const HISTORY_CSV_HEADER: [&str; 14] = [
+    "match_id",
+    "time",
+    "source",
+    "verdict",
+    "score",
+    "label",
+    "candidate_marketplace",
+    "candidate_listing_id",
+    "candidate_seller_id",
+    "candidate_title",
+    "takedown_id",
+    "takedown_marketplace",
+    "takedown_listing_id",
+    "takedown_seller_id",
+];
+
+/// Runs `relist history`.
+pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
+    let mut req = pb::QueryMatchesRequest {
+        from: args.from.as_deref().map(|s| parse_time("--from", s)).transpose()?,
+        to: args.to.as_deref().map(|s| parse_time("--to", s)).transpose()?,
+        takedown_id: args.takedown.unwrap_or(0),
+        marketplace: args.marketplace.unwrap_or_default(),
+        seller_id: args.seller.unwrap_or_default(),
+        verdict: match args.verdict {
+            Some(VerdictArg::Review) => pb::Verdict::Review as i32,
+            Some(VerdictArg::Reupload) => pb::Verdict::Reupload as i32,
+            None => 0,
+        },
+        min_score: args.min_score.unwrap_or(0.0),
+        label: args.label.map_or(0, |l| l.to_proto() as i32),
+        source: match args.source {
+            Some(SourceArg::Upload) => pb::Source::Upload as i32,
+            Some(SourceArg::Batch) => pb::Source::Batch as i32,
+            None => 0,
+        },
+        page_size: MAX_PAGE_SIZE as u32,
+        page_token: String::new(),
+    };
+    let mut client = connect(&args.addr, &args.conn.connection()).await?;
+    let stdout = std::io::stdout();
+    let mut csv_out = (args.format == HistoryFormat::Csv).then(|| csv::Writer::from_writer(stdout.lock()));
+    if let Some(w) = csv_out.as_mut() {
+        w.write_record(HISTORY_CSV_HEADER)?;
+    }
+    let mut written = 0usize;
+    // One page in memory at a time: a year of history exports in constant memory.
+    loop {
+        if args.limit > 0 {
+            req.page_size = req.page_size.min((args.limit - written) as u32);
+        }
+        let page = client.query_matches(req.clone()).await.map_err(rpc_error)?.into_inner();
+        for rec in page.records {
+            let v = MatchView::from(rec);
+            match (&mut csv_out, args.format) {
+                (Some(w), _) => {
+                    let r = &v.record;
+                    let best = r.matches.first();
+                    w.write_record([
+                        r.match_id.to_string(),
+                        fmt_ms(r.at_ms),
+                        format!("{:?}", r.source).to_lowercase(),
+                        r.verdict.as_str().to_string(),
+                        format!("{:.4}", r.score),
+                        v.label.as_str().to_string(),
+                        r.candidate.marketplace.clone(),
+                        r.candidate.listing_id.clone(),
+                        r.candidate.seller_id.clone(),
+                        r.candidate.title.clone(),
+                        best.map(|m| m.takedown_id.to_string()).unwrap_or_default(),
+                        best.map(|m| m.marketplace.clone()).unwrap_or_default(),
+                        best.map(|m| m.listing_id.clone()).unwrap_or_default(),
+                        best.map(|m| m.seller_id.clone()).unwrap_or_default(),
+                    ])?;
+                }
+                (None, HistoryFormat::Json) => println!("{}", serde_json::to_string(&v)?),
+                (None, _) => {
+                    let r = &v.record;
+                    let best = r
+                        .matches
+                        .first()
+                        .map(|m| {
+                            format!(
+                                "takedown {} ({}/{} seller {:?})",
+                                m.takedown_id, m.marketplace, m.listing_id, m.seller_id
+                            )
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "{:>20}  {}  {:<6} {:<8} {:.3}  {:<14} {}/{} seller {:?} -> {best}",
+                        r.match_id,
+                        fmt_ms(r.at_ms),
+                        format!("{:?}", r.source).to_lowercase(),
+                        r.verdict.as_str(),
+                        r.score,
+                        v.label.as_str(),
+                        r.candidate.marketplace,
+                        r.candidate.listing_id,
+                        r.candidate.seller_id,
+                    );
+                }
+            }
+            written += 1;
+        }
+        if let Some(w) = csv_out.as_mut() {
+            w.flush()?;
+        }
+        if page.next_page_token.is_empty() || (args.limit > 0 && written >= args.limit) {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    Ok(())
+}

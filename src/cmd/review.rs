@@ -1,0 +1,51 @@
+//! `relist review`: label a recorded match confirmed or false-positive (or take a label back).
+use clap::Args;
+use relist_core::history::MatchView;
+use relist_proto::api::pb;
+
+use super::history::LabelArg;
+use crate::client::{print_json, rpc_error, ClientArgs};
+
+/// `relist review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    pub match_id: u64,
+    #[arg(long, value_enum)]
+    pub label: LabelArg,
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// Who reviews.
+    #[arg(long, env = "RELIST_REVIEWER")]
+    pub reviewer: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Runs `relist review`.
+pub async fn run(args: ReviewArgs) -> anyhow::Result<()> {
+    let req = pb::ReviewMatchRequest {
+        match_id: args.match_id,
+        label: args.label.to_proto() as i32,
+        reviewer: args.reviewer,
+        note: args.note,
+    };
+    let resp = args
+        .client
+        .connect()
+        .await?
+        .review_match(req)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let v = MatchView::from(resp);
+    if args.client.json {
+        return print_json(&v);
+    }
+    println!(
+        "match {} is now {} ({} reviews)",
+        v.record.match_id,
+        v.label.as_str(),
+        v.reviews.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! `relist takedown add|remove|get`: register a taken-down listing, reverse one, show one.
+use anyhow::Context;
+use clap::Subcommand;
+use relist_core::domain::{ListingFingerprints, Registered, Takedown};
+use relist_proto::api::{self, pb};
+
+use crate::client::{fmt_ms, print_json, rpc_error, ClientArgs, ListingArgs};
+
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum TakedownCommand {
+    /// Register a taken-down listing (again: updates it).
+    Add {
+        #[command(flatten)]
+        listing: ListingArgs,
+        /// Why it was taken down.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// When it was taken down, RFC 3339 (e.g. 2023-04-01T10:00:00Z) [default: now].
+        #[arg(long)]
+        taken_down_at: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reverse a takedown (e.g. after an appeal); it stops matching at once.
+    Remove {
+        takedown_id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a stored takedown.
+    Get {
+        takedown_id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Runs `relist takedown add|remove|get`.
+pub async fn run(cmd: TakedownCommand) -> anyhow::Result<()> {
+    match cmd {
+        TakedownCommand::Add {
+            listing,
+            reason,
+            taken_down_at,
+            client,
+        } => {
+            let taken_down_at = match taken_down_at {
+                Some(s) => {
+                    let t = humantime::parse_rfc3339_weak(&s).with_context(|| format!("--taken-down-at {s}"))?;
+                    let d = t
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .context("--taken-down-at before 1970")?;
+                    Some(api::timestamp(d.as_millis() as i64))
+                }
+                None => None,
+            };
+            let req = pb::RegisterTakedownRequest {
+                listing: Some(listing.to_proto()?),
+                reason,
+                taken_down_at,
+            };
+            let resp = client
+                .connect()
+                .await?
+                .register_takedown(req)
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let r = Registered::from(resp);
+            if client.json {
+                return print_json(&r);
+            }
+            print_registered(&r);
+        }
+        TakedownCommand::Remove { takedown_id, client } => {
+            let resp = client
+                .connect()
+                .await?
+                .remove_takedown(pb::RemoveTakedownRequest { takedown_id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let at = resp.removed_at.map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos / 1_000_000))
+            });
+            if client.json {
+                return print_json(&serde_json::json!({ "takedown_id": takedown_id, "removed_at_ms": at }));
+            }
+            println!("takedown {takedown_id} removed at {}", fmt_ms(at.unwrap_or(0)));
+        }
+        TakedownCommand::Get { takedown_id, client } => {
+            let resp = client
+                .connect()
+                .await?
+                .get_takedown(pb::GetTakedownRequest { takedown_id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let td = Takedown::from(resp.takedown.unwrap_or_default());
+            if client.json {
+                return print_json(&td);
+            }
+            print_takedown(&td);
+        }
+    }
+    Ok(())
+}
+
+fn print_fingerprints(f: &ListingFingerprints) {
+    for (i, img) in f.images.iter().enumerate() {
+        println!(
+            "  image {i}: pdq {} (quality {}), phash {}",
+            img.pdq.map(|p| p.to_hex()).unwrap_or_else(|| "-".into()),
+            img.pdq_quality,
+            img.phash.map(|h| format!("{h:016x}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    println!(
+        "  title: simhash {} of \"{}\"",
+        f.title_simhash
+            .map(|h| format!("{h:016x}"))
+            .unwrap_or_else(|| "-".into()),
+        f.normalized_title
+    );
+}
+
+fn print_registered(r: &Registered) {
+    let what = if r.updated { "updated" } else { "registered" };
+    println!("takedown {} {what}", r.takedown_id);
+    print_fingerprints(&r.fingerprints);
+}
+
+fn print_takedown(t: &Takedown) {
+    println!(
+        "takedown {}: {}/{} seller {:?}",
+        t.id, t.listing.marketplace, t.listing.listing_id, t.listing.seller_id
+    );
+    println!("  title: {}", t.listing.title);
+    println!("  reason: {}", t.reason);
+    println!(
+        "  taken down {}, registered {}",
+        fmt_ms(t.taken_down_at_ms),
+        fmt_ms(t.registered_at_ms)
+    );
+    if let Some(at) = t.removed_at_ms {
+        println!("  REMOVED at {} (no longer matches)", fmt_ms(at));
+    }
+    print_fingerprints(&t.fingerprints);
+}
