@@ -2,8 +2,7 @@
 //! generated protobuf types: `api` converts between the two.
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::local::Feature;
-use crate::fingerprint::pdq::{Dihedral, PdqHash};
+use crate::hashes::{Dihedral, Feature, PdqHash};
 
 /// The bank's id of a takedown. Never 0 (0 means "none" on the wire).
 pub type TakedownId = u64;

@@ -12,6 +12,7 @@
 //! - [`domain`]: the types every layer shares (listings, fingerprints, matches, verdicts).
 //! - [`error`]: everything the core can fail with; front ends map it to their status codes.
 //! - [`limits`]: request size limits, shared by request validation and configuration.
+//! - [`hashes`]: the hash values fingerprints are made of (PDQ, its rotations, local features).
 //! - [`fingerprint`]: PDQ and pHash of images, regions, local features, title simhash;
 //!   pinned by golden values.
 //! - [`index`]: exact Hamming range search (multi-index hashing), updated in place.
@@ -37,6 +38,7 @@ pub mod domain;
 pub mod error;
 pub mod exchange;
 pub mod fingerprint;
+pub mod hashes;
 pub mod history;
 pub mod index;
 pub mod limits;

@@ -39,16 +39,7 @@ pub const MIN_SIDE: u32 = 96;
 /// Patch radius of the descriptor; corners closer to the edge are skipped.
 const PATCH: i32 = 15;
 
-/// One corner and its descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Feature {
-    /// Position in the level's pixels.
-    pub x: u16,
-    pub y: u16,
-    /// Level index (0: [`CHECK_SIDE`]).
-    pub level: u8,
-    pub bits: [u64; 4],
-}
+pub use crate::hashes::Feature;
 
 /// The features of a picture: level 0 only when checked, every stored level when stored.
 ///
