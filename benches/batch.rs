@@ -13,8 +13,8 @@ use std::io::Write;
 #[path = "support/mod.rs"]
 mod support;
 
-use relist::api::pb;
 use relist::batch::{run_batch, BatchOptions, Summary};
+use relist_proto::api::pb;
 use support::{connect, photos, rss_mib, start_daemon};
 
 fn env_usize(name: &str, default: usize) -> usize {

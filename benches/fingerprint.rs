@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::DynamicImage;
-use relist::fingerprint::image::{decode, decode_jpeg_scaled, DecodeLimits};
-use relist::fingerprint::pdq::{pdq_dihedral, pdq_hash, Downsample, Luma};
-use relist::fingerprint::phash::phash;
-use relist::fingerprint::{listing_fingerprints, Fingerprinter, Side};
-use relist::matcher::LiveIndex;
-use relist::policy::Thresholds;
+use relist_core::fingerprint::image::{decode, decode_jpeg_scaled, DecodeLimits};
+use relist_core::fingerprint::pdq::{pdq_dihedral, pdq_hash, Downsample, Luma};
+use relist_core::fingerprint::phash::phash;
+use relist_core::fingerprint::{listing_fingerprints, Fingerprinter, Side};
+use relist_core::matcher::LiveIndex;
+use relist_core::policy::Thresholds;
 
 fn photos(n: usize) -> Vec<DynamicImage> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/photos-dev");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 #[path = "support/mod.rs"]
 mod support;
 
-use relist::api::pb;
+use relist_proto::api::pb;
 use support::{connect, photos, start_daemon, Client};
 
 fn env_num(name: &str, default: u64) -> u64 {

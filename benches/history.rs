@@ -7,8 +7,8 @@
 //! p50/p99/max in milliseconds.
 use std::time::Instant;
 
-use relist::domain::{HashKind, ImageEvidence, ListingInfo, Match, MatchRecord, Source, Verdict};
-use relist::history::{History, Query};
+use relist_core::domain::{HashKind, ImageEvidence, ListingInfo, Match, MatchRecord, Source, Verdict};
+use relist_core::history::{History, Query};
 
 const DAY_MS: i64 = 86_400_000;
 

@@ -26,7 +26,7 @@ use std::time::Instant;
 #[path = "support/mod.rs"]
 mod support;
 
-use relist::index::HammingIndex;
+use relist_core::index::HammingIndex;
 
 struct Rng(u64);
 

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 #[path = "support/mod.rs"]
 mod support;
 
-use relist::api::pb;
-use relist::domain::{ImageFingerprint, ListingFingerprints, ListingInfo, Takedown};
-use relist::fingerprint::pdq::PdqHash;
-use relist::store::Store;
+use relist_core::domain::{ImageFingerprint, ListingFingerprints, ListingInfo, Takedown};
+use relist_core::fingerprint::pdq::PdqHash;
+use relist_core::store::Store;
+use relist_proto::api::pb;
 use support::{connect, rss_mib, start_daemon, Client};
 
 fn dir_size(p: &Path) -> u64 {
@@ -156,8 +156,8 @@ fn main() {
         );
     });
 
-    let (written, stop) = terminate(daemon, &data.join(relist::snapshot::FILE_NAME));
-    let snapshot = std::fs::metadata(data.join(relist::snapshot::FILE_NAME)).map_or(0, |m| m.len());
+    let (written, stop) = terminate(daemon, &data.join(relist_core::snapshot::FILE_NAME));
+    let snapshot = std::fs::metadata(data.join(relist_core::snapshot::FILE_NAME)).map_or(0, |m| m.len());
     println!(
         "graceful stop (SIGTERM): index snapshot of {:.0} MiB on disk after {:.2}s, daemon exited after {:.2}s",
         snapshot as f64 / (1 << 20) as f64,
@@ -174,7 +174,7 @@ fn main() {
         full.as_secs_f64() / fast.as_secs_f64(),
     );
     assert!(
-        !data.join(relist::snapshot::FILE_NAME).exists(),
+        !data.join(relist_core::snapshot::FILE_NAME).exists(),
         "the snapshot was not used (it is deleted once loaded)"
     );
     rt.block_on(async {

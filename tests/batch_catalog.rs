@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use common::*;
 use image::DynamicImage;
-use relist::api::pb;
+use relist_proto::api::pb;
 use serde_json::{json, Value};
 
 const TAKEDOWNS: usize = 150;

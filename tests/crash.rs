@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use common::{Client, Daemon};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
-use relist::api::pb;
-use relist::store::Store;
+use relist_core::store::Store;
+use relist_proto::api::pb;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::{jpeg, photo, Client, Daemon};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
-use relist::api::pb;
+use relist_proto::api::pb;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

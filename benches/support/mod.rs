@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use relist::api::pb;
+use relist_proto::api::pb;
 
 pub type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
 

@@ -1,4 +1,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| relist::fuzz_targets::text_simhash(data));
+fuzz_target!(|data: &[u8]| relist_proto::fuzz_targets::text_simhash(data));

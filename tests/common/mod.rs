@@ -8,13 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
-use relist::api::pb;
-use relist::auth::{Keys, Role};
-use relist::bank::Bank;
-use relist::fingerprint::DecodeLimits;
-use relist::policy::Thresholds;
-use relist::server::ServerOptions;
-use relist::transport::Connection;
+use relist_core::auth::{Keys, Role};
+use relist_core::bank::Bank;
+use relist_core::fingerprint::DecodeLimits;
+use relist_core::policy::Thresholds;
+use relist_proto::api::pb;
+use relist_proto::transport::Connection;
+use relist_server::grpc::ServerOptions;
 use tokio::sync::oneshot;
 
 pub type Client = pb::relist_client::RelistClient<tonic::transport::Channel>;
@@ -50,10 +50,10 @@ impl TestServer {
         let http = if http {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind web");
             let web_addr = l.local_addr().expect("web addr");
-            let router = relist::web::router_with(bank.clone(), metrics);
+            let router = relist_server::web::router_with(bank.clone(), metrics);
             let mut rx = web_rx.clone();
             tokio::spawn(async move {
-                relist::web::serve_with(router, l, async move {
+                relist_server::web::serve_with(router, l, async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
                 .await
@@ -65,7 +65,7 @@ impl TestServer {
         };
         let b = bank.clone();
         let task = tokio::spawn(async move {
-            relist::server::serve_with(b, listener, options, async {
+            relist_server::grpc::serve_with(b, listener, options, async {
                 let _ = rx.await;
             })
             .await
@@ -115,7 +115,7 @@ impl TestServer {
 }
 
 /// A client with an API key interceptor and optional TLS.
-pub type KeyedClient = relist::transport::Client;
+pub type KeyedClient = relist_proto::transport::Client;
 
 pub async fn connect_with(addr: &str, conn: &Connection) -> KeyedClient {
     conn.connect(addr, 64 << 20).await.expect("connect")

@@ -1,12 +1,10 @@
 //! API keys and roles against a real daemon on 127.0.0.1:0: who may call what, marketplace
 //! scopes, key management over gRPC, the open health service, and the web page's guard.
-mod common;
-
-use common::*;
-use relist::api::pb;
-use relist::auth::Role;
-use relist::fingerprint::DecodeLimits;
-use relist::server::ServerOptions;
+use crate::common::*;
+use relist_core::auth::Role;
+use relist_core::fingerprint::DecodeLimits;
+use relist_proto::api::pb;
+use relist_server::grpc::ServerOptions;
 use tonic::Code;
 
 fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
@@ -202,8 +200,8 @@ async fn roles_and_marketplace_scopes_decide_who_may_call_what() {
     );
     assert_eq!(code(scoped.review_match(review(lazada_match.match_id)).await), Code::Ok);
     let stats = pb::MatchStatsRequest {
-        from: Some(relist::api::timestamp(relist::domain::now_ms() - 86_400_000)),
-        to: Some(relist::api::timestamp(relist::domain::now_ms() + 1000)),
+        from: Some(relist_proto::api::timestamp(relist_core::domain::now_ms() - 86_400_000)),
+        to: Some(relist_proto::api::timestamp(relist_core::domain::now_ms() + 1000)),
         top: 5,
     };
     assert_eq!(code(scoped.match_stats(stats).await), Code::PermissionDenied);

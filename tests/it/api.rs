@@ -1,9 +1,7 @@
 //! End-to-end tests of the gRPC contract against a real server on 127.0.0.1:0.
-mod common;
-
-use common::*;
-use relist::api::pb;
-use relist::fingerprint::DecodeLimits;
+use crate::common::*;
+use relist_core::fingerprint::DecodeLimits;
+use relist_proto::api::pb;
 use tonic::Code;
 
 const TITLE: &str = "BAJU BEKAS IMPORT ORI!!";

@@ -1,10 +1,8 @@
 //! `relist backup` against a serving daemon and `relist restore` into a new data dir: the
 //! takedowns match again, history and keys come back, and new ids never reuse old ones.
-mod common;
-
-use common::*;
-use relist::api::pb;
-use relist::auth::{Keys, Role};
+use crate::common::*;
+use relist_core::auth::{Keys, Role};
+use relist_proto::api::pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_serving_and_restore_into_a_new_dir() {
@@ -47,7 +45,7 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
     let out = relist_cli(&["backup", file_s, "--addr", &url, "--api-key", &admin, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["header"]["schema_version"], relist::store::SCHEMA_VERSION);
+    assert_eq!(v["header"]["schema_version"], relist_core::store::SCHEMA_VERSION);
     assert!(file.metadata().unwrap().len() > 1000);
     // The daemon still serves after the backup.
     c.check_listing(pb::CheckListingRequest {
@@ -78,7 +76,7 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
     assert_eq!(keys.list().unwrap().len(), 2);
     assert!(matches!(
         keys.authenticate_secret(&admin).unwrap(),
-        relist::auth::Caller::Key(k) if k.role == Role::Admin
+        relist_core::auth::Caller::Key(k) if k.role == Role::Admin
     ));
     let mut c = server.client_as(Some(&admin)).await;
     let r = c

@@ -1,10 +1,8 @@
 //! CheckListings: the streaming re-check gives exactly CheckListing's answers, in order,
 //! with per-item errors that do not end the stream, recorded with source "batch".
-mod common;
-
-use common::*;
-use relist::api::pb;
-use relist::domain::Source;
+use crate::common::*;
+use relist_core::domain::Source;
+use relist_proto::api::pb;
 
 fn hash_image(pdq: &str, phash: &str) -> pb::Image {
     pb::Image {

@@ -1,8 +1,6 @@
 //! `relist batch` end to end: the real binary against an in-process daemon, with a catalog of
 //! generated photos on disk, hashes, and URLs served by a tiny local HTTP server (200, 404, a
 //! slow one, a flaky one); resuming after a torn write; Ctrl-C.
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,8 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use relist::domain::Source;
+use crate::common::*;
+use relist_core::domain::Source;
 use serde_json::Value;
 
 // ---- a tiny HTTP server for image URLs ----
@@ -525,7 +523,7 @@ fn review_catalog(p: &Path, n: usize, url: Option<String>) {
 
 async fn batch_checks_seen(server: &TestServer, _max_id: u64) -> usize {
     // Match ids are time-ordered, not dense: count through the history's source filter.
-    let q = relist::history::Query {
+    let q = relist_core::history::Query {
         source: Some(Source::Batch),
         ..Default::default()
     };

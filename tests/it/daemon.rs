@@ -1,8 +1,6 @@
 //! The real `relist` binary: `serve` on 127.0.0.1:0, the client commands with `--json`,
 //! kill -9 after an acknowledged takedown, restart on the same data dir, SIGTERM shutdown.
-mod common;
-
-use common::{jpeg, photo, relist_cli, Daemon};
+use crate::common::{jpeg, photo, relist_cli, Daemon};
 
 #[test]
 fn cli_round_trip_survives_kill_9_and_restarts() {

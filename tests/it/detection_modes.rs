@@ -1,15 +1,13 @@
 //! The detection switches: `--no-regions` / `--no-local-features` (and `[matching]` in the
 //! config) turn the extra fingerprints off for new registrations and checks; the default
 //! keeps both, and a daemon with them off still matches whole-image copies.
-mod common;
-
+use crate::common::*;
 use clap::Parser;
-use common::*;
-use relist::bank::Bank;
 use relist::cli::{Cli, Command};
-use relist::domain::{ImageInput, Listing, Source, Verdict};
-use relist::fingerprint::{DecodeLimits, Detection};
-use relist::policy::Thresholds;
+use relist_core::bank::Bank;
+use relist_core::domain::{ImageInput, Listing, Source, Verdict};
+use relist_core::fingerprint::{DecodeLimits, Detection};
+use relist_core::policy::Thresholds;
 
 fn resolve(toml: &str, extra: &[&str]) -> Detection {
     let dir = tempfile::tempdir().unwrap();

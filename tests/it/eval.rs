@@ -1,10 +1,10 @@
 //! Detection-quality regression tests on generated images and titles (fast, deterministic),
 //! and the full evaluation on ../shared/data as an ignored test (run it in release, see
-//! eval/README-section.md).
+//! docs/detection.md).
 use std::path::Path;
 
 use relist::eval::{images, synthetic_photos, titles, transforms, Report};
-use relist::policy::Thresholds;
+use relist_core::policy::Thresholds;
 
 /// The evasions the quick test runs: one of each mechanism (global hash, dihedral variants,
 /// trimming, segments, local features), on small generated photos (yet over
@@ -153,7 +153,7 @@ fn baseline_flags_a_drop_and_accepts_a_rise() {
 }
 
 /// The full evaluation on ../shared/data against the recorded figures. Slow in debug: run it
-/// with `cargo test --release --test eval -- --ignored`, or use `relist eval --baseline`.
+/// with `cargo test --release --test it -- --ignored full_evaluation`, or `relist eval --baseline`.
 #[test]
 #[ignore]
 fn full_evaluation_does_not_regress() {

@@ -1,11 +1,11 @@
 //! Hash exchange through the real binary: `relist export` from one daemon, `relist import`
 //! into another, and the imported hashes catch the original photos there.
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::{jpeg, listing, photo, Daemon};
-use relist::api::pb;
+use crate::common::{jpeg, listing, photo, Daemon};
+use relist_proto::api::pb;
 
 fn serve(data: &Path) -> Daemon {
     Daemon::serve(data, &[])
@@ -179,7 +179,7 @@ fn import_reports_bad_lines_with_their_numbers() {
 #[tokio::test]
 async fn export_is_for_writers_of_their_own_marketplace() {
     use futures::StreamExt;
-    use relist::auth::Role;
+    use relist_core::auth::Role;
     let tmp = tempfile::tempdir().unwrap();
     let server = common::TestServer::start(tmp.path()).await;
     let admin = server.create_key(Role::Admin, None);
@@ -187,15 +187,15 @@ async fn export_is_for_writers_of_their_own_marketplace() {
     let checker = server.create_key(Role::Checker, None);
     let mut c = server.client_as(Some(&admin)).await;
     for (m, b) in [("shopa", 1u8), ("shopb", 2)] {
-        c.register_takedown(relist::exchange::import_request(
-            &relist::fingerprint::pdq::PdqHash([b; 32]),
+        c.register_takedown(relist::cmd::exchange::import_request(
+            &relist_core::fingerprint::pdq::PdqHash([b; 32]),
             m,
             "r",
         ))
         .await
         .unwrap();
     }
-    async fn export(c: &mut relist::transport::Client) -> Result<Vec<String>, tonic::Status> {
+    async fn export(c: &mut relist_proto::transport::Client) -> Result<Vec<String>, tonic::Status> {
         let mut s = c.export_hashes(pb::ExportHashesRequest {}).await?.into_inner();
         let mut out = Vec::new();
         while let Some(h) = s.next().await {

@@ -1,10 +1,10 @@
 //! Fuzzing on stable: every file of `fuzz/corpus/<target>/` through the same bodies the
-//! cargo-fuzz targets run (`relist::fuzz_targets`), then a bounded random-mutation run over
+//! cargo-fuzz targets run (`relist_proto::fuzz_targets`), then a bounded random-mutation run over
 //! those seeds: a few seconds a target by default, `RELIST_FUZZ_SECS` seconds each when set.
 //! An input that panics is written to `target/fuzz-findings/<target>/` and fails the test.
 //!
-//! `cargo test --test fuzz_corpus -- --ignored write_seed_corpora` regenerates the seeds.
-mod common;
+//! `cargo test --test it -- --ignored write_seed_corpora` regenerates the seeds.
+use crate::common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use rand::{Rng, SeedableRng};
-use relist::api::pb;
-use relist::fuzz_targets;
+use relist_proto::api::pb;
+use relist_proto::fuzz_targets;
 
 type Target = fn(&[u8]);
 

@@ -1,9 +1,7 @@
 //! Match history through gRPC and the CLI: queries, pagination, reviews with suppression,
 //! statistics, and clear errors for bad queries.
-mod common;
-
-use common::*;
-use relist::api::pb;
+use crate::common::*;
+use relist_proto::api::pb;
 use tonic::Code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_relist");
@@ -64,7 +62,7 @@ async fn analysts_query_review_and_count_matches() {
         match_ids.push(r.match_id);
     }
     // Thumbnails are kept for people to look at: the takedown's and the candidate's.
-    use relist::bank::ThumbnailOf;
+    use relist_core::bank::ThumbnailOf;
     for of in [ThumbnailOf::Takedown(takedowns[0]), ThumbnailOf::Match(match_ids[0])] {
         let jpeg = server.bank.thumbnail(of, 0).unwrap().expect("thumbnail kept");
         let t = image::load_from_memory(&jpeg).unwrap();
@@ -151,11 +149,11 @@ async fn analysts_query_review_and_count_matches() {
     .await;
     assert_eq!(lazada.len(), 1);
     // Time range: a window in the future is empty; one around now has everything.
-    let now = relist::domain::now_ms();
+    let now = relist_core::domain::now_ms();
     let future = query(
         &mut c,
         pb::QueryMatchesRequest {
-            from: Some(relist::api::timestamp(now + 3_600_000)),
+            from: Some(relist_proto::api::timestamp(now + 3_600_000)),
             ..Default::default()
         },
     )
@@ -164,8 +162,8 @@ async fn analysts_query_review_and_count_matches() {
     let window = query(
         &mut c,
         pb::QueryMatchesRequest {
-            from: Some(relist::api::timestamp(now - 3_600_000)),
-            to: Some(relist::api::timestamp(now + 1000)),
+            from: Some(relist_proto::api::timestamp(now - 3_600_000)),
+            to: Some(relist_proto::api::timestamp(now + 1000)),
             verdict: pb::Verdict::Reupload as i32,
             min_score: 0.5,
             ..Default::default()
@@ -233,8 +231,8 @@ async fn analysts_query_review_and_count_matches() {
 
     let stats = c
         .match_stats(pb::MatchStatsRequest {
-            from: Some(relist::api::timestamp(now - 86_400_000)),
-            to: Some(relist::api::timestamp(now + 86_400_000)),
+            from: Some(relist_proto::api::timestamp(now - 86_400_000)),
+            to: Some(relist_proto::api::timestamp(now + 86_400_000)),
             top: 2,
         })
         .await
@@ -299,7 +297,7 @@ async fn bad_history_requests_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut c = server.client().await;
-    let ts = relist::api::timestamp;
+    let ts = relist_proto::api::timestamp;
     let cases = vec![
         (
             pb::QueryMatchesRequest {

@@ -1,11 +1,9 @@
 //! The real `relist` binary with API keys: the first admin key made offline with
 //! `keys create --data-dir`, key management over gRPC, `--api-key` and `RELIST_API_KEY` on
 //! client commands, and the refusal to serve an open daemon beyond loopback.
-mod common;
-
 use std::process::{Command, Output};
 
-use common::Daemon;
+use crate::common::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_relist");
 

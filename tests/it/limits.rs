@@ -1,14 +1,12 @@
 //! Each configured limit, crossed against a real daemon: the status code, and the field (or
 //! the limit's config key) named in the message.
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use relist::api::pb;
-use relist::config::RequestLimits;
-use relist::fingerprint::DecodeLimits;
-use relist::server::ServerOptions;
+use crate::common::*;
+use relist_core::fingerprint::DecodeLimits;
+use relist_core::limits::RequestLimits;
+use relist_proto::api::pb;
+use relist_server::grpc::ServerOptions;
 use tonic::Code;
 
 fn options(limits: RequestLimits) -> ServerOptions {

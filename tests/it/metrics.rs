@@ -1,10 +1,8 @@
 //! Prometheus `/metrics` on the HTTP port, scraped after real calls.
-mod common;
-
-use common::*;
-use relist::api::pb;
-use relist::fingerprint::DecodeLimits;
-use relist::server::ServerOptions;
+use crate::common::*;
+use relist_core::fingerprint::DecodeLimits;
+use relist_proto::api::pb;
+use relist_server::grpc::ServerOptions;
 
 /// The value of the sample line that starts with `series` (name and labels, exactly).
 fn sample(text: &str, series: &str) -> f64 {

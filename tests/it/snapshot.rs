@@ -2,15 +2,15 @@
 //! next start loads from it, and whenever it cannot be known to hold exactly what the store
 //! does (kill -9 after more writes, a flipped byte, a missing file, the store opened by another
 //! command meanwhile) the start falls back to the full load, with the same index either way.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{Client, Daemon};
+use crate::common::{Client, Daemon};
 use rand::{Rng, SeedableRng};
-use relist::api::pb;
-use relist::snapshot::FILE_NAME;
+use relist_core::snapshot::FILE_NAME;
+use relist_proto::api::pb;
 
 /// `relist serve` over `data`, as this test runs it.
 fn serve(data: &Path) -> Daemon {
@@ -206,11 +206,11 @@ async fn snapshot_is_used_only_when_it_is_the_stores() {
 /// behind the store's back), and the next open loads it with what was registered.
 #[test]
 fn writes_are_refused_once_the_snapshot_is_written() {
-    use relist::bank::Bank;
-    use relist::domain::{ImageInput, Listing, Source, Verdict};
-    use relist::error::Error;
-    use relist::fingerprint::pdq::PdqHash;
-    use relist::policy::Thresholds;
+    use relist_core::bank::Bank;
+    use relist_core::domain::{ImageInput, Listing, Source, Verdict};
+    use relist_core::error::Error;
+    use relist_core::fingerprint::pdq::PdqHash;
+    use relist_core::policy::Thresholds;
 
     let dir = tempfile::tempdir().unwrap();
     let listing = |id: &str, byte: u8| Listing {

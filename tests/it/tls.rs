@@ -1,15 +1,13 @@
 //! gRPC over TLS (rustls) with certificates made here by rcgen: a CA, the daemon's
 //! certificate for 127.0.0.1, and a client certificate for mutual TLS.
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use relist::api::pb;
-use relist::fingerprint::DecodeLimits;
-use relist::server::ServerOptions;
-use relist::transport::Connection;
+use relist_core::fingerprint::DecodeLimits;
+use relist_proto::api::pb;
+use relist_proto::transport::Connection;
+use relist_server::grpc::ServerOptions;
 
 struct Pki {
     ca: PathBuf,
@@ -77,7 +75,7 @@ async fn tls_and_mutual_tls() {
 
     // Server TLS only.
     let options = ServerOptions {
-        tls: Some(relist::transport::server_tls(&p.server_cert, &p.server_key, None).unwrap()),
+        tls: Some(relist_proto::transport::server_tls(&p.server_cert, &p.server_key, None).unwrap()),
         ..Default::default()
     };
     let server = TestServer::start_full(&tmp.path().join("d1"), DecodeLimits::default(), options, false).await;
@@ -104,7 +102,7 @@ async fn tls_and_mutual_tls() {
 
     // Mutual TLS: a client certificate from the configured CA is required.
     let options = ServerOptions {
-        tls: Some(relist::transport::server_tls(&p.server_cert, &p.server_key, Some(&p.ca)).unwrap()),
+        tls: Some(relist_proto::transport::server_tls(&p.server_cert, &p.server_key, Some(&p.ca)).unwrap()),
         ..Default::default()
     };
     let server = TestServer::start_full(&tmp.path().join("d2"), DecodeLimits::default(), options, false).await;

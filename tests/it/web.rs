@@ -1,14 +1,12 @@
 //! The analysts' web page: its JSON API over real matches (filters, pagination, errors,
 //! thumbnails, reviews seen through gRPC), and a real headless Chromium driving the page
 //! through chromedriver (filter, open a match, confirm it).
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
-use relist::api::pb;
+use crate::common::*;
+use relist_proto::api::pb;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -158,7 +156,7 @@ impl Fixture {
         let (tx, rx) = oneshot::channel::<()>();
         let bank = server.bank.clone();
         let web_task = tokio::spawn(async move {
-            relist::web::serve(bank, listener, async {
+            relist_server::web::serve(bank, listener, async {
                 let _ = rx.await;
             })
             .await
@@ -305,7 +303,7 @@ async fn json_api_serves_filters_pages_thumbnails_and_reviews() {
         vec![m[4], m[2], m[0]]
     );
     assert_eq!(list(web, "label=CONFIRMED").await, Vec::<u64>::new());
-    let later = relist::domain::now_ms() + 3_600_000;
+    let later = relist_core::domain::now_ms() + 3_600_000;
     assert!(list(web, &format!("from={later}")).await.is_empty());
     assert_eq!(list(web, "from=2020-01-01T00:00:00Z&to=").await, newest_first);
 
@@ -793,9 +791,9 @@ async fn the_page_asks_for_an_api_key_once_keys_exist() {
         return;
     };
     let fx = Fixture::start(dir.path()).await;
-    let key = relist::auth::Keys::open(fx.server.bank.db())
+    let key = relist_core::auth::Keys::open(fx.server.bank.db())
         .unwrap()
-        .create(relist::auth::Role::Analyst, None, "browser")
+        .create(relist_core::auth::Role::Analyst, None, "browser")
         .unwrap()
         .1;
     b.goto(&format!("http://{}/", fx.web)).await;
