@@ -4,6 +4,9 @@ use std::io::Write;
 use std::path::Path;
 
 use relist_core::backup::{read_header as read_backup_header, restore, BackupHeader};
+use relist_proto::api::pb;
+
+use crate::client::{print_json, rpc_error, ClientArgs};
 
 /// `relist backup FILE`: takes a backup through the daemon (admin key).
 #[derive(Debug, clap::Args)]
@@ -12,7 +15,7 @@ pub struct BackupArgs {
     /// backup never leaves a partial FILE.
     pub file: std::path::PathBuf,
     #[command(flatten)]
-    pub client: crate::client::ClientArgs,
+    pub client: ClientArgs,
 }
 
 /// `relist restore FILE --data-dir DIR`: restores a backup into a new data dir (offline).
@@ -35,9 +38,9 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
         .client
         .connect()
         .await?
-        .backup(relist_proto::api::pb::BackupRequest {})
+        .backup(pb::BackupRequest {})
         .await
-        .map_err(crate::client::rpc_error)?
+        .map_err(rpc_error)?
         .into_inner();
     let mut part = args.file.clone().into_os_string();
     part.push(".part");
@@ -47,7 +50,7 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     let mut bytes = 0u64;
     let copied: anyhow::Result<()> = async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(crate::client::rpc_error)?;
+            let chunk = chunk.map_err(rpc_error)?;
             out.write_all(&chunk.data)?;
             bytes += chunk.data.len() as u64;
         }
@@ -64,7 +67,7 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     let header = read_header(&part)?;
     std::fs::rename(&part, &args.file).with_context(|| format!("renaming to {}", args.file.display()))?;
     if args.client.json {
-        return crate::client::print_json(&serde_json::json!({ "file": args.file, "bytes": bytes, "header": header }));
+        return print_json(&serde_json::json!({ "file": args.file, "bytes": bytes, "header": header }));
     }
     println!(
         "backup written to {} ({bytes} bytes, schema version {})",
@@ -87,7 +90,7 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<()> {
     let summary = restore(file, &args.data_dir)
         .with_context(|| format!("restoring {} into {}", args.file.display(), args.data_dir.display()))?;
     if args.json {
-        return crate::client::print_json(&summary);
+        return print_json(&summary);
     }
     println!(
         "restored {} entries in {} trees (schema version {}) into {}",

@@ -138,8 +138,11 @@ pub struct ImportSummary {
     /// Hashes not registered anew: already there (updated), repeated in the file, or rows
     /// of other signal types.
     pub skipped: u64,
+    /// Hashes whose takedown was already registered (updated, not added).
     pub already_present: u64,
+    /// Hashes repeated further down the file.
     pub duplicates: u64,
+    /// Rows of other signal types (te-csv).
     pub other_signals: u64,
     /// Lines not imported, with their numbers: bad hashes, and refusals by the daemon.
     pub errors: Vec<LineError>,

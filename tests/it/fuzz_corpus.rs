@@ -173,8 +173,14 @@ fn mutation_run_over_the_seed_corpora() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
     // The default panic hook would print every caught panic; findings are reported below.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // Other tests of this binary run meanwhile: their panics still go to the hook.
+    let hook = std::sync::Arc::new(std::panic::take_hook());
+    let (fuzzing, others) = (std::thread::current().id(), hook.clone());
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != fuzzing {
+            others(info)
+        }
+    }));
     let mut report = Vec::new();
     for (name, target) in TARGETS {
         if only.as_deref().is_some_and(|o| o != name) {
@@ -184,7 +190,7 @@ fn mutation_run_over_the_seed_corpora() {
         let result = mutation_run(name, target, Duration::from_secs_f64(secs), seed);
         report.push((name, result, started.elapsed()));
     }
-    std::panic::set_hook(hook);
+    std::panic::set_hook(Box::new(move |info| hook(info)));
     let mut failed = Vec::new();
     for (name, result, took) in report {
         match result {

@@ -28,9 +28,11 @@ const MAX_ID_FLOOR: u64 = 1 << 36;
 /// What a backup says about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackupHeader {
+    /// The file layout's version ([`FORMAT`]).
     pub format: u32,
     /// The store's [`SCHEMA_VERSION`] when it was taken.
     pub schema_version: u32,
+    /// When it was taken (Unix ms).
     pub created_at_ms: i64,
     /// Every id the source store had handed out is below this.
     pub id_floor: u64,
@@ -39,9 +41,13 @@ pub struct BackupHeader {
 /// Counts of what a backup holds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BackupSummary {
+    /// The store's schema version in the backup.
     pub schema_version: u32,
+    /// sled trees copied.
     pub trees: usize,
+    /// Key-value entries copied.
     pub entries: u64,
+    /// The file's size.
     pub bytes: u64,
 }
 

@@ -13,8 +13,10 @@ const CHUNK: usize = 4 << 20;
 /// Why a snapshot was not used. Never fatal: the index is then loaded from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The file could not be read.
     #[error("reading the snapshot: {0}")]
     Io(#[from] io::Error),
+    /// The bytes are not a snapshot this relist can trust (the reason says why).
     #[error("{0}")]
     Invalid(String),
 }
@@ -61,6 +63,7 @@ pub struct Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
+    /// An encoder writing to `inner`; call [`Encoder::finish`] to write the checksum.
     pub fn new(inner: W) -> Self {
         Encoder {
             inner,
@@ -86,6 +89,7 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
+    /// `b` as it is.
     pub fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
         for c in b.chunks(CHUNK) {
             self.buf.extend_from_slice(c);
@@ -94,21 +98,25 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
+    /// One byte.
     pub fn u8(&mut self, v: u8) -> io::Result<()> {
         self.buf.push(v);
         self.room()
     }
 
+    /// A little-endian u16.
     pub fn u16(&mut self, v: u16) -> io::Result<()> {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self.room()
     }
 
+    /// A little-endian u32.
     pub fn u32(&mut self, v: u32) -> io::Result<()> {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self.room()
     }
 
+    /// A little-endian u64.
     pub fn u64(&mut self, v: u64) -> io::Result<()> {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self.room()
@@ -170,14 +178,17 @@ impl<R: Read> Decoder<R> {
         Ok(&self.scratch[..n])
     }
 
+    /// One byte.
     pub fn u8(&mut self) -> std::result::Result<u8, SnapshotError> {
         Ok(self.take(1)?[0])
     }
 
+    /// A little-endian u32.
     pub fn u32(&mut self) -> std::result::Result<u32, SnapshotError> {
         self.take(4).map(le_u32)
     }
 
+    /// A little-endian u64.
     pub fn u64(&mut self) -> std::result::Result<u64, SnapshotError> {
         self.take(8).map(le_u64)
     }

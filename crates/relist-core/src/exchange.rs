@@ -28,9 +28,13 @@ pub const IMPORTED_LISTING_PREFIX: &str = "pdq-";
 /// One image hash of a live takedown, as exported.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExportedPdq {
+    /// The image's PDQ hash, as stored.
     pub pdq: PdqHash,
+    /// The takedown it belongs to (te-csv's tag).
     pub takedown_id: TakedownId,
+    /// The takedown's marketplace (te-csv's collab).
     pub marketplace: String,
+    /// Why it was taken down (te-csv's category).
     pub reason: String,
 }
 
@@ -38,14 +42,19 @@ pub struct ExportedPdq {
 /// [`Parsed::errors`] with its number.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
+    /// The list could not be read.
     #[error("reading the hash list")]
     Read(#[source] std::io::Error),
+    /// A te-csv list has no readable header.
     #[error("reading the CSV header")]
     Header(#[source] csv::Error),
+    /// A te-csv list lacks the columns a hash is read from (the expected header).
     #[error("not a ThreatExchange CSV: the header needs signal_type and signal_str (expected {0})")]
     NotTeCsv(String),
+    /// A hash could not be written.
     #[error("writing hashes")]
     Write(#[from] csv::Error),
+    /// The output could not be flushed.
     #[error("writing hashes")]
     Flush(#[source] std::io::Error),
 }
@@ -64,17 +73,20 @@ pub enum Format {
 pub struct LineError {
     /// 1-based line number in the file.
     pub line: u64,
+    /// What is wrong with it.
     pub message: String,
 }
 
 /// What a hash list holds: valid hashes with their line numbers, and the rest.
 #[derive(Debug, Default, PartialEq)]
 pub struct Parsed {
+    /// Each distinct valid hash with its 1-based line number, in file order.
     pub hashes: Vec<(u64, PdqHash)>,
     /// The same hash again further down the file.
     pub duplicates: u64,
     /// Rows of other signal types (te-csv).
     pub other_signals: u64,
+    /// Lines that are not hashes, with their numbers.
     pub errors: Vec<LineError>,
 }
 
@@ -177,6 +189,7 @@ pub struct Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
+    /// A writer of `format` to `out` (te-csv starts with its header).
     pub fn new(format: Format, out: W) -> Result<Self, ExchangeError> {
         let mut out = csv::WriterBuilder::new().flexible(true).from_writer(out);
         if format == Format::TeCsv {
@@ -190,6 +203,7 @@ impl<W: Write> Writer<W> {
         })
     }
 
+    /// Writes `h` unless the same hash was written before.
     pub fn write(&mut self, h: &ExportedPdq) -> Result<(), ExchangeError> {
         if !self.seen.insert(h.pdq) {
             return Ok(());

@@ -1,13 +1,17 @@
 //! How large a request may be. Request validation (relist-proto) and the daemon's
 //! configuration (relist-server) both read these, so they live below both.
 
-/// Size limits on request text fields (bytes for ids, characters for free text).
+/// Longest listing id, in bytes (ids are keys in the store).
 pub const MAX_LISTING_ID_BYTES: usize = 256;
+/// Longest marketplace name, in bytes.
 pub const MAX_MARKETPLACE_BYTES: usize = 64;
+/// Longest seller id, in bytes.
 pub const MAX_SELLER_ID_BYTES: usize = 256;
-/// Default title and description limits; the daemon's are in [`RequestLimits`].
+/// Default title limit, in characters; the daemon's is in [`RequestLimits`].
 pub const MAX_TITLE_CHARS: usize = 1_000;
+/// Default description limit, in characters; the daemon's is in [`RequestLimits`].
 pub const MAX_DESCRIPTION_CHARS: usize = 20_000;
+/// Longest takedown reason, in characters.
 pub const MAX_REASON_CHARS: usize = 1_000;
 
 /// Largest `top` a stats request may ask for.

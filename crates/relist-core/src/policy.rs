@@ -1,6 +1,6 @@
 //! The matching policy: the one place that turns distances into a verdict and a score.
 //!
-//! Principles (see README, "Matching policy"):
+//! Principles (see docs/detection.md, "Matching policy"):
 //! - An image match is the strong signal. PDQ at distance <= `pdq_reupload` (over its 8
 //!   rotations/flips, both hashes of quality >= `pdq_min_quality`) is a re-upload on its own.
 //! - So is a local-feature match: at least `local_reupload` corners whose descriptors match
@@ -29,7 +29,7 @@ pub struct Thresholds {
     pub phash_review: u32,
     /// Title simhash distance (of 64) at or under which the title supports an image match.
     /// 16 holds 99.6% of one-letter typos; 2.5 in 10,000 unrelated Shopee title pairs are
-    /// that close (README, "Detection quality").
+    /// that close (docs/detection.md, "Detection quality").
     pub text_support: u32,
     /// Title simhash distance at or under which the title alone is worth a review.
     pub text_review: u32,

@@ -13,22 +13,30 @@ use crate::api::pb;
 /// Why a connection or the daemon's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// A certificate or key file (named by its flag) could not be read.
+    /// A certificate or key file could not be read.
     #[error("reading {what} {}", path.display())]
     Read {
+        /// The flag that named the file.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// The address is not a URI (`http://host:port`, `https://host:port`).
     #[error("bad address {0}")]
     Address(String, #[source] tonic::transport::Error),
+    /// The TLS files are not usable certificates and keys.
     #[error("TLS settings")]
     Tls(#[source] tonic::transport::Error),
+    /// A client certificate needs its key and the other way round.
     #[error("--tls-cert and --tls-key go together")]
     HalfIdentity,
+    /// The key cannot be sent as an HTTP/2 header value.
     #[error("the API key has characters a header cannot carry")]
     ApiKey,
+    /// The daemon could not be reached.
     #[error("connecting to relist at {0}")]
     Connect(String, #[source] tonic::transport::Error),
 }
@@ -60,8 +68,9 @@ pub struct Connection {
     /// CA (PEM) that signed the daemon's certificate; without it, `https://` uses the
     /// public web roots.
     pub tls_ca: Option<PathBuf>,
-    /// Client certificate and key (PEM), for a daemon that requires them (mTLS).
+    /// Client certificate (PEM), for a daemon that requires one (mTLS).
     pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
 }
 

@@ -35,13 +35,19 @@ pub const DEFAULT_DATA_DIR: &str = "./relist-data";
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    /// `[server]`: where to listen and store.
     pub server: ServerSection,
+    /// `[limits]`: request sizes, deadlines, load shedding, the disk reserve.
     pub limits: LimitsSection,
+    /// `[policy]`: the matching thresholds (see [`Thresholds`]).
     pub policy: Thresholds,
+    /// `[history]`: retention and thumbnails.
     pub history: HistorySection,
+    /// `[matching]`: which fingerprints beyond the whole-image hashes are computed.
     pub matching: MatchingSection,
 }
 
+/// `[matching]` of the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatchingSection {
@@ -51,6 +57,7 @@ pub struct MatchingSection {
     pub local_features: Option<bool>,
 }
 
+/// `[history]` of the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HistorySection {
@@ -60,27 +67,40 @@ pub struct HistorySection {
     pub thumbnails: Option<bool>,
 }
 
+/// `[server]` of the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSection {
+    /// gRPC listen address (default [`DEFAULT_LISTEN`]).
     pub listen: Option<SocketAddr>,
+    /// The sled store's directory (default [`DEFAULT_DATA_DIR`]).
     pub data_dir: Option<PathBuf>,
     /// sled's page cache, in MiB (default 256).
     pub cache_mb: Option<u64>,
 }
 
+/// `[limits]` of the config file; each key overrides one default of [`RequestLimits`] or
+/// [`DecodeLimits`].
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsSection {
+    /// Largest accepted encoded image, in bytes.
     pub max_image_bytes: Option<usize>,
+    /// Largest accepted image, in pixels (decompression-bomb guard).
     pub max_image_pixels: Option<u64>,
+    /// Largest gRPC message either way, in bytes.
     pub max_message_bytes: Option<usize>,
+    /// Most images per listing.
     pub max_images: Option<usize>,
+    /// Longest listing title, in characters.
     pub max_title_chars: Option<usize>,
+    /// Longest listing description, in characters.
     pub max_description_chars: Option<usize>,
+    /// Largest QueryMatches page.
     pub max_page_size: Option<usize>,
     /// Per-request deadline, humantime (e.g. "30s").
     pub request_timeout: Option<String>,
+    /// Requests served at once; more are refused, not queued.
     pub max_concurrent_requests: Option<usize>,
     /// Free space kept on the store's disk; writes are refused under it (0: no reserve).
     pub min_free_disk_bytes: Option<u64>,
@@ -89,23 +109,21 @@ pub struct LimitsSection {
 impl FileConfig {
     /// Reads a TOML config file; unknown keys are errors, so typos do not pass silently.
     pub fn load(path: &Path) -> Result<FileConfig, ServerError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ServerError::ParseConfig {
-            path: path.to_path_buf(),
-            source,
-        })
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::ReadConfig(path.to_path_buf(), e))?;
+        toml::from_str(&text).map_err(|e| ServerError::ParseConfig(path.to_path_buf(), e))
     }
 }
 
 /// The resolved configuration the daemon runs with.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
+    /// gRPC listen address; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// The sled store's directory.
     pub data_dir: PathBuf,
+    /// Image decoding limits (bytes, pixels).
     pub limits: DecodeLimits,
+    /// The matching policy's thresholds.
     pub thresholds: Thresholds,
     /// Keep thumbnails for the history page.
     pub thumbnails: bool,
@@ -132,7 +150,9 @@ pub struct ServeConfig {
 /// The daemon's TLS files (PEM).
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
+    /// Certificate chain.
     pub cert: PathBuf,
+    /// Private key of `cert`.
     pub key: PathBuf,
     /// Require client certificates signed by this CA (mutual TLS).
     pub client_ca: Option<PathBuf>,

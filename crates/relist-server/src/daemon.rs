@@ -28,10 +28,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
         })
         .await
         .map_err(|e| ServerError::Task("opening the store", e))?
-        .map_err(|source| ServerError::OpenStore {
-            path: cfg.data_dir.clone(),
-            source,
-        })?
+        .map_err(|e| ServerError::OpenStore(cfg.data_dir.clone(), e))?
     };
     let no_keys = Keys::open(bank.db())?.is_empty();
     check_exposure(
@@ -94,7 +91,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, what, source })
+        .map_err(|e| ServerError::Bind(addr, what, e))
 }
 
 /// Refuses to serve an open daemon (no API keys yet) on anything but loopback, unless the

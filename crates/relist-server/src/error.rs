@@ -9,42 +9,35 @@ pub enum ServerError {
     /// A setting the daemon cannot run with (named in the message).
     #[error("{0}")]
     Config(String),
-    #[error("reading config {}", path.display())]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parsing config {}", path.display())]
-    ParseConfig {
-        path: PathBuf,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("opening store {}", path.display())]
-    OpenStore {
-        path: PathBuf,
-        #[source]
-        source: relist_core::error::Error,
-    },
-    /// `what` names the flag, e.g. ` (--http)`, or is empty for the gRPC address.
-    #[error("binding {addr}{what}")]
-    Bind {
-        addr: SocketAddr,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The config file could not be read.
+    #[error("reading config {}", .0.display())]
+    ReadConfig(PathBuf, #[source] std::io::Error),
+    /// The config file is not valid TOML for [`crate::config::FileConfig`].
+    #[error("parsing config {}", .0.display())]
+    ParseConfig(PathBuf, #[source] toml::de::Error),
+    /// The store in this data dir could not be opened.
+    #[error("opening store {}", .0.display())]
+    OpenStore(PathBuf, #[source] relist_core::error::Error),
+    /// An address could not be bound; the text names the flag, e.g. ` (--http)`, or is empty
+    /// for the gRPC address.
+    #[error("binding {0}{1}")]
+    Bind(SocketAddr, &'static str, #[source] std::io::Error),
+    /// The bank failed (opening its trees, flushing at shutdown).
     #[error(transparent)]
     Bank(#[from] relist_core::error::Error),
+    /// The daemon's TLS files are not usable.
     #[error(transparent)]
     Tls(#[from] relist_proto::transport::TransportError),
+    /// The gRPC server failed.
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptors.
     #[error(transparent)]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A task panicked or was cancelled; the text names it.
     #[error("{0} task failed")]
     Task(&'static str, #[source] tokio::task::JoinError),
 }

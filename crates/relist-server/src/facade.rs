@@ -18,6 +18,7 @@ pub struct AsyncBank {
 }
 
 impl AsyncBank {
+    /// The facade over a shared bank (the daemon shares it between its front ends).
     pub fn new(bank: Arc<Bank>) -> Self {
         AsyncBank { bank }
     }

@@ -36,6 +36,7 @@ pub const STREAM_CONCURRENCY: usize = 8;
 /// How the daemon serves, besides the bank: limits, TLS, shared metrics.
 #[derive(Clone, Default)]
 pub struct ServerOptions {
+    /// Request sizes, the deadline and the concurrency limit.
     pub limits: RequestLimits,
     /// Serve gRPC over TLS (and require client certificates when it has a client CA).
     pub tls: Option<tonic::transport::ServerTlsConfig>,

@@ -33,9 +33,13 @@ pub struct Metrics {
 /// What the bank reports at scrape time.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BankGauges {
+    /// Live PDQ index entries (whole pictures, variants and regions).
     pub pdq: usize,
+    /// Live pHash index entries.
     pub phash: usize,
+    /// Live title simhash index entries.
     pub title: usize,
+    /// sled's size on disk.
     pub store_bytes: u64,
 }
 
@@ -48,6 +52,7 @@ impl Metrics {
         h.observe(elapsed);
     }
 
+    /// Counts one check's verdict.
     pub fn verdict(&self, v: Verdict) {
         let i = match v {
             Verdict::Clear => 0,
@@ -57,6 +62,7 @@ impl Metrics {
         self.verdicts[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one request refused by the concurrency limit.
     pub fn shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
     }

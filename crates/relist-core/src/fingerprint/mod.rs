@@ -37,7 +37,7 @@ pub struct Fingerprinter {
 
 /// Which fingerprints beyond the whole-image PDQ (with its 8 rotations/flips) and pHash are
 /// computed. Both are on by default: they catch crops, frames, screenshots, collages, small
-/// rotations and overlays (see the README's detection figures). Off, a checked photo costs
+/// rotations and overlays (see docs/detection.md for the figures). Off, a checked photo costs
 /// its decode, whole-picture hashes and lookups only (about half of the 4.2 ms a 500x375
 /// photo costs with both on), and a stored photo keeps 2 index entries instead of ~400: the
 /// choice for banks of millions of photos, at the price of those evasions.
