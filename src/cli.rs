@@ -28,8 +28,8 @@ pub enum Command {
     Check(cmd::check::CheckArgs),
     /// Search the match history (newest first); CSV and JSON export stream.
     History(cmd::history::HistoryArgs),
-    /// Match statistics over a time range.
-    Stats(cmd::stats::StatsArgs),
+    /// Match statistics over a time range (by default the last 30 days).
+    Stats(cmd::history::StatsArgs),
     /// Label a recorded match as confirmed or false-positive (or take a label back).
     Review(cmd::review::ReviewArgs),
     /// Re-check a whole catalog (JSON Lines or CSV) and write one result row per listing;
@@ -65,7 +65,7 @@ pub fn run() -> anyhow::Result<()> {
             Command::Takedown(c) => cmd::takedown::run(c).await,
             Command::Check(args) => cmd::check::run(args).await,
             Command::History(args) => cmd::history::run(args).await,
-            Command::Stats(args) => cmd::stats::run(args).await,
+            Command::Stats(args) => cmd::history::run_stats(args).await,
             Command::Review(args) => cmd::review::run(args).await,
             Command::Batch(args) => cmd::batch::run(args).await,
             Command::Keys(c) => cmd::keys::run(c).await,

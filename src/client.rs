@@ -1,6 +1,7 @@
 //! What every client command shares: where the daemon is and how to reach it (`--addr`,
 //! `--api-key`, TLS), a listing given as flags, and how replies and errors are printed. Each
 //! command connects with its own flags; nothing here is process-wide.
+use std::future::Future;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -30,6 +31,37 @@ impl ClientArgs {
     /// Connects to the daemon at `--addr` with this command's key and TLS settings.
     pub async fn connect(&self) -> anyhow::Result<Client> {
         connect(&self.addr, &self.conn.connection()).await
+    }
+
+    /// Makes one call over a new connection and hands back the reply: what a one-shot
+    /// command does. A refused call reads as its status code and the daemon's message.
+    pub async fn call<R, F, Fut>(&self, rpc: F) -> anyhow::Result<R>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let client = self.connect().await?;
+        Ok(rpc(client).await.map_err(rpc_error)?.into_inner())
+    }
+
+    /// Makes one call and prints its reply as the domain type `T` (see [`ClientArgs::print`]).
+    pub async fn show<R, T, F, Fut>(&self, rpc: F, text: impl FnOnce(&T)) -> anyhow::Result<()>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+        T: From<R> + Serialize,
+    {
+        let reply = self.call(rpc).await?;
+        self.print(&T::from(reply), text)
+    }
+
+    /// Prints a result: as JSON with `--json`, for people with `text` otherwise.
+    pub fn print<T: Serialize>(&self, v: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(v);
+        }
+        text(v);
+        Ok(())
     }
 }
 
@@ -65,6 +97,14 @@ impl ConnArgs {
 /// Connects to the daemon at `addr` with the daemon's default message-size limit.
 pub async fn connect(addr: &str, conn: &Connection) -> anyhow::Result<Client> {
     Ok(conn.connect(addr, MAX_MESSAGE_BYTES).await?)
+}
+
+/// Where a file is written before it is complete: `FILE.part`, renamed to `FILE` once it is,
+/// so an interrupted command never leaves a partial `FILE`.
+pub fn part_path(file: &std::path::Path) -> PathBuf {
+    let mut part = file.as_os_str().to_owned();
+    part.push(".part");
+    PathBuf::from(part)
 }
 
 /// A failed call as the command reports it: the status code and the daemon's message.

@@ -6,7 +6,7 @@ use std::path::Path;
 use relist_core::backup::{read_header as read_backup_header, restore, BackupHeader};
 use relist_proto::api::pb;
 
-use crate::client::{print_json, rpc_error, ClientArgs};
+use crate::client::{part_path, print_json, rpc_error, Client, ClientArgs};
 
 /// `relist backup FILE`: takes a backup through the daemon (admin key).
 #[derive(Debug, clap::Args)]
@@ -34,17 +34,9 @@ pub struct RestoreArgs {
 pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     use futures::StreamExt;
-    let mut stream = args
-        .client
-        .connect()
-        .await?
-        .backup(pb::BackupRequest {})
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
-    let mut part = args.file.clone().into_os_string();
-    part.push(".part");
-    let part = std::path::PathBuf::from(part);
+    let backup = |mut c: Client| async move { c.backup(pb::BackupRequest {}).await };
+    let mut stream = args.client.call(backup).await?;
+    let part = part_path(&args.file);
     let mut out =
         std::io::BufWriter::new(std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?);
     let mut bytes = 0u64;
@@ -66,15 +58,14 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<()> {
     // Check what arrived before calling it a backup.
     let header = read_header(&part)?;
     std::fs::rename(&part, &args.file).with_context(|| format!("renaming to {}", args.file.display()))?;
-    if args.client.json {
-        return print_json(&serde_json::json!({ "file": args.file, "bytes": bytes, "header": header }));
-    }
-    println!(
-        "backup written to {} ({bytes} bytes, schema version {})",
-        args.file.display(),
-        header.schema_version
-    );
-    Ok(())
+    let summary = serde_json::json!({ "file": args.file, "bytes": bytes, "header": header });
+    args.client.print(&summary, |_| {
+        println!(
+            "backup written to {} ({bytes} bytes, schema version {})",
+            args.file.display(),
+            header.schema_version
+        )
+    })
 }
 
 fn read_header(path: &Path) -> anyhow::Result<BackupHeader> {

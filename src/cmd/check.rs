@@ -3,7 +3,7 @@ use clap::Args;
 use relist_core::domain::CheckOutcome;
 use relist_proto::api::pb;
 
-use crate::client::{print_json, rpc_error, ClientArgs, ListingArgs};
+use crate::client::{Client, ClientArgs, ListingArgs};
 
 /// `relist check`.
 #[derive(Debug, Args)]
@@ -19,20 +19,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let req = pb::CheckListingRequest {
         listing: Some(args.listing.to_proto()?),
     };
-    let resp = args
-        .client
-        .connect()
-        .await?
-        .check_listing(req)
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
-    let outcome = CheckOutcome::from(resp);
-    if args.client.json {
-        return print_json(&outcome);
-    }
-    print_check(&outcome);
-    Ok(())
+    let check = |mut c: Client| async move { c.check_listing(req).await };
+    args.client.show(check, print_check).await
 }
 
 fn print_check(c: &CheckOutcome) {

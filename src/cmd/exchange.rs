@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use relist_proto::api::pb;
 
-use crate::client::{print_json, rpc_error, Client, ClientArgs};
+use crate::client::{part_path, print_json, rpc_error, Client, ClientArgs};
 
 /// A hash list format on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -67,19 +67,9 @@ pub struct ImportArgs {
 
 /// Runs `relist export`.
 pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
-    let mut stream = args
-        .client
-        .connect()
-        .await?
-        .export_hashes(pb::ExportHashesRequest {})
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
-    let part = args.out.as_ref().map(|p| {
-        let mut s = p.clone().into_os_string();
-        s.push(".part");
-        PathBuf::from(s)
-    });
+    let export = |mut c: Client| async move { c.export_hashes(pb::ExportHashesRequest {}).await };
+    let mut stream = args.client.call(export).await?;
+    let part = args.out.as_deref().map(part_path);
     let sink: Box<dyn Write> = match &part {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -116,14 +106,13 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
             "hashes": written,
             "takedowns": takedowns.len(),
         });
-        if args.client.json {
-            return print_json(&summary);
-        }
-        eprintln!(
-            "exported {written} hashes of {} takedowns to {}",
-            takedowns.len(),
-            out.display()
-        );
+        args.client.print(&summary, |_| {
+            eprintln!(
+                "exported {written} hashes of {} takedowns to {}",
+                takedowns.len(),
+                out.display()
+            )
+        })?;
     } else {
         eprintln!("exported {written} hashes of {} takedowns", takedowns.len());
     }

@@ -1,10 +1,12 @@
-//! `relist history`: the match history, newest first, as a table, CSV or JSON Lines; one page
-//! in memory at a time, so a year of history exports in constant memory.
+//! `relist history` and `relist stats`: the match history listed (newest first, as a table,
+//! CSV or JSON Lines; one page in memory at a time, so a year of history exports in constant
+//! memory) and counted (per day, marketplace, verdict; the most re-listed takedowns and the
+//! sellers with the most matches).
 use clap::Args;
-use relist_core::history::{MatchView, MAX_PAGE_SIZE};
-use relist_proto::api::pb;
+use relist_core::history::{MatchView, Stats, MAX_PAGE_SIZE};
+use relist_proto::api::{self, pb};
 
-use crate::client::{connect, fmt_ms, parse_time, rpc_error, ConnArgs};
+use crate::client::{connect, fmt_ms, parse_time, rpc_error, Client, ClientArgs, ConnArgs};
 
 /// Output format of `relist history`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -46,15 +48,34 @@ pub enum SourceArg {
     Batch,
 }
 
+/// The time range of `relist history` and `relist stats`.
+#[derive(Debug, Args)]
+pub struct TimeRange {
+    /// Start of the range, inclusive: RFC 3339, or YYYY-MM-DD for midnight UTC.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the range, exclusive: RFC 3339, or YYYY-MM-DD.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+impl TimeRange {
+    /// `--from` as a timestamp, when given.
+    pub fn from(&self) -> anyhow::Result<Option<prost_types::Timestamp>> {
+        self.from.as_deref().map(|s| parse_time("--from", s)).transpose()
+    }
+
+    /// `--to` as a timestamp, when given.
+    pub fn to(&self) -> anyhow::Result<Option<prost_types::Timestamp>> {
+        self.to.as_deref().map(|s| parse_time("--to", s)).transpose()
+    }
+}
+
 /// `relist history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Only records at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
-    #[arg(long)]
-    pub from: Option<String>,
-    /// Only records before this time (RFC 3339, or YYYY-MM-DD).
-    #[arg(long)]
-    pub to: Option<String>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Only records matching this takedown.
     #[arg(long)]
     pub takedown: Option<u64>,
@@ -105,8 +126,8 @@ const HISTORY_CSV_HEADER: [&str; 14] = [
 /// Runs `relist history`.
 pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let mut req = pb::QueryMatchesRequest {
-        from: args.from.as_deref().map(|s| parse_time("--from", s)).transpose()?,
-        to: args.to.as_deref().map(|s| parse_time("--to", s)).transpose()?,
+        from: args.range.from()?,
+        to: args.range.to()?,
         takedown_id: args.takedown.unwrap_or(0),
         marketplace: args.marketplace.unwrap_or_default(),
         seller_id: args.seller.unwrap_or_default(),
@@ -199,4 +220,50 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         req.page_token = page.next_page_token;
     }
     Ok(())
+}
+
+/// `relist stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub range: TimeRange,
+    /// How many top takedowns and sellers.
+    #[arg(long, default_value_t = 10)]
+    pub top: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Runs `relist stats`.
+pub async fn run_stats(args: StatsArgs) -> anyhow::Result<()> {
+    let now = relist_core::domain::now_ms();
+    let req = pb::MatchStatsRequest {
+        from: Some(
+            args.range
+                .from()?
+                .unwrap_or_else(|| api::timestamp(now - 30 * 86_400_000)),
+        ),
+        to: Some(args.range.to()?.unwrap_or_else(|| api::timestamp(now + 1))),
+        top: args.top,
+    };
+    let stats = |mut c: Client| async move { c.match_stats(req).await };
+    args.client.show(stats, print_stats).await
+}
+
+fn print_stats(s: &Stats) {
+    println!("{} matches", s.total);
+    let section = |title: &str, rows: &[(String, u64)]| {
+        println!("{title}:");
+        for (name, n) in rows {
+            println!("  {n:>8}  {name}");
+        }
+    };
+    section("per day", &s.per_day);
+    section("per marketplace", &s.per_marketplace);
+    section("per verdict", &s.per_verdict);
+    println!("most re-listed takedowns:");
+    for (id, n) in &s.top_takedowns {
+        println!("  {n:>8}  takedown {id}");
+    }
+    section("sellers with the most matches", &s.top_sellers);
 }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use relist_core::auth::{KeyInfo, Keys, Role};
 use relist_proto::api::pb;
 
-use crate::client::{fmt_ms, print_json, rpc_error, ClientArgs};
+use crate::client::{fmt_ms, ClientArgs};
 
 /// A key's role on the command line (see [`Role`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,21 +74,6 @@ pub struct KeysTarget {
     pub client: ClientArgs,
 }
 
-impl KeysCommand {
-    fn target(&self) -> &KeysTarget {
-        match self {
-            KeysCommand::Create { target, .. } | KeysCommand::List { target } | KeysCommand::Revoke { target, .. } => {
-                target
-            }
-        }
-    }
-
-    /// The client flags, for the connection settings.
-    pub fn client(&self) -> &ClientArgs {
-        &self.target().client
-    }
-}
-
 fn open_offline(dir: &Path) -> anyhow::Result<Keys> {
     let store = relist_core::store::Store::open(dir).with_context(|| {
         format!(
@@ -101,7 +86,6 @@ fn open_offline(dir: &Path) -> anyhow::Result<Keys> {
 
 /// Runs a `relist keys` command.
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
-    let json = cmd.client().json;
     match cmd {
         KeysCommand::Create {
             role,
@@ -113,63 +97,56 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let (info, secret) = match &target.data_dir {
                 Some(dir) => open_offline(dir)?.create(role, marketplace.as_deref(), &name)?,
                 None => {
+                    let req = pb::CreateKeyRequest {
+                        role: role.as_str().to_string(),
+                        marketplace: marketplace.unwrap_or_default(),
+                        name,
+                    };
                     let resp = target
                         .client
-                        .connect()
-                        .await?
-                        .create_key(pb::CreateKeyRequest {
-                            role: role.as_str().to_string(),
-                            marketplace: marketplace.unwrap_or_default(),
-                            name,
-                        })
-                        .await
-                        .map_err(rpc_error)?
-                        .into_inner();
+                        .call(|mut c| async move { c.create_key(req).await })
+                        .await?;
                     (KeyInfo::try_from(resp.key.unwrap_or_default())?, resp.secret)
                 }
             };
-            if json {
-                return print_json(&serde_json::json!({ "key": info, "secret": secret }));
-            }
-            println!("{secret}");
-            eprintln!(
-                "key {} ({}) created; the line above is its secret, shown only now",
-                info.id,
-                describe(&info)
-            );
+            target
+                .client
+                .print(&serde_json::json!({ "key": info, "secret": secret }), |_| {
+                    println!("{secret}");
+                    eprintln!(
+                        "key {} ({}) created; the line above is its secret, shown only now",
+                        info.id,
+                        describe(&info)
+                    );
+                })
         }
         KeysCommand::List { target } => {
             let keys = match &target.data_dir {
                 Some(dir) => open_offline(dir)?.list()?,
                 None => target
                     .client
-                    .connect()
+                    .call(|mut c| async move { c.list_keys(pb::ListKeysRequest {}).await })
                     .await?
-                    .list_keys(pb::ListKeysRequest {})
-                    .await
-                    .map_err(rpc_error)?
-                    .into_inner()
                     .keys
                     .into_iter()
                     .map(KeyInfo::try_from)
                     .collect::<Result<Vec<_>, _>>()?,
             };
-            if json {
-                return print_json(&keys);
-            }
-            for k in &keys {
-                let state = match k.revoked_at_ms {
-                    Some(at) => format!("REVOKED {}", fmt_ms(at)),
-                    None => "active".to_string(),
-                };
-                println!(
-                    "{:>6}  {:<32} created {}  {state}  {:?}",
-                    k.id,
-                    describe(k),
-                    fmt_ms(k.created_at_ms),
-                    k.name
-                );
-            }
+            target.client.print(&keys, |keys| {
+                for k in keys {
+                    let state = match k.revoked_at_ms {
+                        Some(at) => format!("REVOKED {}", fmt_ms(at)),
+                        None => "active".to_string(),
+                    };
+                    println!(
+                        "{:>6}  {:<32} created {}  {state}  {:?}",
+                        k.id,
+                        describe(k),
+                        fmt_ms(k.created_at_ms),
+                        k.name
+                    );
+                }
+            })
         }
         KeysCommand::Revoke { key_id, target } => {
             let info = match &target.data_dir {
@@ -177,21 +154,15 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 None => KeyInfo::try_from(
                     target
                         .client
-                        .connect()
-                        .await?
-                        .revoke_key(pb::RevokeKeyRequest { key_id })
-                        .await
-                        .map_err(rpc_error)?
-                        .into_inner(),
+                        .call(|mut c| async move { c.revoke_key(pb::RevokeKeyRequest { key_id }).await })
+                        .await?,
                 )?,
             };
-            if json {
-                return print_json(&info);
-            }
-            println!("key {} ({}) revoked", info.id, describe(&info));
+            target
+                .client
+                .print(&info, |info| println!("key {} ({}) revoked", info.id, describe(info)))
         }
     }
-    Ok(())
 }
 
 fn describe(k: &KeyInfo) -> String {

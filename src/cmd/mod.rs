@@ -8,5 +8,4 @@ pub mod history;
 pub mod keys;
 pub mod review;
 pub mod serve;
-pub mod stats;
 pub mod takedown;

@@ -4,7 +4,7 @@ use relist_core::history::MatchView;
 use relist_proto::api::pb;
 
 use super::history::LabelArg;
-use crate::client::{print_json, rpc_error, ClientArgs};
+use crate::client::{Client, ClientArgs};
 
 /// `relist review`.
 #[derive(Debug, Args)]
@@ -29,23 +29,15 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<()> {
         reviewer: args.reviewer,
         note: args.note,
     };
-    let resp = args
-        .client
-        .connect()
-        .await?
-        .review_match(req)
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
-    let v = MatchView::from(resp);
-    if args.client.json {
-        return print_json(&v);
-    }
+    let review = |mut c: Client| async move { c.review_match(req).await };
+    args.client.show(review, print_review).await
+}
+
+fn print_review(v: &MatchView) {
     println!(
         "match {} is now {} ({} reviews)",
         v.record.match_id,
         v.label.as_str(),
         v.reviews.len()
     );
-    Ok(())
 }

@@ -9,7 +9,9 @@ use relist_core::disk::DEFAULT_MIN_FREE_BYTES;
 use relist_core::fingerprint::{DecodeLimits, Detection};
 use relist_core::limits::RequestLimits;
 use relist_core::store::DEFAULT_CACHE_BYTES;
-use relist_server::config::{FileConfig, LimitsSection, ServeConfig, TlsFiles, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use relist_server::config::{
+    Exposure, FileConfig, LimitsSection, ServeConfig, TlsFiles, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
+};
 
 /// `relist serve`: flags and `RELIST_*` variables over the TOML file over the defaults.
 #[derive(Debug, Args)]
@@ -218,16 +220,18 @@ impl ServeArgs {
                 .or(file.history.retention_days)
                 .filter(|d| *d > 0)
                 .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
-            http: self.http,
-            metrics: self.metrics,
-            insecure: self.insecure,
-            tls: match (&self.tls_cert, &self.tls_key) {
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: self.tls_client_ca.clone(),
-                }),
-                _ => None,
+            exposure: Exposure {
+                http: self.http,
+                metrics: self.metrics,
+                insecure: self.insecure,
+                tls: match (&self.tls_cert, &self.tls_key) {
+                    (Some(cert), Some(key)) => Some(TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: self.tls_client_ca.clone(),
+                    }),
+                    _ => None,
+                },
             },
         })
     }

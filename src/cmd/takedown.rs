@@ -4,7 +4,7 @@ use clap::Subcommand;
 use relist_core::domain::{ListingFingerprints, Registered, Takedown};
 use relist_proto::api::{self, pb};
 
-use crate::client::{fmt_ms, print_json, rpc_error, ClientArgs, ListingArgs};
+use crate::client::{fmt_ms, Client, ClientArgs, ListingArgs};
 
 // Parsed once per process: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -61,50 +61,26 @@ pub async fn run(cmd: TakedownCommand) -> anyhow::Result<()> {
                 reason,
                 taken_down_at,
             };
-            let resp = client
-                .connect()
-                .await?
-                .register_takedown(req)
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            let r = Registered::from(resp);
-            if client.json {
-                return print_json(&r);
-            }
-            print_registered(&r);
+            let register = |mut c: Client| async move { c.register_takedown(req).await };
+            client.show(register, print_registered).await?;
         }
         TakedownCommand::Remove { takedown_id, client } => {
-            let resp = client
-                .connect()
-                .await?
-                .remove_takedown(pb::RemoveTakedownRequest { takedown_id })
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
+            let req = pb::RemoveTakedownRequest { takedown_id };
+            let resp = client.call(|mut c| async move { c.remove_takedown(req).await }).await?;
             let at = resp.removed_at.map(|t| {
                 t.seconds
                     .saturating_mul(1000)
                     .saturating_add(i64::from(t.nanos / 1_000_000))
             });
-            if client.json {
-                return print_json(&serde_json::json!({ "takedown_id": takedown_id, "removed_at_ms": at }));
-            }
-            println!("takedown {takedown_id} removed at {}", fmt_ms(at.unwrap_or(0)));
+            client.print(
+                &serde_json::json!({ "takedown_id": takedown_id, "removed_at_ms": at }),
+                |_| println!("takedown {takedown_id} removed at {}", fmt_ms(at.unwrap_or(0))),
+            )?;
         }
         TakedownCommand::Get { takedown_id, client } => {
-            let resp = client
-                .connect()
-                .await?
-                .get_takedown(pb::GetTakedownRequest { takedown_id })
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            let td = Takedown::from(resp.takedown.unwrap_or_default());
-            if client.json {
-                return print_json(&td);
-            }
-            print_takedown(&td);
+            let req = pb::GetTakedownRequest { takedown_id };
+            let resp = client.call(|mut c| async move { c.get_takedown(req).await }).await?;
+            client.print(&Takedown::from(resp.takedown.unwrap_or_default()), print_takedown)?;
         }
     }
     Ok(())

@@ -137,6 +137,14 @@ pub struct ServeConfig {
     pub min_free_disk_bytes: u64,
     /// sled's page cache, in bytes (see [`relist_core::store::DEFAULT_CACHE_BYTES`]).
     pub cache_bytes: u64,
+    /// How the daemon faces the network beyond its gRPC address.
+    pub exposure: Exposure,
+}
+
+/// The daemon's other addresses, its TLS, and whether it may serve without API keys beyond
+/// loopback. These come from flags and the environment only, not from the config file.
+#[derive(Clone, Debug, Default)]
+pub struct Exposure {
     /// Also serve the analysts' web page and `/metrics` here.
     pub http: Option<SocketAddr>,
     /// Also serve `/metrics` alone here.

@@ -33,10 +33,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
     let no_keys = Keys::open(bank.db())?.is_empty();
     check_exposure(
         no_keys,
-        cfg.insecure,
-        [Some(cfg.listen), cfg.http].into_iter().flatten(),
+        cfg.exposure.insecure,
+        [Some(cfg.listen), cfg.exposure.http].into_iter().flatten(),
     )?;
-    let tls = match &cfg.tls {
+    let tls = match &cfg.exposure.tls {
         Some(t) => Some(relist_proto::transport::server_tls(
             &t.cert,
             &t.key,
@@ -59,29 +59,37 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let web = match cfg.http {
-        Some(addr) => Some(tokio::spawn(crate::web::serve_with(
+    // The web page and `/metrics` alone, each where it was asked for.
+    let pages = [
+        (
+            cfg.exposure.http,
+            " (--http)",
             crate::web::router_with(bank.clone(), metrics.clone()),
-            bind(addr, " (--http)").await?,
-            stopped(stop_rx.clone()),
-        ))),
-        None => None,
-    };
-    let metrics_page = match cfg.metrics {
-        Some(addr) => Some(tokio::spawn(crate::web::serve_with(
+        ),
+        (
+            cfg.exposure.metrics,
+            " (--metrics)",
             crate::web::metrics_router(bank.clone(), metrics.clone()),
-            bind(addr, " (--metrics)").await?,
-            stopped(stop_rx.clone()),
-        ))),
-        None => None,
-    };
+        ),
+    ];
+    let mut page_tasks = Vec::new();
+    for (addr, flag, router) in pages {
+        if let Some(addr) = addr {
+            let listener = bind(addr, flag).await?;
+            page_tasks.push(tokio::spawn(crate::web::serve_with(
+                router,
+                listener,
+                stopped(stop_rx.clone()),
+            )));
+        }
+    }
     let options = ServerOptions {
         limits: cfg.requests,
         tls,
         metrics: Some(metrics),
     };
     serve_with(bank.clone(), listener, options, stopped(stop_rx)).await?;
-    for task in [web, metrics_page].into_iter().flatten() {
+    for task in page_tasks {
         task.await.map_err(|e| ServerError::Task("web server", e))??;
     }
     write_snapshot(bank).await;
