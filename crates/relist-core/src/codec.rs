@@ -1,7 +1,7 @@
 //! The one binary codec of relist's stored formats: the streamed, checksummed little-endian
 //! encoding of the index snapshot ([`Encoder`], [`Decoder`], used by [`crate::snapshot`],
 //! [`crate::matcher`] and [`crate::index`]) and the big-endian reader of the store's compact
-//! fingerprints records ([`Reader`], used by [`crate::store`]). Both formats are contracts,
+//! fingerprints records (`Reader`, used by [`crate::store`]). Both formats are contracts,
 //! versioned by their owners; this module only moves bytes.
 use std::io::{self, Read, Write};
 
