@@ -49,6 +49,8 @@ fn record(i: u64, start_ms: i64, span_ms: i64, n: u64) -> MatchRecord {
                 kind: HashKind::Pdq,
                 distance: (i % 31) as u32,
                 transform: None,
+                colour: None,
+                region: false,
             }],
             text_distance: Some((i % 12) as u32),
             same_seller: false,

@@ -79,6 +79,7 @@ fn takedown(id: u64) -> Takedown {
             normalized_title: String::new(),
             regions: Vec::new(),
             features: Vec::new(),
+            appearances: Vec::new(),
         },
     }
 }

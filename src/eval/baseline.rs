@@ -28,6 +28,14 @@ impl Baseline {
                 lo.insert(format!("images.{}.recall_reupload", x.name), x.recall_reupload);
                 lo.insert(format!("images.{}.recall_any", x.name), x.recall_any);
             }
+            for c in &im.chains {
+                lo.insert(format!("images.chains_{}.recall_reupload", c.length), c.recall_reupload);
+                lo.insert(format!("images.chains_{}.recall_any", c.length), c.recall_any);
+                hi.insert(
+                    format!("images.chains_{}.wrong_matches", c.length),
+                    c.wrong_matches as f64,
+                );
+            }
             hi.insert("images.fp_pairs_reupload".into(), im.fp_pairs_reupload as f64);
             hi.insert("images.fp_pairs_any".into(), im.fp_pairs_any as f64);
             let st = &im.same_stamp;
@@ -39,6 +47,9 @@ impl Baseline {
             ] {
                 hi.insert(format!("images.same_stamp.{name}"), v as f64);
             }
+        }
+        if let Some(n) = &r.negatives {
+            hi.extend(super::negatives::baseline_figures(n));
         }
         if let Some(p) = &r.phash_vs_imagehash {
             hi.insert("phash_vs_imagehash.median".into(), f64::from(p.median));

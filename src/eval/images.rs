@@ -69,20 +69,23 @@ pub struct ImageReport {
     /// Per report group (crop_5 = both 5% crops, ...).
     pub groups: Vec<TransformResult>,
     pub overall: TransformResult,
+    /// Combined evasions, per chain length (see [`super::chains`]).
+    #[serde(default)]
+    pub chains: Vec<super::chains::ChainResult>,
     pub curves: Vec<Curve>,
     pub costs: Costs,
 }
 
 /// Smallest distance per hash kind of one piece of evidence, and the verdict it gets.
 #[derive(Clone, Copy, Debug)]
-struct Seen {
-    verdict: Verdict,
+pub(super) struct Seen {
+    pub(super) verdict: Verdict,
     pdq: Option<u32>,
     phash: Option<u32>,
     local: Option<u32>,
 }
 
-fn seen(t: &Thresholds, ev: &Evidence) -> Seen {
+pub(super) fn seen(t: &Thresholds, ev: &Evidence) -> Seen {
     let min = |k: HashKind| ev.images.iter().filter(|e| e.kind == k).map(|e| e.distance).min();
     Seen {
         verdict: t.decide(&ev.images, ev.text_distance).0,
@@ -94,7 +97,7 @@ fn seen(t: &Thresholds, ev: &Evidence) -> Seen {
 
 /// The thresholds used for lookups: wide enough for the curves. The verdict is still taken
 /// with the configured thresholds, which ignore evidence past their own limits.
-fn wide(t: &Thresholds) -> Thresholds {
+pub(super) fn wide(t: &Thresholds) -> Thresholds {
     Thresholds {
         pdq_review: t.pdq_review.max(PDQ_CURVE_MAX),
         phash_review: t.phash_review.max(PHASH_CURVE_MAX),
@@ -103,7 +106,7 @@ fn wide(t: &Thresholds) -> Thresholds {
     }
 }
 
-fn lookup(index: &LiveIndex, c: &CandidateImage, wide: &Thresholds) -> BTreeMap<TakedownId, Evidence> {
+pub(super) fn lookup(index: &LiveIndex, c: &CandidateImage, wide: &Thresholds) -> BTreeMap<TakedownId, Evidence> {
     index.find(std::slice::from_ref(c), None, wide)
 }
 
@@ -183,6 +186,12 @@ pub fn evaluate_with(
             .collect::<Vec<_>>()
     });
 
+    let chains = if evasions.is_empty() {
+        Vec::new()
+    } else {
+        super::chains::evaluate(photos, &index, &fp, t, &wide_t, threads)
+    };
+
     let result = |name: &str, group: &str, outcomes: &[(Option<Seen>, bool)]| {
         let q = outcomes.len().max(1) as f64;
         let count = |v: Verdict| {
@@ -241,6 +250,7 @@ pub fn evaluate_with(
         fp_rate_any: fp_pairs_any as f64 / total_pairs.max(1) as f64,
         same_stamp,
         overall: result("overall", "overall", &all),
+        chains,
         transforms: transforms_out,
         groups,
         curves,
@@ -395,7 +405,7 @@ fn min_opt(a: Option<u32>, b: Option<u32>) -> Option<u32> {
     }
 }
 
-fn seed(i: usize) -> u64 {
+pub(super) fn seed(i: usize) -> u64 {
     transforms::SplitMix(i as u64).next_u64()
 }
 

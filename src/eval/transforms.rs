@@ -112,6 +112,14 @@ pub const ALL: &[Transform] = &[
     t("collage_2x2", "collage", Kind::Collage),
 ];
 
+/// Evasions used only inside combined chains (see [`super::chains`]).
+pub const CHAIN_ONLY: &[Transform] = &[t("jpeg_q60", "jpeg", Kind::Jpeg(60))];
+
+/// The evasion of that name, from [`ALL`] or [`CHAIN_ONLY`].
+pub fn by_name(name: &str) -> Option<&'static Transform> {
+    ALL.iter().chain(CHAIN_ONLY).find(|t| t.name == name)
+}
+
 impl Transform {
     /// Whether [`Transform::apply`] uses the other photos (collage partners).
     pub fn needs_others(&self) -> bool {

@@ -174,6 +174,8 @@ fn full_evaluation_does_not_regress() {
         phash_golden: root.join(relist::eval::IMAGEHASH_GOLDEN_DEFAULT),
         limit: None,
         negatives_only: false,
+        negatives: Some(data.join("products-dev")),
+        upscale: relist::eval::negatives::DEFAULT_SCALES.to_vec(),
         threads: None,
     };
     let report = relist::eval::evaluate(&args, &Thresholds::default()).unwrap();

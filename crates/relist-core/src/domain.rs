@@ -2,7 +2,7 @@
 //! generated protobuf types: `api` converts between the two.
 use serde::{Deserialize, Serialize};
 
-use crate::hashes::{Dihedral, Feature, PdqHash};
+use crate::hashes::{Appearance, Dihedral, Feature, PdqHash};
 
 /// The bank's id of a takedown. Never 0 (0 means "none" on the wire).
 pub type TakedownId = u64;
@@ -60,6 +60,11 @@ pub struct ListingFingerprints {
     /// fingerprints record only, not in JSON.
     #[serde(skip)]
     pub features: Vec<(u8, Feature)>,
+    /// The appearance of each image decoded from pixels (image index, appearance; see
+    /// [`crate::fingerprint::appearance`]), for verifying global-hash matches. Binary
+    /// record only, like the features; images sent as hashes have none.
+    #[serde(skip)]
+    pub appearances: Vec<(u8, Appearance)>,
 }
 
 /// The PDQ hash of one region of one image of a listing.
@@ -75,6 +80,29 @@ pub struct RegionFingerprint {
     /// Takedowns registered before this was recorded read as false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub part: bool,
+    /// Where the region lies in its picture (see [`RegionRect`]); takedowns registered
+    /// before it was recorded have none, and their region matches cannot be verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rect: Option<RegionRect>,
+}
+
+/// A region's place in its picture: left, top, right, bottom as fractions of the picture's
+/// width and height, in 1/65535ths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionRect(pub [u16; 4]);
+
+impl RegionRect {
+    /// The rect of `r` in a `w` x `h` picture.
+    pub fn of(r: crate::fingerprint::regions::Rect, w: u32, h: u32) -> RegionRect {
+        let f =
+            |v: u32, len: u32| ((u64::from(v) * 65535 + u64::from(len) / 2) / u64::from(len.max(1))).min(65535) as u16;
+        RegionRect([f(r.x, w), f(r.y, h), f(r.x + r.w, w), f(r.y + r.h, h)])
+    }
+
+    /// Left, top, right, bottom as fractions in 0..=1.
+    pub fn fractions(&self) -> [f32; 4] {
+        self.0.map(|v| f32::from(v) / 65535.0)
+    }
 }
 
 /// The PDQ hash of one region of a hashed image, as computed.
@@ -84,6 +112,11 @@ pub struct RegionHash {
     pub quality: u8,
     /// Only a block of the picture (see [`crate::fingerprint::regions::Region::part`]).
     pub part: bool,
+    /// Where it lies in the picture.
+    pub rect: RegionRect,
+    /// The hash is of the region's mirror image (checked side only: a mirrored re-upload
+    /// in a frame, a screenshot or a collage).
+    pub mirrored: bool,
 }
 
 /// What a check computes for a candidate image: its fingerprint plus the PDQ hashes of its
@@ -97,6 +130,11 @@ pub struct CandidateImage {
     pub regions: Vec<RegionHash>,
     /// Local features of the image (stored levels or the checked level, as for `regions`).
     pub features: Vec<Feature>,
+    /// The appearance of the whole picture (none for an image sent as hashes).
+    pub appearance: Option<Appearance>,
+    /// The appearance of each of `regions` (checked side only, where the pixels are at hand;
+    /// a stored region's is cut from the stored picture's by its rect).
+    pub region_appearances: Vec<Appearance>,
     /// A small JPEG for people to look at (history page), when thumbnails are kept.
     pub thumbnail: Option<Vec<u8>>,
 }
@@ -165,7 +203,7 @@ impl Verdict {
 }
 
 /// Which fingerprint an image match was found with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HashKind {
     Pdq,
@@ -196,7 +234,7 @@ impl HashKind {
 pub const LOCAL_MAX: u32 = 64;
 
 /// Evidence that one candidate image matches one stored image.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageEvidence {
     pub candidate_image_index: u32,
     pub stored_image_index: u32,
@@ -205,6 +243,30 @@ pub struct ImageEvidence {
     /// For PDQ, the rotation/flip of the candidate that matched.
     #[serde(with = "dihedral_name")]
     pub transform: Option<Dihedral>,
+    /// The pixel check of a global-hash match (PDQ, a region's PDQ, pHash), when both
+    /// pictures' appearances are known; `None` for local features and hash-only images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<ColourCheck>,
+    /// A PDQ match that involves a region of either picture (a crop, a frame's inside, a
+    /// collage tile) rather than two whole pictures.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub region: bool,
+}
+
+/// What the appearances of the two pictures of a global-hash match said (see
+/// [`crate::fingerprint::appearance::compare`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColourCheck {
+    /// RMS colour difference over the informative cells after the photometric fit, in RGB
+    /// levels; `None` when the pictures carry too little to compare.
+    pub residual: Option<f32>,
+    /// The same over the best-fitting 90% of those cells (an overlay left out).
+    pub residual_90: Option<f32>,
+    /// The checked picture's effective shorter side, in pixels: the detail it really
+    /// carries (see [`crate::fingerprint::appearance::effective_side`]).
+    pub checked_detail: u16,
+    /// The same for the stored picture.
+    pub stored_detail: u16,
 }
 
 /// One takedown a checked listing resembles, with the evidence and its own verdict.

@@ -131,3 +131,30 @@ pub struct Feature {
     pub level: u8,
     pub bits: [u64; 4],
 }
+
+/// Luma cells per side of an [`Appearance`].
+pub const APPEARANCE_SIDE: usize = 32;
+/// Bytes of one encoded [`Appearance`]: luma (32x32), then Cb and Cr (16x16 each).
+pub const APPEARANCE_BYTES: usize =
+    APPEARANCE_SIDE * APPEARANCE_SIDE + 2 * (APPEARANCE_SIDE / 2) * (APPEARANCE_SIDE / 2);
+
+/// A picture's appearance (see [`crate::fingerprint::appearance`], which computes and
+/// compares it) and the detail it carries.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Appearance {
+    /// Y (32x32), Cb (16x16), Cr (16x16), full-range BT.601, row-major.
+    pub cells: Box<[u8; APPEARANCE_BYTES]>,
+    /// The picture's shorter side at the scale its detail really has, in pixels (see
+    /// [`crate::fingerprint::appearance::effective_side`]): a thumbnail scaled up 8x still
+    /// says 60.
+    pub effective_side: u16,
+}
+
+impl std::fmt::Debug for Appearance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appearance")
+            .field("digest", &xxhash_rust::xxh3::xxh3_64(&self.cells[..]))
+            .field("effective_side", &self.effective_side)
+            .finish()
+    }
+}

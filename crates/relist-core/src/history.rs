@@ -765,6 +765,8 @@ mod tests {
                     kind: crate::domain::HashKind::Pdq,
                     distance: 3,
                     transform: None,
+                    colour: None,
+                    region: false,
                 }],
                 text_distance: Some(2),
                 same_seller: false,

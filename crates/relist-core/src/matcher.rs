@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use crate::codec::{le_u16, le_u64, Decoder, Encoder, SnapshotError};
 use crate::domain::LOCAL_MAX;
 use crate::domain::{
-    CandidateImage, HashKind, ImageEvidence, ImageFingerprint, ListingFingerprints, RegionFingerprint, TakedownId,
+    CandidateImage, ColourCheck, HashKind, ImageEvidence, ImageFingerprint, ListingFingerprints, RegionFingerprint,
+    RegionRect, TakedownId,
 };
+use crate::fingerprint::appearance::{self, Appearance};
 use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::Dihedral;
 use crate::index::HammingIndex;
@@ -39,6 +41,11 @@ pub struct LiveIndex {
     local: HammingIndex<4>,
     /// Level and position of each local feature, by entry id.
     local_at: HashMap<u64, (u8, u16, u16)>,
+    /// The appearance of each stored picture decoded from pixels, by image entry id
+    /// (variant 0), for the colour check of global-hash hits.
+    appearances: HashMap<u64, Appearance>,
+    /// Where each stored region lies in its picture, by region entry id.
+    region_rects: HashMap<u64, RegionRect>,
 }
 
 /// Most local features kept per image: feature numbers must fit 15 bits of an entry id.
@@ -229,6 +236,14 @@ impl LiveIndex {
             if let Some(p) = r.pdq.filter(|_| r.pdq_quality >= min_quality) {
                 put(&mut self.pdq, p.words(), entry_id(id, i, v), fresh);
             }
+            if let Some(rect) = r.rect {
+                self.region_rects.insert(entry_id(id, i, v), rect);
+            }
+        }
+        for (i, a) in &f.appearances {
+            if usize::from(*i) < MAX_IMAGES {
+                self.appearances.insert(entry_id(id, usize::from(*i), 0), a.clone());
+            }
         }
         for (i, k, feat) in feature_entries(f) {
             let e = feature_id(id, i, k);
@@ -254,6 +269,10 @@ impl LiveIndex {
             if let Some(p) = r.pdq {
                 self.pdq.remove(&p.words(), entry_id(id, i, v));
             }
+            self.region_rects.remove(&entry_id(id, i, v));
+        }
+        for (i, _) in &f.appearances {
+            self.appearances.remove(&entry_id(id, usize::from(*i), 0));
         }
         for (i, k, feat) in feature_entries(f) {
             let e = feature_id(id, i, k);
@@ -282,28 +301,40 @@ impl LiveIndex {
         t: &Thresholds,
     ) -> BTreeMap<TakedownId, Evidence> {
         let mut found: BTreeMap<TakedownId, Evidence> = BTreeMap::new();
+        // Global-hash hits wait here until every lookup is done: each (takedown, checked
+        // image, stored image, kind) then keeps its closest hit whose colours agree.
+        let mut global: BTreeMap<(TakedownId, u32, u32, HashKind), Vec<Hit>> = BTreeMap::new();
         let mut hits = Vec::new();
         for (ci, img) in images.iter().enumerate() {
             let fp = &img.fingerprint;
+            let ci32 = ci as u32;
+            let mut add = |entry: u64, kind: HashKind, distance: u32, seen: Seen| {
+                let (takedown, stored) = (entry >> 16, (entry & 0xff) as u32);
+                global
+                    .entry((takedown, ci32, stored, kind))
+                    .or_default()
+                    .push(Hit { distance, seen, entry });
+            };
             if let Some(pdq) = fp.pdq.filter(|_| fp.pdq_quality >= t.pdq_min_quality) {
-                let variants: Vec<(Option<Dihedral>, _, bool)> = match &img.pdq_variants {
+                let variants: Vec<(Seen, _, bool)> = match &img.pdq_variants {
                     Some(v) => Dihedral::ALL
                         .iter()
                         .zip(v)
-                        .map(|(d, code)| (Some(*d), *code, false))
+                        .map(|(d, code)| (Seen::Whole(*d), *code, false))
                         .collect(),
-                    None => vec![(Some(Dihedral::Original), pdq, false)],
+                    None => vec![(Seen::Whole(Dihedral::Original), pdq, false)],
                 };
                 // Regions of the checked image carry no rotation/flip of their own.
                 let regions = img
                     .regions
                     .iter()
-                    .filter(|r| r.quality >= t.pdq_min_quality)
-                    .map(|r| (None, r.pdq, r.part));
-                for (transform, code, part) in variants.into_iter().chain(regions) {
+                    .enumerate()
+                    .filter(|(_, r)| r.quality >= t.pdq_min_quality)
+                    .map(|(k, r)| (Seen::Region(k), r.pdq, r.part));
+                for (seen, code, part) in variants.into_iter().chain(regions) {
                     hits.clear();
                     self.pdq.range(&code.words(), t.pdq_review, &mut hits);
-                    if transform.is_none() && shared_element(&hits) {
+                    if matches!(seen, Seen::Region(_)) && shared_element(&hits) {
                         continue;
                     }
                     for &(entry, distance) in &hits {
@@ -314,7 +345,7 @@ impl LiveIndex {
                         } else {
                             HashKind::Pdq
                         };
-                        push_best(&mut found, entry, ci, kind, distance, transform);
+                        add(entry, kind, distance, seen);
                     }
                 }
             }
@@ -322,14 +353,56 @@ impl LiveIndex {
                 hits.clear();
                 self.phash.range(&[h], t.phash_review, &mut hits);
                 for &(entry, distance) in &hits {
-                    push_best(&mut found, entry, ci, HashKind::Phash, distance, None);
+                    add(entry, HashKind::Phash, distance, Seen::Whole(Dihedral::Original));
                 }
             }
-            for (entry, agree) in self.local_matches(&img.features, t.local_review, &mut hits) {
-                if agree >= t.local_review {
-                    let distance = LOCAL_MAX.saturating_sub(agree);
-                    push_best(&mut found, entry, ci, HashKind::Local, distance, None);
+            let local_floor = t.local_review.min(t.local_corroborate);
+            for (entry, agree) in self.local_matches(&img.features, local_floor, &mut hits) {
+                if agree >= local_floor {
+                    let e = Found {
+                        kind: HashKind::Local,
+                        distance: LOCAL_MAX.saturating_sub(agree),
+                        transform: None,
+                        colour: None,
+                        region: false,
+                    };
+                    push_best(&mut found, entry, ci, e);
                 }
+            }
+        }
+        for ((_, ci, _, kind), mut candidates) in global {
+            let img = &images[ci as usize];
+            candidates.sort_by_key(|h| (h.distance, h.entry));
+            // The closest hit whose colours agree (or that cannot be checked); else the
+            // closest, with the check that failed it, for the policy to discard.
+            let mut chosen: Option<(Hit, Option<ColourCheck>)> = None;
+            for hit in candidates.iter().take(MAX_COLOUR_CHECKS) {
+                let check = match self.colour_check(img, hit) {
+                    Colour::TooSmall => continue,
+                    Colour::Unknown => None,
+                    Colour::Checked(c) => Some(c),
+                };
+                let agrees = check.is_none_or(|c| t.colour_counts(kind, hit.distance, &c));
+                if agrees {
+                    chosen = Some((*hit, check));
+                    break;
+                }
+                chosen.get_or_insert((*hit, check));
+            }
+            if let Some((hit, check)) = chosen {
+                let (transform, region) = match hit.seen {
+                    Seen::Whole(d) if kind != HashKind::Phash => (Some(d), (hit.entry >> 8) & 0xff != 0),
+                    Seen::Whole(_) => (None, false),
+                    Seen::Region(k) => (img.regions.get(k).filter(|r| r.mirrored).map(|_| Dihedral::FlipY), true),
+                };
+                let e = Found {
+                    kind,
+                    distance: hit.distance,
+                    transform,
+                    colour: check,
+                    region,
+                };
+                push_best(&mut found, hit.entry, ci as usize, e);
             }
         }
         if let Some(h) = title_simhash {
@@ -360,6 +433,10 @@ impl LiveIndex {
 
 /// Bytes per `local_at` entry in a snapshot: id, level, x, y.
 const LOCAL_AT_BYTES: usize = 8 + 1 + 2 + 2;
+/// Bytes per appearance in a snapshot: entry id, effective side, cells.
+const APPEARANCE_BYTES: usize = 8 + 2 + appearance::BYTES;
+/// Bytes per region rect in a snapshot: entry id, four u16.
+const RECT_BYTES: usize = 8 + 8;
 
 impl LiveIndex {
     /// Writes the whole index for a snapshot (see [`crate::snapshot`]): the four Hamming
@@ -375,6 +452,19 @@ impl LiveIndex {
             e.u8(level)?;
             e.u16(x)?;
             e.u16(y)?;
+        }
+        e.u64(self.appearances.len() as u64)?;
+        for (&id, a) in &self.appearances {
+            e.u64(id)?;
+            e.u16(a.effective_side)?;
+            e.bytes(&a.cells[..])?;
+        }
+        e.u64(self.region_rects.len() as u64)?;
+        for (&id, r) in &self.region_rects {
+            e.u64(id)?;
+            for v in r.0 {
+                e.u16(v)?;
+            }
         }
         Ok(())
     }
@@ -393,12 +483,36 @@ impl LiveIndex {
         if local_at.len() != n {
             return Err(SnapshotError::Invalid("duplicate local feature positions".into()));
         }
+        let na = d.count(APPEARANCE_BYTES as u64)?;
+        let mut appearances = HashMap::with_capacity(na);
+        d.records(na, APPEARANCE_BYTES, |b| {
+            let mut cells = Box::new([0u8; appearance::BYTES]);
+            cells.copy_from_slice(&b[10..]);
+            appearances.insert(
+                le_u64(&b[..8]),
+                Appearance {
+                    cells,
+                    effective_side: le_u16(&b[8..10]),
+                },
+            );
+        })?;
+        let nr = d.count(RECT_BYTES as u64)?;
+        let mut region_rects = HashMap::with_capacity(nr);
+        d.records(nr, RECT_BYTES, |b| {
+            let v = |k: usize| le_u16(&b[8 + 2 * k..10 + 2 * k]);
+            region_rects.insert(le_u64(&b[..8]), RegionRect([v(0), v(1), v(2), v(3)]));
+        })?;
+        if appearances.len() != na || region_rects.len() != nr {
+            return Err(SnapshotError::Invalid("duplicate appearances or region rects".into()));
+        }
         Ok(LiveIndex {
             pdq,
             phash,
             title,
             local,
             local_at,
+            appearances,
+            region_rects,
         })
     }
 
@@ -409,6 +523,8 @@ impl LiveIndex {
             + self.title.heap_bytes()
             + self.local.heap_bytes()
             + self.local_at.capacity() * (8 + 6)
+            + self.appearances.capacity() * (8 + 8 + appearance::BYTES + 2)
+            + self.region_rects.capacity() * (8 + 8)
     }
 }
 
@@ -529,6 +645,100 @@ impl LiveIndex {
     }
 }
 
+/// Most hits of one (takedown, checked image, stored image, hash kind) whose colours are
+/// checked, closest first: bounds the work a check can cause.
+const MAX_COLOUR_CHECKS: usize = 4;
+
+/// Effective side, in pixels, under which a region is too small to be evidence (a block of
+/// a thumbnail: 14 pixels of a 60x80 catalog photo).
+const MIN_REGION_DETAIL: u16 = 24;
+
+/// What the colour check of a hit found.
+#[derive(Clone, Copy, Debug)]
+enum Colour {
+    /// Either picture has no appearance: the hash alone speaks.
+    Unknown,
+    /// A region too small to be evidence at all.
+    TooSmall,
+    Checked(ColourCheck),
+}
+
+/// What part of the checked picture a global hash saw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Seen {
+    /// The whole picture under a rotation/flip.
+    Whole(Dihedral),
+    /// Its `k`-th region.
+    Region(usize),
+}
+
+/// One global-hash hit, before the colour check.
+#[derive(Clone, Copy, Debug)]
+struct Hit {
+    distance: u32,
+    seen: Seen,
+    /// The stored entry (takedown, variant, image).
+    entry: u64,
+}
+
+impl LiveIndex {
+    /// Compares the appearances of the two pictures of a hit.
+    fn colour_check(&self, img: &CandidateImage, hit: &Hit) -> Colour {
+        self.colour_of(img, hit).unwrap_or(Colour::Unknown)
+    }
+
+    /// [`LiveIndex::colour_check`]; `None` when either picture has no appearance (sent as
+    /// hashes, or stored before appearances were kept, or a stored region without its rect).
+    fn colour_of(&self, img: &CandidateImage, hit: &Hit) -> Option<Colour> {
+        let stored = self.appearances.get(&(hit.entry & !0xff00))?;
+        let whole = img.appearance.as_ref()?;
+        let (checked, checked_region_detail) = match hit.seen {
+            Seen::Whole(d) => (whole.grid().dihedral(d), whole.effective_side),
+            Seen::Region(k) => {
+                let a = img.region_appearances.get(k)?;
+                let grid = a.grid();
+                let mirrored = img.regions.get(k).is_some_and(|r| r.mirrored);
+                (
+                    if mirrored { grid.dihedral(Dihedral::FlipY) } else { grid },
+                    a.effective_side,
+                )
+            }
+        };
+        let variant = (hit.entry >> 8) & 0xff;
+        let (stored_grid, stored_region_detail) = if variant == 0 {
+            (stored.grid(), stored.effective_side)
+        } else {
+            let [x0, y0, x1, y1] = self.region_rects.get(&hit.entry)?.fractions();
+            // The stored region's cells as the stored appearance has them: no finer.
+            let cells = |f: f32| ((f * appearance::SIDE as f32).round() as usize).clamp(4, appearance::SIDE);
+            let (w, h) = (cells(x1 - x0), cells(y1 - y0));
+            let share = (x1 - x0).min(y1 - y0).clamp(0.0, 1.0);
+            (
+                stored.grid().resample(x0, y0, x1, y1, w, h),
+                (f32::from(stored.effective_side) * share).round() as u16,
+            )
+        };
+        let checked = if (checked.w, checked.h) == (stored_grid.w, stored_grid.h) {
+            checked
+        } else {
+            checked.resample(0.0, 0.0, 1.0, 1.0, stored_grid.w, stored_grid.h)
+        };
+        // A region with less detail than this is a few cells of a thumbnail: neither its hash
+        // nor its colours say anything.
+        let region = matches!(hit.seen, Seen::Region(_)) || variant != 0;
+        if region && checked_region_detail.min(stored_region_detail) < MIN_REGION_DETAIL {
+            return Some(Colour::TooSmall);
+        }
+        let agreement = appearance::compare(&checked, &stored_grid);
+        Some(Colour::Checked(ColourCheck {
+            residual: agreement.map(|a| a.residual),
+            residual_90: agreement.map(|a| a.residual_90),
+            checked_detail: whole.effective_side,
+            stored_detail: stored.effective_side,
+        }))
+    }
+}
+
 /// A translation cell and its eight neighbours: votes a cell apart still agree.
 fn around((cx, cy): Cell) -> impl Iterator<Item = Cell> {
     (-1..=1).flat_map(move |dy| (-1..=1).map(move |dx| (cx + dx, cy + dy)))
@@ -544,35 +754,37 @@ fn shared_element(hits: &[(u64, u32)]) -> bool {
     takedowns.len() > MAX_REGION_TAKEDOWNS
 }
 
-/// Keeps the smallest distance per (takedown, candidate image, stored image, kind).
-fn push_best(
-    found: &mut BTreeMap<TakedownId, Evidence>,
-    entry: u64,
-    candidate: usize,
+/// One piece of evidence before it is kept.
+struct Found {
     kind: HashKind,
     distance: u32,
     transform: Option<Dihedral>,
-) {
+    colour: Option<ColourCheck>,
+    region: bool,
+}
+
+/// Keeps the smallest distance per (takedown, candidate image, stored image, kind).
+fn push_best(found: &mut BTreeMap<TakedownId, Evidence>, entry: u64, candidate: usize, f: Found) {
     let (takedown, stored) = (entry >> 16, (entry & 0xff) as u32);
     let ev = found.entry(takedown).or_default();
     let candidate = candidate as u32;
+    let new = ImageEvidence {
+        candidate_image_index: candidate,
+        stored_image_index: stored,
+        kind: f.kind,
+        distance: f.distance,
+        transform: f.transform,
+        colour: f.colour,
+        region: f.region,
+    };
     match ev
         .images
         .iter_mut()
-        .find(|e| e.candidate_image_index == candidate && e.stored_image_index == stored && e.kind == kind)
+        .find(|e| e.candidate_image_index == candidate && e.stored_image_index == stored && e.kind == f.kind)
     {
-        Some(e) if e.distance <= distance => {}
-        Some(e) => {
-            e.distance = distance;
-            e.transform = transform;
-        }
-        None => ev.images.push(ImageEvidence {
-            candidate_image_index: candidate,
-            stored_image_index: stored,
-            kind,
-            distance,
-            transform,
-        }),
+        Some(e) if e.distance <= f.distance => {}
+        Some(e) => *e = new,
+        None => ev.images.push(new),
     }
 }
 
@@ -596,6 +808,8 @@ mod tests {
             pdq_variants: None,
             regions: Vec::new(),
             features: Vec::new(),
+            appearance: None,
+            region_appearances: Vec::new(),
             thumbnail: None,
         }
     }
@@ -638,6 +852,7 @@ mod tests {
                 pdq: Some(stamp),
                 pdq_quality: 100,
                 part: false,
+                rect: None,
             }],
             ..Default::default()
         };
@@ -648,6 +863,8 @@ mod tests {
                     pdq,
                     quality: 100,
                     part: false,
+                    rect: RegionRect([0, 0, 65535, 65535]),
+                    mirrored: false,
                 })
                 .collect(),
             ..checked(ImageFingerprint {
@@ -745,6 +962,7 @@ mod tests {
             pdq: Some(pdq),
             pdq_quality: 100,
             part,
+            rect: None,
         };
         // Takedown 1 stores the block as a part of its picture, takedown 2 as a whole region
         // (a crop, say).
@@ -767,6 +985,8 @@ mod tests {
                     pdq: block,
                     quality: 100,
                     part,
+                    rect: RegionRect([0, 0, 65535, 65535]),
+                    mirrored: false,
                 }],
                 ..checked(ImageFingerprint {
                     pdq: Some(PdqHash([0x55; 32])),

@@ -11,9 +11,15 @@
 //!   re-upload only when the title agrees too; alone it goes to a person.
 //! - The title alone never blocks a seller: honest listings share words ("kaos polos hitam").
 //!   A near-identical title alone is REVIEW at most.
+//! - A global-hash match between two pictures relist decoded itself is checked by their
+//!   colours (see [`crate::fingerprint::appearance`]): every hash is computed from grey
+//!   levels, and distinct products shot alike on white are within PDQ's radius of each
+//!   other. Colours that disagree discard the match; colours that agree only outside an
+//!   overlay, or pictures with too little detail (a thumbnail, scaled up or not), make it
+//!   weaker evidence, a re-upload only with the title or local features agreeing too.
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{HashKind, ImageEvidence, Verdict, LOCAL_MAX};
+use crate::domain::{ColourCheck, HashKind, ImageEvidence, Verdict, LOCAL_MAX};
 
 /// Distance thresholds, in bits. Configurable; defaults are the measured ones.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +44,23 @@ pub struct Thresholds {
     pub local_reupload: u32,
     /// Agreeing local features at or over which an image is evidence at all.
     pub local_review: u32,
+    /// Agreeing local features at or over which they corroborate a global-hash match whose
+    /// colours agree (two independent looks at the picture); under `local_review` they are
+    /// no evidence alone. No distinct pair of the dev photos reaches 4.
+    pub local_corroborate: u32,
+    /// Colour residual (RGB levels, after undoing whole-picture edits) over the
+    /// best-fitting 90% of the cells that carry something, at or under which the pictures
+    /// of a strong PDQ match (within `pdq_reupload`, a picture with `min_detail`) agree; an
+    /// overlay (a logo, a shop name) is left out. Over it the match is discarded.
+    pub colour_agree: f32,
+    /// The same over all those cells, for every other global-hash match: a weaker hash
+    /// (PDQ up to `pdq_review`, a part, the 64-bit pHash), or two thumbnails, where one
+    /// colour variant of a catalog shot differs from another in a tenth of the picture.
+    pub colour_strict: f32,
+    /// Effective shorter side, in pixels, under which a picture carries too little detail
+    /// for a global-hash match alone to block a seller (a catalog thumbnail, even scaled
+    /// up): such a match is REVIEW unless the title or local features agree too.
+    pub min_detail: u16,
     /// Most matches returned per check.
     pub max_matches: usize,
 }
@@ -53,6 +76,10 @@ impl Default for Thresholds {
             text_review: 8,
             local_reupload: 12,
             local_review: 8,
+            local_corroborate: 4,
+            colour_agree: 10.0,
+            colour_strict: 6.0,
+            min_detail: 100,
             max_matches: 10,
         }
     }
@@ -75,36 +102,91 @@ impl Thresholds {
                 "policy.local_review must be at least 1 and at most policy.local_reupload, itself at most {LOCAL_MAX}"
             ));
         }
+        if !(0.0..=255.0).contains(&self.colour_agree) || !(0.0..=255.0).contains(&self.colour_strict) {
+            return Err("policy.colour_agree and policy.colour_strict must be between 0 and 255".into());
+        }
+        if self.local_corroborate == 0 || self.local_corroborate > self.local_review {
+            return Err("policy.local_corroborate must be at least 1 and at most policy.local_review".into());
+        }
         if self.max_matches == 0 {
             return Err("policy.max_matches must be at least 1".into());
         }
         Ok(())
     }
 
+    /// Whether a colour check lets its global-hash match (of `kind`, at `distance`) count
+    /// at all. A strong hash match (PDQ within `pdq_reupload`) between pictures with enough
+    /// detail needs the colours to agree outside an overlay (a logo, a shop name); any other
+    /// (PDQ up to `pdq_review`, a part, the 64-bit pHash: a hash that says less; or a
+    /// thumbnail, where an "overlay" is as large as the product) needs them to agree
+    /// everywhere.
+    pub fn colour_counts(&self, kind: HashKind, distance: u32, c: &ColourCheck) -> bool {
+        if kind == HashKind::Pdq && distance <= self.pdq_reupload && self.detailed(c) {
+            c.residual_90.is_none_or(|r| r <= self.colour_agree)
+        } else {
+            c.residual.is_none_or(|r| r <= self.colour_strict)
+        }
+    }
+
+    /// Whether a global-hash match may count at full strength: its pictures could not be
+    /// checked (hashes sent, or stored before appearances were kept), or both carry enough
+    /// detail (and, as every counted match, their colours agree).
+    fn colour_full(&self, c: &Option<ColourCheck>) -> bool {
+        c.is_none_or(|c| self.detailed(&c))
+    }
+
+    /// Whether the pair says enough for a global hash to block a seller: either picture
+    /// carries `min_detail`. Two thumbnails do not (two colour variants of one catalog shot
+    /// agree within a re-encode's noise); a blurred or shrunk re-upload of a detailed stored
+    /// photo is compared against what the bank knows in detail.
+    fn detailed(&self, c: &ColourCheck) -> bool {
+        c.checked_detail.max(c.stored_detail) >= self.min_detail
+    }
+
     /// Verdict and 0-1 score for one takedown, from its best evidence.
     pub fn decide(&self, images: &[ImageEvidence], text_distance: Option<u32>) -> (Verdict, f64) {
-        let best_pdq = best(images, HashKind::Pdq);
-        let best_phash = best(images, HashKind::Phash);
-        let best_part = best(images, HashKind::PdqPart);
-        // Local evidence's distance counts down from LOCAL_MAX agreeing features.
-        let local_agree = best(images, HashKind::Local).map(|d| LOCAL_MAX.saturating_sub(d));
+        // Global-hash evidence whose colours disagree is no evidence.
+        let counted = |e: &&ImageEvidence| e.colour.is_none_or(|c| self.colour_counts(e.kind, e.distance, &c));
+        let best = |kind: HashKind| {
+            images
+                .iter()
+                .filter(counted)
+                .filter(|e| e.kind == kind)
+                .map(|e| e.distance)
+                .min()
+        };
+        let best_pdq = best(HashKind::Pdq);
+        let best_phash = best(HashKind::Phash);
+        let best_part = best(HashKind::PdqPart);
+        // A PDQ match strong enough alone: within the re-upload radius, at full strength.
+        let pdq_alone = images
+            .iter()
+            .filter(counted)
+            .any(|e| e.kind == HashKind::Pdq && e.distance <= self.pdq_reupload && self.colour_full(&e.colour));
+        // Local evidence's distance counts down from LOCAL_MAX agreeing features; fewer than
+        // `local_review` only corroborate.
+        let corroborating = best(HashKind::Local).map(|d| LOCAL_MAX.saturating_sub(d));
+        let local_agree = corroborating.filter(|&n| n >= self.local_review);
         let text_supports = text_distance.is_some_and(|d| d <= self.text_support);
 
         let pdq_strength = best_pdq.map(|d| strength(d, self.pdq_review));
         let phash_strength = best_phash.map(|d| strength(d, self.phash_review));
         let part_strength = best_part.map(|d| strength(d, self.pdq_review));
         let local_strength = local_agree.map(|n| strength(LOCAL_MAX.saturating_sub(n), LOCAL_MAX - self.local_review));
-        let image_strength = pdq_strength
+        let global_strength = pdq_strength
             .into_iter()
             .chain(phash_strength)
             .chain(part_strength)
-            .chain(local_strength)
             .fold(0.0, f64::max);
-        let text_strength = text_distance.map_or(0.0, |d| strength(d, self.text_support));
+        let image_strength = global_strength.max(local_strength.unwrap_or(0.0));
+        // Two independent looks at the picture: a global hash whose colours agree, and
+        // corners agreeing on one placement.
+        let corroborated = global_strength > 0.0 && corroborating.is_some_and(|n| n >= self.local_corroborate);
 
-        let verdict = if best_pdq.is_some_and(|d| d <= self.pdq_reupload)
+        let verdict = if pdq_alone
             || local_agree.is_some_and(|n| n >= self.local_reupload)
             || (image_strength > 0.0 && text_supports)
+            || corroborated
         {
             Verdict::Reupload
         } else if image_strength > 0.0 || text_distance.is_some_and(|d| d <= self.text_review) {
@@ -116,16 +198,16 @@ impl Thresholds {
         let score = if verdict == Verdict::Clear {
             0.0
         } else if image_strength > 0.0 {
-            image_strength + (1.0 - image_strength) * 0.25 * text_strength
+            image_strength + (1.0 - image_strength) * 0.25 * text_strength(self, text_distance)
         } else {
-            0.5 * text_strength
+            0.5 * text_strength(self, text_distance)
         };
         (verdict, score)
     }
 }
 
-fn best(images: &[ImageEvidence], kind: HashKind) -> Option<u32> {
-    images.iter().filter(|e| e.kind == kind).map(|e| e.distance).min()
+fn text_strength(t: &Thresholds, text_distance: Option<u32>) -> f64 {
+    text_distance.map_or(0.0, |d| strength(d, t.text_support))
 }
 
 /// 1 at distance 0, falling linearly to a floor of 0.05 at the threshold; 0 past it.
@@ -148,6 +230,8 @@ mod tests {
             kind,
             distance,
             transform: None,
+            colour: None,
+            region: false,
         }
     }
 

@@ -48,7 +48,9 @@ const MAGIC: &[u8; 8] = b"RLSTSNAP";
 ///
 /// - 2: pHashes of images whose PDQ is under the quality floor are no longer indexed.
 /// - 3: region entry ids mark regions that are only a part of their picture.
-pub const FORMAT: u32 = 3;
+/// - 4: stored pictures' appearances and region rects (the colour check) follow the local
+///   features' positions.
+pub const FORMAT: u32 = 4;
 /// Longest relist version string accepted in a header.
 const MAX_VERSION_LEN: usize = 64;
 
@@ -207,9 +209,11 @@ pub fn discard(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::RegionRect;
     use crate::domain::{
         CandidateImage, HashKind, ImageFingerprint, ListingFingerprints, RegionFingerprint, RegionHash,
     };
+    use crate::fingerprint::appearance::Appearance;
     use crate::fingerprint::local::Feature;
     use crate::fingerprint::pdq::PdqHash;
     use crate::policy::Thresholds;
@@ -232,6 +236,7 @@ mod tests {
                 pdq: Some(PdqHash(rng.gen())),
                 pdq_quality: rng.gen_range(20..100),
                 part: rng.gen_bool(0.5),
+                rect: rng.gen_bool(0.5).then(|| RegionRect(rng.gen())),
             })
             .collect();
         let features = if rng.gen_bool(0.3) {
@@ -255,6 +260,17 @@ mod tests {
             normalized_title: String::new(),
             regions,
             features,
+            appearances: if rng.gen_bool(0.5) {
+                vec![(
+                    0,
+                    Appearance {
+                        cells: Box::new(std::array::from_fn(|_| rng.gen())),
+                        effective_side: rng.gen(),
+                    },
+                )]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -307,10 +323,14 @@ mod tests {
                                 pdq,
                                 quality: 100,
                                 part: r.part,
+                                rect: r.rect.unwrap_or(RegionRect([0, 0, 65535, 65535])),
+                                mirrored: false,
                             })
                         })
                         .collect(),
                     features,
+                    appearance: None,
+                    region_appearances: Vec::new(),
                     thumbnail: None,
                 }
             })

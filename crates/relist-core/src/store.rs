@@ -17,8 +17,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
 use crate::codec::{be_u64, Reader};
-use crate::domain::{ImageFingerprint, ListingFingerprints, RegionFingerprint, Takedown, TakedownId};
+use crate::domain::{ImageFingerprint, ListingFingerprints, RegionFingerprint, RegionRect, Takedown, TakedownId};
 use crate::error::{Error, Result};
+use crate::fingerprint::appearance::{self, Appearance};
 use crate::fingerprint::local::Feature;
 use crate::fingerprint::pdq::PdqHash;
 use crate::fingerprint::text::{self, TEXT_FINGERPRINT_VERSION};
@@ -338,8 +339,10 @@ fn decode_id(v: &[u8]) -> Result<u64> {
         .map_err(|_| Error::Corrupt("id is not 8 bytes".into()))
 }
 
-/// Record format written now; format 1 (no regions section) is still read.
-const FP_FORMAT: u8 = 2;
+/// Record format written now; formats 1 (no regions section) and 2 (no region rects, no
+/// appearances) are still read.
+const FP_FORMAT: u8 = 3;
+const FP_FORMAT_V2: u8 = 2;
 const FP_FORMAT_V1: u8 = 1;
 const HAS_SIMHASH: u8 = 1;
 const HAS_PDQ: u8 = 1;
@@ -347,13 +350,18 @@ const HAS_PHASH: u8 = 2;
 /// Region flag: the region is only a part of its picture. Records written before it was
 /// recorded do not set it and read as whole regions, as they were matched then.
 const IS_PART: u8 = 2;
+/// Region flag (format 3): the region's rect follows.
+const HAS_RECT: u8 = 4;
 
 /// Compact binary fingerprints: format byte, flags, optional simhash, image count, and per
 /// image flags, optional PDQ (32 bytes + quality) and optional pHash; then (format 2) the
 /// region count (u16 BE) and per region its image index, flags (PDQ present, part of the
 /// picture) and optional PDQ + quality;
 /// then the local-feature count (u16 BE) and per feature its image index, level, x and y
-/// (u16 BE each) and 32 descriptor bytes (four u64 BE).
+/// (u16 BE each) and 32 descriptor bytes (four u64 BE); then (format 3) the appearance
+/// count (u8) and per appearance its image index, effective side (u16 BE) and its
+/// [`appearance::BYTES`] cells. Format 3 regions may carry a rect (flag [`HAS_RECT`]: four
+/// u16 BE after the PDQ).
 /// The normalised title is not needed for matching and lives in the takedown's JSON only.
 fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
     let mut b = Vec::with_capacity(13 + f.images.len() * 42 + f.regions.len() * 35);
@@ -380,10 +388,17 @@ fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
     b.extend_from_slice(&(regions.len() as u16).to_be_bytes());
     for r in regions {
         b.push(r.image);
-        b.push(if r.pdq.is_some() { HAS_PDQ } else { 0 } | if r.part { IS_PART } else { 0 });
+        b.push(
+            if r.pdq.is_some() { HAS_PDQ } else { 0 }
+                | if r.part { IS_PART } else { 0 }
+                | if r.rect.is_some() { HAS_RECT } else { 0 },
+        );
         if let Some(p) = r.pdq {
             b.extend_from_slice(&p.0);
             b.push(r.pdq_quality);
+        }
+        if let Some(rect) = r.rect {
+            rect.0.iter().for_each(|v| b.extend_from_slice(&v.to_be_bytes()));
         }
     }
     let features = &f.features[..f.features.len().min(usize::from(u16::MAX))];
@@ -395,13 +410,20 @@ fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
         b.extend_from_slice(&feat.y.to_be_bytes());
         feat.bits.iter().for_each(|w| b.extend_from_slice(&w.to_be_bytes()));
     }
+    let appearances = &f.appearances[..f.appearances.len().min(usize::from(u8::MAX))];
+    b.push(appearances.len() as u8);
+    for (image, a) in appearances {
+        b.push(*image);
+        b.extend_from_slice(&a.effective_side.to_be_bytes());
+        b.extend_from_slice(&a.cells[..]);
+    }
     b
 }
 
 fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
     let mut r = Reader(b);
     let format = r.u8()?;
-    if format != FP_FORMAT && format != FP_FORMAT_V1 {
+    if ![FP_FORMAT, FP_FORMAT_V2, FP_FORMAT_V1].contains(&format) {
         return None;
     }
     let title_simhash = if r.u8()? & HAS_SIMHASH != 0 {
@@ -428,7 +450,8 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
     }
     let mut regions = Vec::new();
     let mut features = Vec::new();
-    if format == FP_FORMAT {
+    let mut appearances = Vec::new();
+    if format >= FP_FORMAT_V2 {
         let n = r.u16()?;
         regions.reserve(usize::from(n));
         for _ in 0..n {
@@ -440,11 +463,17 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
             } else {
                 (None, 0)
             };
+            let rect = if flags & HAS_RECT != 0 {
+                Some(RegionRect([r.u16()?, r.u16()?, r.u16()?, r.u16()?]))
+            } else {
+                None
+            };
             regions.push(RegionFingerprint {
                 image,
                 pdq,
                 pdq_quality,
                 part: flags & IS_PART != 0,
+                rect,
             });
         }
         let n = r.u16()?;
@@ -455,12 +484,26 @@ fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
             features.push((image, Feature { x, y, level, bits }));
         }
     }
+    if format >= FP_FORMAT {
+        for _ in 0..r.u8()? {
+            let (image, effective_side) = (r.u8()?, r.u16()?);
+            let cells: [u8; appearance::BYTES] = r.take(appearance::BYTES)?.try_into().ok()?;
+            appearances.push((
+                image,
+                Appearance {
+                    cells: Box::new(cells),
+                    effective_side,
+                },
+            ));
+        }
+    }
     r.0.is_empty().then_some(ListingFingerprints {
         images,
         title_simhash,
         normalized_title: String::new(),
         regions,
         features,
+        appearances,
     })
 }
 
@@ -491,12 +534,14 @@ mod tests {
                     pdq: Some(PdqHash([0xcd; 32])),
                     pdq_quality: 66,
                     part: false,
+                    rect: None,
                 },
                 RegionFingerprint {
                     image: 0,
                     pdq: Some(PdqHash([0xef; 32])),
                     pdq_quality: 70,
                     part: true,
+                    rect: None,
                 },
             ],
             features: vec![(
@@ -508,14 +553,20 @@ mod tests {
                     bits: [1, 2, 3, u64::MAX],
                 },
             )],
+            appearances: Vec::new(),
         };
         let b = encode_fingerprints(&f);
         assert_eq!(decode_fingerprints(&b), Some(f.clone()));
         // Golden bytes: the layout is a stored contract.
-        assert_eq!(hex::encode(&b[..12]), "0201deadbeef000000010203");
+        assert_eq!(hex::encode(&b[..12]), "0301deadbeef000000010203");
         let images_end = 1 + 1 + 8 + 1 + (1 + 32 + 1 + 8) + (1 + 8);
         let regions_end = images_end + 2 + 2 * (1 + 1 + 32 + 1);
-        assert_eq!(b.len(), regions_end + 2 + (1 + 1 + 2 + 2 + 32));
+        let features_end = regions_end + 2 + (1 + 1 + 2 + 2 + 32);
+        assert_eq!(b.len(), features_end + 1, "no appearances: a zero count");
+        // Format 2 records (no rects, no appearances section) still decode.
+        let mut v2 = b[..features_end].to_vec();
+        v2[0] = FP_FORMAT_V2;
+        assert_eq!(decode_fingerprints(&v2), Some(f.clone()));
         assert_eq!(hex::encode(&b[images_end..images_end + 4]), "00020101");
         assert_eq!(b[images_end + 2 + 34], 66);
         // The second region: image 0, flags PDQ | part.
@@ -543,6 +594,50 @@ mod tests {
             hex::encode(&v1[..12]),
             "0101deadbeef000000010203",
             "format 1 golden bytes"
+        );
+    }
+
+    #[test]
+    fn region_rects_and_appearances_round_trip_and_are_pinned() {
+        let mut cells = Box::new([0u8; appearance::BYTES]);
+        cells.iter_mut().enumerate().for_each(|(i, c)| *c = (i * 7 % 251) as u8);
+        let f = ListingFingerprints {
+            images: vec![ImageFingerprint {
+                pdq: Some(PdqHash([0x11; 32])),
+                pdq_quality: 90,
+                phash: None,
+            }],
+            regions: vec![RegionFingerprint {
+                image: 0,
+                pdq: Some(PdqHash([0x22; 32])),
+                pdq_quality: 80,
+                part: true,
+                rect: Some(RegionRect([1, 2, 65534, 65535])),
+            }],
+            appearances: vec![(
+                0,
+                Appearance {
+                    cells,
+                    effective_side: 300,
+                },
+            )],
+            ..Default::default()
+        };
+        let b = encode_fingerprints(&f);
+        assert_eq!(decode_fingerprints(&b), Some(f.clone()));
+        let images_end = 1 + 1 + 1 + (1 + 32 + 1);
+        // Region: image 0, flags PDQ | part | rect, PDQ, quality, then the rect.
+        assert_eq!(hex::encode(&b[images_end + 2..images_end + 4]), "0007");
+        let rect_at = images_end + 2 + 2 + 33;
+        assert_eq!(hex::encode(&b[rect_at..rect_at + 8]), "00010002fffeffff");
+        // No features, then one appearance: image 0, effective side 300, the cells.
+        let app_at = rect_at + 8 + 2;
+        assert_eq!(hex::encode(&b[app_at..app_at + 6]), "0100012c0007");
+        assert_eq!(b.len(), app_at + 4 + appearance::BYTES);
+        assert_eq!(
+            decode_fingerprints(&b[..b.len() - 1]),
+            None,
+            "truncated must not decode"
         );
     }
 

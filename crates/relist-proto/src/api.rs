@@ -6,8 +6,8 @@ use tonic::Status;
 
 use relist_core::auth::{KeyInfo, Role};
 use relist_core::domain::{
-    CheckOutcome, HashKind, ImageEvidence, ImageFingerprint, ImageInput, Listing, ListingFingerprints, ListingInfo,
-    Match, MatchRecord, Registered, Source, Takedown, Verdict,
+    CheckOutcome, ColourCheck, HashKind, ImageEvidence, ImageFingerprint, ImageInput, Listing, ListingFingerprints,
+    ListingInfo, Match, MatchRecord, Registered, Source, Takedown, Verdict,
 };
 use relist_core::error::Error;
 use relist_core::fingerprint::pdq::{Dihedral, PdqHash};
@@ -289,6 +289,7 @@ fn fingerprints_from_proto(f: Option<pb::Fingerprints>) -> ListingFingerprints {
         normalized_title: f.normalized_title,
         regions: Vec::new(),
         features: Vec::new(),
+        appearances: Vec::new(),
     }
 }
 
@@ -353,6 +354,13 @@ fn match_to_proto(m: &Match) -> pb::Match {
                 hash_kind: kind_to_proto(e.kind) as i32,
                 distance: e.distance,
                 transform: e.transform.map(|t| t.name().to_string()).unwrap_or_default(),
+                colour: e.colour.map(|c| pb::ColourCheck {
+                    residual: c.residual,
+                    residual_90: c.residual_90,
+                    checked_detail: u32::from(c.checked_detail),
+                    stored_detail: u32::from(c.stored_detail),
+                }),
+                region: e.region,
             })
             .collect(),
         text_distance: m.text_distance,
@@ -396,6 +404,13 @@ fn match_from_proto(m: pb::Match) -> Match {
                 kind: kind_from_proto(e.hash_kind),
                 distance: e.distance,
                 transform: Dihedral::ALL.into_iter().find(|d| d.name() == e.transform),
+                colour: e.colour.map(|c| ColourCheck {
+                    residual: c.residual,
+                    residual_90: c.residual_90,
+                    checked_detail: c.checked_detail.min(u32::from(u16::MAX)) as u16,
+                    stored_detail: c.stored_detail.min(u32::from(u16::MAX)) as u16,
+                }),
+                region: e.region,
             })
             .collect(),
         text_distance: m.text_distance,

@@ -61,16 +61,22 @@ pub fn features(img: &RgbImage, layout: &Layout, side: Side) -> Vec<Feature> {
     // same values as converting the cut.
     let gray = grayscale(img);
     match side {
-        Side::Stored => levels(&gray, base, &STORED_SIDES, 0),
+        Side::Stored => levels(&gray, base, &STORED_SIDES, 0, false),
         Side::Checked => {
-            let mut out = levels(&gray, base, &[CHECK_SIDE], 0);
+            let mut out = levels(&gray, base, &[CHECK_SIDE], 0, true);
             if let Some(seg) = layout.segments.first().copied().filter(|r| usable(*r)) {
-                out.extend(levels(&gray, seg, &[CHECK_SIDE], 1));
+                out.extend(levels(&gray, seg, &[CHECK_SIDE], 1, true));
             }
             out
         }
     }
 }
+
+/// A checked level's mirror image (left-right) is level `level + MIRRORED`: the same corners
+/// described as the mirrored picture would describe them, so a mirrored re-upload meets
+/// the stored photo's features even when its frame has changed too (a crop, a screenshot)
+/// and no whole-picture hash survives.
+pub const MIRRORED: u8 = 2;
 
 /// `imageops::grayscale(img)`, value for value (Rec. 709 weights in integers, as `image`
 /// does), in one pass over the raw bytes instead of `image`'s per-pixel generic path.
@@ -82,8 +88,9 @@ fn grayscale(img: &RgbImage) -> GrayImage {
     GrayImage::from_raw(img.width(), img.height(), luma).unwrap_or_else(|| imageops::grayscale(img))
 }
 
-/// Features of `r` scaled to each longer side in `sides`, levels numbered from `first`.
-fn levels(gray: &GrayImage, r: Rect, sides: &[u32], first: u8) -> Vec<Feature> {
+/// Features of `r` scaled to each longer side in `sides`, levels numbered from `first`; with
+/// `mirrored`, also those of each level's mirror image (see [`MIRRORED`]).
+fn levels(gray: &GrayImage, r: Rect, sides: &[u32], first: u8, mirrored: bool) -> Vec<Feature> {
     let mut out = Vec::new();
     for (level, &long) in (first..).zip(sides) {
         let (w, h) = (r.w, r.h);
@@ -92,7 +99,7 @@ fn levels(gray: &GrayImage, r: Rect, sides: &[u32], first: u8) -> Vec<Feature> {
             ((w as f32 * f).round() as u32).max(1),
             ((h as f32 * f).round() as u32).max(1),
         );
-        out.extend(level_features(&resize_triangle(gray, r, lw, lh), level));
+        out.extend(level_features(&resize_triangle(gray, r, lw, lh), level, mirrored));
     }
     out
 }
@@ -358,7 +365,7 @@ fn pairs() -> &'static [(i32, i32, i32, i32); 256] {
     })
 }
 
-fn level_features(img: &GrayImage, level: u8) -> Vec<Feature> {
+fn level_features(img: &GrayImage, level: u8, mirrored: bool) -> Vec<Feature> {
     let (w, h) = (img.width() as i32, img.height() as i32);
     if w <= 2 * PATCH + 2 || h <= 2 * PATCH + 2 {
         return Vec::new();
@@ -395,31 +402,43 @@ fn level_features(img: &GrayImage, level: u8) -> Vec<Feature> {
     // The pairs as offsets from the corner's index: every corner is at least PATCH from the
     // edges, so every offset lands inside.
     let at = |dx: i32, dy: i32| (dy * w + dx) as isize;
-    let offsets: Vec<(isize, isize)> = pairs()
-        .iter()
-        .map(|&(x1, y1, x2, y2)| (at(x1, y1), at(x2, y2)))
-        .collect();
-    corners
-        .into_iter()
-        .map(|(_, x, y)| {
-            let centre = (y * w + x) as usize;
-            let px = |off: isize| smooth[centre.wrapping_add_signed(off)];
-            let mut bits = [0u64; 4];
-            for (word, pairs) in bits.iter_mut().zip(offsets.chunks_exact(64)) {
-                for (i, &(a, b)) in pairs.iter().enumerate() {
-                    *word |= u64::from(px(a) < px(b)) << i;
+    // FAST and the blur are symmetric, so the mirrored picture has the mirrored corners
+    // and blurred pixels: its descriptor at a mirrored corner reads this picture with each
+    // test's offsets mirrored (x negated).
+    let describe = |flip: bool, level: u8| -> Vec<Feature> {
+        let sign = if flip { -1 } else { 1 };
+        let offsets: Vec<(isize, isize)> = pairs()
+            .iter()
+            .map(|&(x1, y1, x2, y2)| (at(sign * x1, y1), at(sign * x2, y2)))
+            .collect();
+        corners
+            .iter()
+            .map(|&(_, x, y)| {
+                let centre = (y * w + x) as usize;
+                let px = |off: isize| smooth[centre.wrapping_add_signed(off)];
+                let mut bits = [0u64; 4];
+                for (word, pairs) in bits.iter_mut().zip(offsets.chunks_exact(64)) {
+                    for (i, &(a, b)) in pairs.iter().enumerate() {
+                        *word |= u64::from(px(a) < px(b)) << i;
+                    }
                 }
-            }
-            Feature {
-                x: x as u16,
-                y: y as u16,
-                level,
-                bits,
-            }
-        })
-        .filter(distinctive)
-        .take(MAX_FEATURES)
-        .collect()
+                let x = if flip { w - 1 - x } else { x };
+                Feature {
+                    x: x as u16,
+                    y: y as u16,
+                    level,
+                    bits,
+                }
+            })
+            .filter(distinctive)
+            .take(MAX_FEATURES)
+            .collect()
+    };
+    let mut out = describe(false, level);
+    if mirrored {
+        out.extend(describe(true, level + MIRRORED));
+    }
+    out
 }
 
 /// Whether a descriptor says something specific. A patch that is one straight edge or

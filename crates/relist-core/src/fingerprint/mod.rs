@@ -8,6 +8,7 @@
 //!
 //! Every stored fingerprint is pinned by golden-value tests: a change of output is a change of
 //! stored format and needs a schema migration.
+pub mod appearance;
 pub mod image;
 pub mod local;
 pub mod pdq;
@@ -21,6 +22,7 @@ use ::image::{DynamicImage, RgbImage};
 
 use crate::domain::{
     CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints, RegionFingerprint, RegionHash,
+    RegionRect,
 };
 use crate::error::{Error, Result};
 
@@ -120,10 +122,14 @@ impl Fingerprinter {
             Side::Stored => Downsample::Exact,
             Side::Checked => Downsample::Sampled,
         };
-        let rgb: Option<Cow<RgbImage>> = (side == Side::Checked || layout_needed).then(|| match img {
+        // Every decoded picture gets its appearance (the colour check of global-hash matches),
+        // so the RGB pixels are always needed.
+        let rgb: Cow<RgbImage> = match img {
             DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb),
             other => Cow::Owned(other.to_rgb8()),
-        });
+        };
+        let rgb = Some(rgb);
+        let fine = rgb.as_deref().and_then(appearance::Fine::of);
         let luma = rgb
             .as_deref()
             .filter(|_| side == Side::Checked || d.regions)
@@ -136,21 +142,44 @@ impl Fingerprinter {
             _ => pdq::pdq_dihedral(img),
         };
         let layout = rgb.as_deref().filter(|_| layout_needed).map(regions::Layout::of);
-        let regions = match (&luma, &layout) {
-            (Some(luma), Some(layout)) if d.regions => regions::regions(layout, side)
-                .into_iter()
-                .map(|region| {
-                    let r = region.rect;
-                    let h = luma.region_hash(r.x as usize, r.y as usize, r.w as usize, r.h as usize, mode);
-                    RegionHash {
-                        pdq: h.hash,
-                        quality: h.quality,
-                        part: region.part,
-                    }
-                })
-                .collect(),
+        let (w, h) = (img.width(), img.height());
+        let found: Vec<regions::Region> = match (&luma, &layout) {
+            (Some(_), Some(layout)) if d.regions => regions::regions(layout, side),
             _ => Vec::new(),
         };
+        // A checked region is also hashed mirrored (a mirrored photo in a new frame); its
+        // appearance is cut now, while the pixels are at hand. A stored region's appearance is
+        // cut from the stored picture's by its rect when needed.
+        let mut regions = Vec::new();
+        let mut region_appearances = Vec::new();
+        if let Some(luma) = &luma {
+            for region in &found {
+                let r = region.rect;
+                let rect = RegionRect::of(r, w, h);
+                let (x, y, rw, rh) = (r.x as usize, r.y as usize, r.w as usize, r.h as usize);
+                let hashes = match side {
+                    Side::Stored => vec![(luma.region_hash(x, y, rw, rh, mode), false)],
+                    Side::Checked => {
+                        let (plain, mirrored) = luma.region_hash_and_mirror(x, y, rw, rh);
+                        vec![(plain, false), (mirrored, true)]
+                    }
+                };
+                let seen = match (&fine, side) {
+                    (Some(fine), Side::Checked) => Some(fine.appearance(r)),
+                    _ => None,
+                };
+                for (hash, mirrored) in hashes {
+                    regions.push(RegionHash {
+                        pdq: hash.hash,
+                        quality: hash.quality,
+                        part: region.part,
+                        rect,
+                        mirrored,
+                    });
+                    region_appearances.extend(seen.clone());
+                }
+            }
+        }
         let features = match (&rgb, &layout) {
             (Some(rgb), Some(layout)) if d.local_features => local::features(rgb, layout, side),
             _ => Vec::new(),
@@ -164,6 +193,8 @@ impl Fingerprinter {
             pdq_variants: Some(variants),
             regions,
             features,
+            appearance: fine.as_ref().map(|f| f.appearance(regions::Rect { x: 0, y: 0, w, h })),
+            region_appearances,
             // A checked photo's thumbnail is only wanted when the check is recorded as a
             // match, which most are not: [`Fingerprinter::thumbnails`] makes it then.
             thumbnail: (self.thumbnails && side == Side::Stored)
@@ -196,6 +227,8 @@ impl Fingerprinter {
                     pdq_variants: None,
                     regions: Vec::new(),
                     features: Vec::new(),
+                    appearance: None,
+                    region_appearances: Vec::new(),
                     thumbnail: None,
                 },
             };
@@ -222,6 +255,7 @@ pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFi
                     pdq: Some(r.pdq),
                     pdq_quality: r.quality,
                     part: r.part,
+                    rect: Some(r.rect),
                 })
             })
             .collect(),
@@ -229,6 +263,11 @@ pub fn listing_fingerprints(images: &[CandidateImage], title: &str) -> ListingFi
             .iter()
             .enumerate()
             .flat_map(|(i, c)| c.features.iter().map(move |f| (i as u8, *f)))
+            .collect(),
+        appearances: images
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i as u8, c.appearance.clone()?)))
             .collect(),
     }
 }
@@ -297,9 +336,36 @@ mod tests {
             got,
             vec![
                 (13, 400, 15095569354647157448),
-                (11, 400, 6212347130436571590),
+                (22, 800, 7939359083762466097),
                 (13, 400, 2001259517600513258),
-                (11, 400, 6213425164169354513),
+                (22, 800, 8708444329118971797),
+            ]
+        );
+    }
+
+    /// Appearances and region rects are stored with a takedown since fingerprint format 3
+    /// and are compared against later checks: pinned like the hashes above.
+    #[test]
+    fn golden_appearances_and_rects() {
+        let fp = Fingerprinter::new(DecodeLimits::default());
+        let got: Vec<(u16, u64)> = [(500, 375), (900, 700), (60, 80)]
+            .into_iter()
+            .map(|(w, h)| {
+                let c = fp.image(&product_shot(w, h), Side::Stored);
+                let a = c.appearance.as_ref().map(|a| (a.effective_side, a.cells.to_vec()));
+                let (side, mut bytes) = a.unwrap_or_default();
+                for r in &c.regions {
+                    r.rect.0.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+                }
+                (side, xxhash_rust::xxh3::xxh3_64(&bytes))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (375, 11330254544742261332),
+                (700, 7891643201424550069),
+                (60, 8006579452510582087),
             ]
         );
     }

@@ -132,6 +132,24 @@ impl Luma {
             .unwrap_or_else(zero_result)
     }
 
+    /// The sampled PDQ of the `w`x`h` rectangle at (`x`, `y`) and of its left-right mirror
+    /// image, from one pass over the rows (a mirror only changes the columns' taps); the
+    /// zero hashes when it does not fit.
+    pub fn region_hash_and_mirror(&self, x: usize, y: usize, w: usize, h: usize) -> (PdqResult, PdqResult) {
+        self.with_view(x, y, w, h, |v| {
+            let rows = sampled_rows(v, false);
+            let [plain, mirrored] = [false, true].map(|lr| {
+                let grid = sampled_grid(&rows, v.w, &tent_taps(v.w, lr));
+                PdqResult {
+                    hash: bits_from_dct(&dct64_to_16(&grid)),
+                    quality: quality_metric(&grid),
+                }
+            });
+            (plain, mirrored)
+        })
+        .unwrap_or_else(|| (zero_result(), zero_result()))
+    }
+
     /// The hashes of the whole picture's 8 dihedral variants, as [`pdq_dihedral`] orders them.
     pub fn dihedral(&self, mode: Downsample) -> ([PdqHash; 8], u8) {
         self.with_view(0, 0, self.width, self.height, |v| dihedral_of_view(v, mode))
