@@ -27,7 +27,6 @@ const POOL: &[(&str, u8)] = &[
     ("crop_10_centre", 0),
     ("mirror", 0),
     ("rotate_4deg", 0),
-    ("rotate_90", 0),
     ("saturation_up", 1),
     ("contrast_up", 1),
     ("gamma_2", 1),
@@ -103,7 +102,7 @@ pub fn evaluate(
     LENGTHS
         .iter()
         .map(|&length| {
-            let outcomes = par_map(photos, threads, |i, (_, img)| {
+            let outcomes = par_map("chains", photos, threads, |i, (_, img)| {
                 let partners: Vec<usize> = (1..4).map(|k| (i + k) % n).filter(|&j| j != i).collect();
                 let partner_imgs: Vec<&RgbImage> = partners.iter().map(|&j| &photos[j].1).collect();
                 (0..PER_PHOTO)

@@ -127,7 +127,7 @@ pub fn evaluate_with(
     let wide_t = wide(t);
 
     // Register every photo (id = position + 1).
-    let registered = par_map(photos, threads, |_, (_, img)| {
+    let registered = par_map("register photos", photos, threads, |_, (_, img)| {
         let started = Instant::now();
         let c = fp.image(&dynamic(img.clone()), Side::Stored);
         (c, started.elapsed().as_secs_f64())
@@ -138,7 +138,7 @@ pub fn evaluate_with(
     let pdq_entries = index.sizes().pdq;
 
     // Every photo against the bank of all the others.
-    let checks = par_map(photos, threads, |i, (_, img)| {
+    let checks = par_map("check distinct pairs", photos, threads, |i, (_, img)| {
         let started = Instant::now();
         let c = fp.image(&dynamic(img.clone()), Side::Checked);
         let looked_up = Instant::now();
@@ -167,7 +167,7 @@ pub fn evaluate_with(
     let same_stamp = SameStamp::measure(photos, &fp, t, &wide_t, threads);
 
     // Every evasion of every photo against the whole bank.
-    let per_photo = par_map(photos, threads, |i, (_, img)| {
+    let per_photo = par_map("evasions", photos, threads, |i, (_, img)| {
         let partners: Vec<usize> = (1..4).map(|k| (i + k) % n).filter(|&j| j != i).collect();
         let partner_imgs: Vec<&RgbImage> = partners.iter().map(|&j| &photos[j].1).collect();
         evasions
@@ -331,11 +331,11 @@ impl SameStamp {
             }
         }
         let scene = |prepare: &(dyn Fn(usize, &RgbImage) -> RgbImage + Sync)| {
-            let stamped = par_map(photos, threads, |i, (_, img)| {
+            let stamped = par_map("one seller's stamp", photos, threads, |i, (_, img)| {
                 let s = dynamic(stamp(&prepare(i, img)));
                 (fp.image(&s, Side::Stored), fp.image(&s, Side::Checked))
             });
-            let verdicts = par_map(&groups, threads, |_, g| {
+            let verdicts = par_map("stamped pairs", &groups, threads, |_, g| {
                 let index = bank_of(g.iter().map(|&i| (i as u64 + 1, &stamped[i].0)), t);
                 let mut out = Vec::new();
                 for &i in g {

@@ -132,8 +132,10 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// Runs `f` over `items` on `threads` workers; results keep the items' order.
-pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+/// Runs `f` over `items` on `threads` workers; results keep the items' order. A progress
+/// bar named `what` shows on a terminal (an evaluation runs for minutes).
+pub fn par_map<T: Sync, R: Send>(what: &str, items: &[T], threads: usize, f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+    let bar = progress_bar(what, items.len());
     let next = AtomicUsize::new(0);
     let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     std::thread::scope(|s| {
@@ -145,6 +147,7 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(usize, 
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(item) = items.get(i) else { break };
                         local.push((i, f(i, item)));
+                        bar.inc(1);
                     }
                     local
                 })
@@ -157,7 +160,18 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(usize, 
             }
         }
     });
+    bar.finish_and_clear();
     out.into_iter().flatten().collect()
+}
+
+/// A bar on stderr when it is a terminal (hidden otherwise, so logs and CI stay clean).
+fn progress_bar(what: &str, len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>24} [{wide_bar}] {pos}/{len} ETA {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
 }
 
 /// Decodes every image in `dir` (sorted by file name) with the daemon's decoder; files that
@@ -185,7 +199,7 @@ pub fn load_photos(dir: &Path, limit: Option<usize>, threads: usize) -> Result<V
     let mut seen = std::collections::HashSet::new();
     names.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     names.truncate(limit.unwrap_or(usize::MAX));
-    let decoded = par_map(&names, threads, |_, path| {
+    let decoded = par_map("decode", &names, threads, |_, path| {
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
         let img = decode(&bytes, DecodeLimits::default()).map_err(|e| e.to_string())?;
         let name = path

@@ -111,6 +111,9 @@ pub fn upscale(img: &RgbImage, k: u32) -> RgbImage {
     imageops::resize(img, img.width() * k, img.height() * k, FilterType::CatmullRom)
 }
 
+/// Flagged pairs (lower index first): the strongest verdict, the signals and the checks.
+type PairFlags = HashMap<(usize, usize), (Verdict, Vec<&'static str>, Vec<String>)>;
+
 /// Measures `photos` at every scale in `scales`.
 pub fn evaluate(
     set: &str,
@@ -146,7 +149,7 @@ fn checks(
     threads: usize,
     offset: usize,
 ) -> Vec<Vec<Outcome>> {
-    par_map(checked, threads, |i, c| {
+    par_map("negative pairs", checked, threads, |i, c| {
         let i = i + offset;
         index
             .find(std::slice::from_ref(c), None, t)
@@ -189,7 +192,7 @@ fn checks(
 fn measure(photos: &[(String, RgbImage)], t: &Thresholds, scale: u32, threads: usize) -> ScaleReport {
     let n = photos.len();
     let fp = Fingerprinter::new(DecodeLimits::default());
-    let prints = par_map(photos, threads, |_, (_, img)| {
+    let prints = par_map("fingerprint negatives", photos, threads, |_, (_, img)| {
         let img = dynamic(upscale(img, scale));
         (fp.image(&img, Side::Stored), fp.image(&img, Side::Checked))
     });
@@ -206,7 +209,7 @@ fn measure(photos: &[(String, RgbImage)], t: &Thresholds, scale: u32, threads: u
     // All pairs, with and without the colour check.
     let all = index_of(0..n);
     let count = |outcomes: &[Vec<Outcome>]| {
-        let mut worst: HashMap<(usize, usize), (Verdict, Vec<&'static str>, Vec<String>)> = HashMap::new();
+        let mut worst = PairFlags::new();
         for o in outcomes.iter().flatten() {
             let (i, j, v, sig, detail) = o;
             let e = worst
@@ -222,7 +225,7 @@ fn measure(photos: &[(String, RgbImage)], t: &Thresholds, scale: u32, threads: u
     let raw_t = without_colour(t);
     let before = count(&checks(&all, &checked, &raw_t, threads, 0));
     let pairs = (n as u64) * (n.saturating_sub(1) as u64) / 2;
-    let tally = |m: &HashMap<(usize, usize), (Verdict, Vec<&'static str>, Vec<String>)>| {
+    let tally = |m: &PairFlags| {
         let reupload = m.values().filter(|v| v.0 == Verdict::Reupload).count() as u64;
         (reupload, m.len() as u64 - reupload)
     };

@@ -92,13 +92,6 @@ pub struct RegionFingerprint {
 pub struct RegionRect(pub [u16; 4]);
 
 impl RegionRect {
-    /// The rect of `r` in a `w` x `h` picture.
-    pub fn of(r: crate::fingerprint::regions::Rect, w: u32, h: u32) -> RegionRect {
-        let f =
-            |v: u32, len: u32| ((u64::from(v) * 65535 + u64::from(len) / 2) / u64::from(len.max(1))).min(65535) as u16;
-        RegionRect([f(r.x, w), f(r.y, h), f(r.x + r.w, w), f(r.y + r.h, h)])
-    }
-
     /// Left, top, right, bottom as fractions in 0..=1.
     pub fn fractions(&self) -> [f32; 4] {
         self.0.map(|v| f32::from(v) / 65535.0)

@@ -274,6 +274,56 @@ mod tests {
         );
     }
 
+    fn checked(kind: HashKind, distance: u32, residual: f32, residual_90: f32, detail: u16) -> ImageEvidence {
+        ImageEvidence {
+            colour: Some(ColourCheck {
+                residual: Some(residual),
+                residual_90: Some(residual_90),
+                checked_detail: detail,
+                stored_detail: detail,
+            }),
+            ..ev(kind, distance)
+        }
+    }
+
+    #[test]
+    fn colour_checks_gate_global_hash_matches() {
+        let t = Thresholds::default();
+        let photo = 400;
+        // Agreeing colours of detailed pictures: a strong PDQ blocks alone.
+        let agree = checked(HashKind::Pdq, 20, 3.0, 2.0, photo);
+        assert_eq!(t.decide(&[agree], None).0, Verdict::Reupload);
+        // An overlay: all cells disagree, the best 90% agree: still a re-upload.
+        let overlay = checked(HashKind::Pdq, 20, 30.0, t.colour_agree, photo);
+        assert_eq!(t.decide(&[overlay], None).0, Verdict::Reupload);
+        // Colours that disagree discard the match, whatever the hash says.
+        let variant = checked(HashKind::Pdq, 0, 40.0, t.colour_agree + 1.0, photo);
+        assert_eq!(t.decide(std::slice::from_ref(&variant), None).0, Verdict::Clear);
+        // Even with the title within support, a discarded match is no image evidence.
+        assert_eq!(t.decide(&[variant], Some(t.text_support)).0, Verdict::Clear);
+        // Thumbnails: a strong PDQ with agreeing colours is REVIEW alone...
+        let thumbs = checked(HashKind::Pdq, 10, 3.0, 2.0, t.min_detail - 1);
+        assert_eq!(t.decide(std::slice::from_ref(&thumbs), None).0, Verdict::Review);
+        // ...and a re-upload with the title, or with corroborating local features.
+        assert_eq!(
+            t.decide(std::slice::from_ref(&thumbs), Some(t.text_support)).0,
+            Verdict::Reupload
+        );
+        let corners = ev(HashKind::Local, LOCAL_MAX - t.local_corroborate);
+        assert_eq!(t.decide(&[thumbs, corners.clone()], None).0, Verdict::Reupload);
+        // Too few corners alone are nothing.
+        assert_eq!(t.decide(std::slice::from_ref(&corners), None).0, Verdict::Clear);
+        // Thumbnails are held to the strict all-cells residual: an "overlay" there is
+        // as large as the product.
+        let thumb_overlay = checked(HashKind::Pdq, 10, t.colour_strict + 1.0, 2.0, t.min_detail - 1);
+        assert_eq!(t.decide(&[thumb_overlay], None).0, Verdict::Clear);
+        // pHash is held to the strict residual too, and stays REVIEW alone.
+        let phash = checked(HashKind::Phash, 2, t.colour_strict - 1.0, 1.0, photo);
+        assert_eq!(t.decide(&[phash], None).0, Verdict::Review);
+        let phash_off = checked(HashKind::Phash, 2, t.colour_strict + 1.0, 1.0, photo);
+        assert_eq!(t.decide(&[phash_off], None).0, Verdict::Clear);
+    }
+
     #[test]
     fn score_is_monotone_in_distance_and_bounded() {
         let t = Thresholds::default();

@@ -600,6 +600,8 @@ impl Samples {
     /// Least squares of the checked value from the stored one over every channel of every
     /// cell of weight 1. A clipped checked value (0 or 255) only says the edit went at least
     /// that far: left out of the fit.
+    // Indices mirror the normal equations' notation (m[a][b], v[a]).
+    #[allow(clippy::needless_range_loop)]
     fn fit(&self, weights: &[f32], k: f32, gamma: usize) -> Fit {
         let mut m = [[0f64; TERMS]; TERMS];
         let mut v = [0f64; TERMS];
@@ -706,6 +708,8 @@ impl Samples {
 
 /// Solves the system `m x = v` by Gaussian elimination with partial pivoting; `None` when
 /// it is (nearly) singular, e.g. a flat stored picture.
+// Gaussian elimination in matrix notation (m[row][k]).
+#[allow(clippy::needless_range_loop)]
 fn solve<const N: usize>(mut m: [[f64; N]; N], mut v: [f64; N]) -> Option<[f64; N]> {
     let scale = (0..N).map(|i| m[i][i].abs()).fold(0f64, f64::max).max(1e-300);
     for col in 0..N {
@@ -786,4 +790,117 @@ fn informative(g: &Grid) -> Vec<bool> {
             far || hi - lo > INFORMATIVE
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{imageops, Rgb};
+
+    /// A product on white: a textured body in `colour`, a darker strap and a light label,
+    /// the kind of look-alike catalog shot the colour check exists for.
+    fn product(w: u32, h: u32, colour: [u8; 3]) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+            let body = (0.2..0.8).contains(&fx) && (0.25..0.85).contains(&fy);
+            let strap = (0.35..0.65).contains(&fx) && (0.1..0.25).contains(&fy);
+            let label = (0.4..0.6).contains(&fx) && (0.45..0.6).contains(&fy);
+            if label {
+                Rgb([235, 230, 220])
+            } else if body || strap {
+                // Stitching and shading, so the body is not flat.
+                let shade = 1.0 - 0.35 * fy + if (x / 3 + y / 5) % 4 == 0 { -0.08 } else { 0.0 };
+                let f = if strap { 0.6 * shade } else { shade };
+                Rgb(colour.map(|c| (f32::from(c) * f).clamp(0.0, 255.0) as u8))
+            } else {
+                Rgb([252, 252, 252])
+            }
+        })
+    }
+
+    fn map_pixels(img: &RgbImage, f: impl Fn([f32; 3]) -> [f32; 3]) -> RgbImage {
+        let mut out = img.clone();
+        for p in out.pixels_mut() {
+            let v = f(p.0.map(f32::from));
+            *p = Rgb(v.map(|c| c.round().clamp(0.0, 255.0) as u8));
+        }
+        out
+    }
+
+    fn agreement(checked: &RgbImage, stored: &RgbImage) -> Agreement {
+        let (c, s) = (Appearance::of(checked).unwrap(), Appearance::of(stored).unwrap());
+        compare(&c.grid(), &s.grid()).unwrap()
+    }
+
+    #[test]
+    fn photometric_edits_of_a_reupload_agree() {
+        let stored = product(240, 320, [150, 40, 40]);
+        type Edit = Box<dyn Fn([f32; 3]) -> [f32; 3]>;
+        let edits: [(&str, Edit); 4] = [
+            ("gamma 2", Box::new(|c| c.map(|v| 255.0 * (v / 255.0).powf(0.5)))),
+            ("contrast", Box::new(|c| c.map(|v| 1.3 * (v - 128.0) + 128.0))),
+            ("brighter", Box::new(|c| c.map(|v| v + 25.0))),
+            (
+                "saturation x1.5",
+                Box::new(|c| {
+                    let l = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
+                    c.map(|v| l + 1.5 * (v - l))
+                }),
+            ),
+        ];
+        for (name, edit) in edits {
+            let a = agreement(&map_pixels(&stored, edit), &stored);
+            assert!(a.residual < 6.0, "{name}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_colour_variant_of_the_same_product_does_not_agree() {
+        let red = product(240, 320, [150, 40, 40]);
+        for other in [[40, 60, 150], [40, 120, 50], [120, 90, 60]] {
+            let a = agreement(&product(240, 320, other), &red);
+            assert!(a.residual > 10.0 && a.residual_90 > 10.0, "{other:?}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_mirrored_picture_reads_as_the_mirrored_grid() {
+        let img = product(240, 320, [150, 40, 40]);
+        let mut half = img.clone();
+        // Asymmetric, so a wrong flip shows.
+        imageops::overlay(&mut half, &RgbImage::from_pixel(40, 60, Rgb([20, 20, 200])), 10, 10);
+        let direct = Appearance::of(&imageops::flip_horizontal(&half)).unwrap().grid();
+        let through = Appearance::of(&half).unwrap().grid().dihedral(Dihedral::FlipY);
+        let worst = direct
+            .rgb
+            .iter()
+            .zip(&through.rgb)
+            .flat_map(|(a, b)| (0..3).map(move |k| (a[k] - b[k]).abs()))
+            .fold(0f32, f32::max);
+        // Only the rounding of the stored bytes and chroma sharing 2x2 cells differ.
+        assert!(worst < 4.0, "{worst}");
+    }
+
+    #[test]
+    fn an_upscaled_thumbnail_keeps_the_thumbnails_detail() {
+        let thumb = RgbImage::from_fn(60, 80, |x, y| {
+            let v = ((x * 37 + y * 91) ^ (x * y)) % 200;
+            Rgb([v as u8 + 20, (v / 2) as u8 + 60, 200 - v as u8])
+        });
+        let own = effective_side(&thumb);
+        assert!((45..=60).contains(&own), "{own}");
+        for k in [4, 8] {
+            let big = imageops::resize(&thumb, 60 * k, 80 * k, imageops::FilterType::CatmullRom);
+            let side = effective_side(&big);
+            assert!(side <= 2 * 60, "x{k}: {side}");
+        }
+    }
+
+    #[test]
+    fn too_little_to_compare_gives_none() {
+        let flat = Appearance::of(&RgbImage::from_pixel(64, 64, Rgb([250, 250, 250]))).unwrap();
+        assert!(compare(&flat.grid(), &flat.grid()).is_none());
+        let g = flat.grid();
+        assert!(compare(&g.resample(0.0, 0.0, 1.0, 1.0, 16, 16), &g).is_none());
+    }
 }

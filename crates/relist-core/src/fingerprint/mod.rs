@@ -22,7 +22,6 @@ use ::image::{DynamicImage, RgbImage};
 
 use crate::domain::{
     CandidateImage, ImageFingerprint, ImageInput, Listing, ListingFingerprints, RegionFingerprint, RegionHash,
-    RegionRect,
 };
 use crate::error::{Error, Result};
 
@@ -155,7 +154,7 @@ impl Fingerprinter {
         if let Some(luma) = &luma {
             for region in &found {
                 let r = region.rect;
-                let rect = RegionRect::of(r, w, h);
+                let rect = r.stored(w, h);
                 let (x, y, rw, rh) = (r.x as usize, r.y as usize, r.w as usize, r.h as usize);
                 let hashes = match side {
                     Side::Stored => vec![(luma.region_hash(x, y, rw, rh, mode), false)],

@@ -33,6 +33,13 @@ pub struct Rect {
 }
 
 impl Rect {
+    /// Where this rect lies in a `w` x `h` picture, as stored (fractions in 1/65535ths).
+    pub fn stored(self, w: u32, h: u32) -> crate::domain::RegionRect {
+        let f =
+            |v: u32, len: u32| ((u64::from(v) * 65535 + u64::from(len) / 2) / u64::from(len.max(1))).min(65535) as u16;
+        crate::domain::RegionRect([f(self.x, w), f(self.y, h), f(self.x + self.w, w), f(self.y + self.h, h)])
+    }
+
     /// The whole of `img`.
     pub fn of(img: &RgbImage) -> Rect {
         Rect {
