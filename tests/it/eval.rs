@@ -42,7 +42,12 @@ fn generated_photos_are_found_through_their_evasions_and_never_confused() {
     );
     for t in report.transforms.iter() {
         assert_eq!(t.wrong_matches, 0, "{} matched a photo it was not made from", t.name);
-        assert!(t.recall_reupload >= 0.99, "{}: {t:?}", t.name);
+        // Every evasion is flagged. These pictures are 96 px high, under the policy's
+        // `min_detail`: a global-hash hit alone is REVIEW there (a thumbnail cannot block a
+        // seller), so REUPLOAD recall is guarded on real photos by the CI evaluation.
+        assert!(t.recall_any >= 0.99, "{}: {t:?}", t.name);
+        let global_only = t.name == "jpeg_q30" || t.name == "rotate_90";
+        assert!(global_only || t.recall_reupload >= 0.99, "{}: {t:?}", t.name);
     }
     let pdq = &report.curves[0];
     assert_eq!(pdq.signal, "image_pdq");
@@ -187,8 +192,9 @@ fn full_evaluation_does_not_regress() {
 
 #[test]
 fn negatives_only_counts_false_positives_and_records_no_recall() {
-    let mut photos = synthetic_photos(3, 128, 96, 11);
-    // The same picture under another name is a "false positive" pair: the count must see it.
+    let mut photos = synthetic_photos(3, 320, 240, 11);
+    // The same picture under another name is a "false positive" pair: the count must see it
+    // (as REUPLOAD: the pictures are large enough for a global hash alone to block).
     photos.push(("copy.png".into(), photos[0].1.clone()));
     let report = images::evaluate_with(&photos, &Thresholds::default(), 2, &[]);
     assert_eq!((report.photos, report.pairs), (4, 6));
