@@ -36,6 +36,7 @@ impl From<FormatArg> for Format {
 /// `relist export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
+    /// The hash list format to write.
     #[arg(long, value_enum, default_value = "hex")]
     pub format: FormatArg,
     /// Write here (through a `.part` file, renamed when complete) instead of stdout.
@@ -50,6 +51,7 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// The hash list.
     pub file: PathBuf,
+    /// The hash list format of FILE.
     #[arg(long, value_enum, default_value = "hex")]
     pub format: FormatArg,
     /// The marketplace the takedowns are registered for (a writer key's own).

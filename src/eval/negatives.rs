@@ -205,8 +205,10 @@ fn measure(photos: &[(String, RgbImage)], t: &Thresholds, scale: u32, threads: u
 
     // All pairs, with and without the colour check.
     let all = index_of(0..n);
+    // The worst verdict per pair, its signals and its lines.
+    type Worst = HashMap<(usize, usize), (Verdict, Vec<&'static str>, Vec<String>)>;
     let count = |outcomes: &[Vec<Outcome>]| {
-        let mut worst: HashMap<(usize, usize), (Verdict, Vec<&'static str>, Vec<String>)> = HashMap::new();
+        let mut worst: Worst = HashMap::new();
         for o in outcomes.iter().flatten() {
             let (i, j, v, sig, detail) = o;
             let e = worst
@@ -222,7 +224,7 @@ fn measure(photos: &[(String, RgbImage)], t: &Thresholds, scale: u32, threads: u
     let raw_t = without_colour(t);
     let before = count(&checks(&all, &checked, &raw_t, threads, 0));
     let pairs = (n as u64) * (n.saturating_sub(1) as u64) / 2;
-    let tally = |m: &HashMap<(usize, usize), (Verdict, Vec<&'static str>, Vec<String>)>| {
+    let tally = |m: &Worst| {
         let reupload = m.values().filter(|v| v.0 == Verdict::Reupload).count() as u64;
         (reupload, m.len() as u64 - reupload)
     };
