@@ -155,6 +155,16 @@ fn listen_takes_a_host_name_and_check_exits_with_its_verdict() {
     // A title alone is never more than REVIEW: exit 3.
     assert_eq!(check("2", title, 3)["verdict"], "REVIEW");
     assert_eq!(check("3", "sepatu lari anak", 0)["verdict"], "CLEAR");
+    // history takes --json like every client command: one JSON object a line, the REVIEW only.
+    let out = relist_cli(&["history", "--json", "--addr", &d.addr]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["verdict"], "REVIEW", "{rows:?}");
     // A failed check is 1, distinct from every verdict.
     let out = relist_cli(&["check", "--marketplace", "", "--listing-id", "4", "--addr", &d.addr]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
