@@ -24,7 +24,9 @@ pub enum Command {
     /// Register, remove or show taken-down listings.
     #[command(subcommand)]
     Takedown(cmd::takedown::TakedownCommand),
-    /// Check whether a listing is a re-upload of a taken-down one.
+    /// Check whether a listing is a re-upload of a taken-down one; the exit status tells the
+    /// verdict (0 CLEAR, 3 REVIEW, 4 REUPLOAD, 1 error).
+    #[command(after_help = cmd::check::EXIT_CODES_HELP)]
     Check(cmd::check::CheckArgs),
     /// Search the match history (newest first); CSV and JSON export stream.
     History(cmd::history::HistoryArgs),
@@ -54,27 +56,31 @@ pub enum Command {
     Import(cmd::exchange::ImportArgs),
 }
 
-/// Parses the command line and runs it.
-pub fn run() -> anyhow::Result<()> {
+/// Parses the command line and runs it; the exit status on success is 0 except for `check`,
+/// whose status tells the verdict.
+pub fn run() -> anyhow::Result<u8> {
     let cli = Cli::parse();
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        let ok = |()| 0;
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
-            Command::Takedown(c) => cmd::takedown::run(c).await,
             Command::Check(args) => cmd::check::run(args).await,
-            Command::History(args) => cmd::history::run(args).await,
-            Command::Stats(args) => cmd::history::run_stats(args).await,
-            Command::Review(args) => cmd::review::run(args).await,
-            Command::Batch(args) => cmd::batch::run(args).await,
-            Command::Keys(c) => cmd::keys::run(c).await,
-            Command::Backup(args) => cmd::backup::run_backup(args).await,
-            Command::Restore(args) => cmd::backup::run_restore(args),
+            Command::Serve(args) => cmd::serve::run(args).await.map(ok),
+            Command::Takedown(c) => cmd::takedown::run(c).await.map(ok),
+            Command::History(args) => cmd::history::run(args).await.map(ok),
+            Command::Stats(args) => cmd::history::run_stats(args).await.map(ok),
+            Command::Review(args) => cmd::review::run(args).await.map(ok),
+            Command::Batch(args) => cmd::batch::run(args).await.map(ok),
+            Command::Keys(c) => cmd::keys::run(c).await.map(ok),
+            Command::Backup(args) => cmd::backup::run_backup(args).await.map(ok),
+            Command::Restore(args) => cmd::backup::run_restore(args).map(ok),
             #[cfg(feature = "eval")]
-            Command::Eval(args) => tokio::task::spawn_blocking(move || crate::eval::run(args)).await?,
-            Command::Export(args) => cmd::exchange::run_export(args).await,
-            Command::Import(args) => cmd::exchange::run_import(args).await,
+            Command::Eval(args) => tokio::task::spawn_blocking(move || crate::eval::run(args))
+                .await?
+                .map(ok),
+            Command::Export(args) => cmd::exchange::run_export(args).await.map(ok),
+            Command::Import(args) => cmd::exchange::run_import(args).await.map(ok),
         }
     })
 }

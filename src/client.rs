@@ -17,8 +17,9 @@ pub type Client = relist_proto::transport::Client;
 /// Where the daemon is and how to print.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Address of the relist daemon.
-    #[arg(long, env = "RELIST_ADDR", default_value = "http://127.0.0.1:50051")]
+    /// Address of the relist daemon: host:port as `relist serve` prints it, or a URL
+    /// (http:// or https://).
+    #[arg(long, env = "RELIST_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: String,
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
@@ -107,9 +108,19 @@ pub fn part_path(file: &std::path::Path) -> PathBuf {
     PathBuf::from(part)
 }
 
-/// A failed call as the command reports it: the status code and the daemon's message.
+/// A failed call as the command reports it: the status code and the daemon's message, and a
+/// hint when the reply shows the address is not a gRPC port at all.
 pub fn rpc_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    // An HTTP/1 or HTTP/2 server that is not gRPC (the web page's port, typically) answers
+    // with a body tonic reads as a malformed gRPC frame, or with no grpc-status at all.
+    let msg = s.message();
+    if msg.contains("invalid compression flag") || msg.contains("missing grpc-status") || msg.contains("content-type") {
+        return anyhow::anyhow!(
+            "{:?}: {msg}; this address does not speak gRPC (is it the --http web port?): use the addr= of the daemon's \"relist serving\" log line",
+            s.code()
+        );
+    }
+    anyhow::anyhow!("{:?}: {msg}", s.code())
 }
 
 /// Prints `v` as pretty JSON on stdout (`--json`).
@@ -141,14 +152,19 @@ pub fn parse_time(flag: &str, s: &str) -> anyhow::Result<prost_types::Timestamp>
 /// A listing given on the command line.
 #[derive(Debug, Args)]
 pub struct ListingArgs {
+    /// The marketplace the listing is on, e.g. shopee.
     #[arg(long)]
     pub marketplace: String,
+    /// The listing's id on its marketplace.
     #[arg(long)]
     pub listing_id: String,
+    /// The seller's id on the marketplace (a match by the same seller is flagged).
     #[arg(long, default_value = "")]
     pub seller_id: String,
+    /// The listing's title, as the seller wrote it.
     #[arg(long, default_value = "")]
     pub title: String,
+    /// The listing's description.
     #[arg(long, default_value = "")]
     pub description: String,
     /// Image file (JPEG, PNG, WebP, GIF); repeat for several.

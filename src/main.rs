@@ -2,12 +2,24 @@
 
 fn main() -> std::process::ExitCode {
     keep_freed_buffers();
+    die_quietly_on_closed_pipe();
     match relist::cli::run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(status) => std::process::ExitCode::from(status),
         Err(e) => {
             eprintln!("relist: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores the default SIGPIPE action, which Rust's runtime sets to ignore: `relist ... |
+/// head` then ends quietly when head stops reading, as Unix tools do, instead of println!
+/// panicking on EPIPE (exit 101).
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: only resets a signal disposition, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -21,6 +21,7 @@ pub struct BackupArgs {
 /// `relist restore FILE --data-dir DIR`: restores a backup into a new data dir (offline).
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
+    /// The backup file (from `relist backup`).
     pub file: std::path::PathBuf,
     /// The data dir to create; it must not exist or be empty.
     #[arg(long)]

@@ -1,6 +1,6 @@
 //! `relist check`: is this listing a re-upload of a taken-down one?
 use clap::Args;
-use relist_core::domain::CheckOutcome;
+use relist_core::domain::{CheckOutcome, Verdict};
 use relist_proto::api::pb;
 
 use crate::client::{Client, ClientArgs, ListingArgs};
@@ -14,13 +14,29 @@ pub struct CheckArgs {
     pub client: ClientArgs,
 }
 
-/// Runs `relist check`.
-pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+/// How `relist check` exits, so scripts can branch on the verdict as on grep's status; a
+/// failed check (1) and a usage error (2, from clap) stay distinct from every verdict.
+pub const EXIT_CODES_HELP: &str = "Exit status: 0 CLEAR, 3 REVIEW, 4 REUPLOAD; 1 the check failed (daemon \
+unreachable, refused, bad input); 2 usage error.";
+
+/// The exit status of a verdict (see [`EXIT_CODES_HELP`]).
+pub fn exit_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Clear => 0,
+        Verdict::Review => 3,
+        Verdict::Reupload => 4,
+    }
+}
+
+/// Runs `relist check`; the exit status tells the verdict.
+pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let req = pb::CheckListingRequest {
         listing: Some(args.listing.to_proto()?),
     };
     let check = |mut c: Client| async move { c.check_listing(req).await };
-    args.client.show(check, print_check).await
+    let outcome = CheckOutcome::from(args.client.call(check).await?);
+    args.client.print(&outcome, print_check)?;
+    Ok(exit_code(outcome.verdict))
 }
 
 fn print_check(c: &CheckOutcome) {

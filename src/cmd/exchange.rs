@@ -24,6 +24,17 @@ pub enum FormatArg {
     TeCsv,
 }
 
+impl FormatArg {
+    /// The format a hash list's file name says: `.csv` is ThreatExchange CSV, the rest hex
+    /// lines (`.txt`, `.hex`, none).
+    pub fn from_path(p: &std::path::Path) -> FormatArg {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => FormatArg::TeCsv,
+            _ => FormatArg::Hex,
+        }
+    }
+}
+
 impl From<FormatArg> for Format {
     fn from(f: FormatArg) -> Format {
         match f {
@@ -36,6 +47,7 @@ impl From<FormatArg> for Format {
 /// `relist export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
+    /// The hash list format to write.
     #[arg(long, value_enum, default_value = "hex")]
     pub format: FormatArg,
     /// Write here (through a `.part` file, renamed when complete) instead of stdout.
@@ -50,8 +62,10 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// The hash list.
     pub file: PathBuf,
-    #[arg(long, value_enum, default_value = "hex")]
-    pub format: FormatArg,
+    /// The hash list format of FILE [default: from its extension, as `batch` does: .csv is
+    /// te-csv, anything else hex].
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
     /// The marketplace the takedowns are registered for (a writer key's own).
     #[arg(long)]
     pub marketplace: String,
@@ -178,7 +192,8 @@ async fn register(
 /// Runs `relist import`.
 pub async fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-    let parsed = parse(args.format.into(), file).with_context(|| format!("reading {}", args.file.display()))?;
+    let format = args.format.unwrap_or_else(|| FormatArg::from_path(&args.file));
+    let parsed = parse(format.into(), file).with_context(|| format!("reading {}", args.file.display()))?;
     let client = args.client.connect().await?;
     let mut summary = ImportSummary {
         duplicates: parsed.duplicates,

@@ -85,22 +85,29 @@ pub struct HistoryArgs {
     /// Only records involving this seller (candidate's or taken-down listing's).
     #[arg(long)]
     pub seller: Option<String>,
+    /// Only matches with this verdict.
     #[arg(long, value_enum)]
     pub verdict: Option<VerdictArg>,
     /// Only records with at least this score (0-1).
     #[arg(long)]
     pub min_score: Option<f64>,
+    /// Only matches whose latest review label is this (unreviewed: none yet).
     #[arg(long, value_enum)]
     pub label: Option<LabelArg>,
+    /// Only matches recorded by upload-time checks or by batch re-checks.
     #[arg(long, value_enum)]
     pub source: Option<SourceArg>,
     /// At most this many records; 0 for all.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// Output: a table for people, or CSV / JSON Lines (streamed) for files and scripts.
     #[arg(long, value_enum, default_value = "table")]
     pub format: HistoryFormat,
-    /// Address of the relist daemon.
-    #[arg(long, env = "RELIST_ADDR", default_value = "http://127.0.0.1:50051")]
+    /// JSON Lines, as every client command's --json (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Address of the relist daemon: host:port as `relist serve` prints it, or a URL.
+    #[arg(long, env = "RELIST_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: String,
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -148,7 +155,8 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     };
     let mut client = connect(&args.addr, &args.conn.connection()).await?;
     let stdout = std::io::stdout();
-    let mut csv_out = (args.format == HistoryFormat::Csv).then(|| csv::Writer::from_writer(stdout.lock()));
+    let format = if args.json { HistoryFormat::Json } else { args.format };
+    let mut csv_out = (format == HistoryFormat::Csv).then(|| csv::Writer::from_writer(stdout.lock()));
     if let Some(w) = csv_out.as_mut() {
         w.write_record(HISTORY_CSV_HEADER)?;
     }
@@ -161,7 +169,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         let page = client.query_matches(req.clone()).await.map_err(rpc_error)?.into_inner();
         for rec in page.records {
             let v = MatchView::from(rec);
-            match (&mut csv_out, args.format) {
+            match (&mut csv_out, format) {
                 (Some(w), _) => {
                     let r = &v.record;
                     let best = r.matches.first();

@@ -39,6 +39,7 @@ impl From<RoleArg> for Role {
 pub enum KeysCommand {
     /// Create a key and print its secret (shown this once only).
     Create {
+        /// What the key may do.
         #[arg(long, value_enum)]
         role: RoleArg,
         /// The one marketplace the key acts for (required for writers; optional for checkers
@@ -58,6 +59,7 @@ pub enum KeysCommand {
     },
     /// Revoke a key at once.
     Revoke {
+        /// The key's id (from `keys list`).
         key_id: u64,
         #[command(flatten)]
         target: KeysTarget,

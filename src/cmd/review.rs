@@ -9,9 +9,12 @@ use crate::client::{Client, ClientArgs};
 /// `relist review`.
 #[derive(Debug, Args)]
 pub struct ReviewArgs {
+    /// The match's id (from `check` or `history`).
     pub match_id: u64,
+    /// The label; `unreviewed` takes the previous label back.
     #[arg(long, value_enum)]
     pub label: LabelArg,
+    /// A free-text note kept with the label (why).
     #[arg(long, default_value = "")]
     pub note: String,
     /// Who reviews.

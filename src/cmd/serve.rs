@@ -23,7 +23,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RELIST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// gRPC listen address; port 0 picks a free port [default: 127.0.0.1:50051].
-    #[arg(long, env = "RELIST_LISTEN")]
+    #[arg(long, env = "RELIST_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Largest accepted encoded image, in bytes [default: 20 MiB].
     #[arg(long, env = "RELIST_MAX_IMAGE_BYTES")]
@@ -60,10 +60,10 @@ pub struct ServeArgs {
     /// on this address, e.g. 127.0.0.1:8080. Once API keys exist the page's API needs an
     /// analyst or admin key. It speaks plain HTTP: keep it on loopback or behind a TLS proxy.
     /// [default: no web page]
-    #[arg(long, env = "RELIST_HTTP")]
+    #[arg(long, env = "RELIST_HTTP", value_parser = parse_listen)]
     pub http: Option<SocketAddr>,
     /// Also serve Prometheus `/metrics` alone on this address (it is on `--http` too).
-    #[arg(long, env = "RELIST_METRICS")]
+    #[arg(long, env = "RELIST_METRICS", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
     /// Allow serving without API keys on a non-loopback address (everyone may do anything).
     #[arg(long, env = "RELIST_INSECURE")]
@@ -240,4 +240,19 @@ impl ServeArgs {
 /// Runs `relist serve` until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(relist_server::daemon::run(args.resolve()?).await?)
+}
+
+/// A listen address as IP:port or host name:port (`localhost:50051`): a name is resolved once,
+/// at start, to its first address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s}: not an address (IP:PORT or HOST:PORT): {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s}: the name resolves to no address"))
 }

@@ -25,12 +25,14 @@ pub enum TakedownCommand {
     },
     /// Reverse a takedown (e.g. after an appeal); it stops matching at once.
     Remove {
+        /// The takedown's id (as `takedown add` printed it).
         takedown_id: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Show a stored takedown.
     Get {
+        /// The takedown's id (as `takedown add` printed it).
         takedown_id: u64,
         #[command(flatten)]
         client: ClientArgs,

@@ -343,13 +343,19 @@ impl Daemon {
     /// Runs a client command against this daemon with `--json`; asserts success and returns
     /// the printed JSON.
     pub fn cli(&self, args: &[&str]) -> serde_json::Value {
+        self.cli_exit(args, 0)
+    }
+
+    /// [`Daemon::cli`] for a command that exits with `code` when it works (`check`'s verdicts).
+    pub fn cli_exit(&self, args: &[&str], code: i32) -> serde_json::Value {
         let url = self.url();
         let mut all = args.to_vec();
         all.extend(["--addr", &url, "--json"]);
         let out = relist_cli(&all);
-        assert!(
-            out.status.success(),
-            "relist {args:?} failed: {}",
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "relist {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("--json prints JSON")

@@ -38,17 +38,21 @@ fn cli_round_trip_survives_kill_9_and_restarts() {
     d.kill9();
 
     let d = Daemon::serve(&data, &[]);
-    let check = d.cli(&[
-        "check",
-        "--marketplace",
-        "tokopedia",
-        "--listing-id",
-        "777",
-        "--title",
-        "baju bekas import original",
-        "--image",
-        copy,
-    ]);
+    // `check` exits 4 on REUPLOAD (0 CLEAR, 3 REVIEW), as scripts branch on it.
+    let check = d.cli_exit(
+        &[
+            "check",
+            "--marketplace",
+            "tokopedia",
+            "--listing-id",
+            "777",
+            "--title",
+            "baju bekas import original",
+            "--image",
+            copy,
+        ],
+        4,
+    );
     assert_eq!(check["verdict"], "REUPLOAD", "{check}");
     assert_eq!(check["matches"][0]["takedown_id"].as_u64(), Some(id));
     assert_eq!(check["matches"][0]["images"][0]["kind"], "pdq");

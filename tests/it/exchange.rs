@@ -90,22 +90,29 @@ async fn export_then_import_into_another_daemon_matches_the_photos() {
     assert_eq!(text.lines().filter(|l| l.starts_with("pdq,")).count(), 3);
 
     let b = serve(&tmp.path().join("b"));
+    // The format comes from the file name when --format is absent (.csv: te-csv), as in batch.
     let import = |file: &Path, format: &str| {
-        relist(&[
-            "import",
-            file.to_str().unwrap(),
-            "--format",
-            format,
-            "--marketplace",
-            "shared",
-            "--reason",
-            "shared by shopa",
-            "--addr",
-            &b.url(),
-            "--json",
-        ])
+        let mut args = vec!["import", file.to_str().unwrap()];
+        if !format.is_empty() {
+            args.extend(["--format", format]);
+        }
+        relist(
+            &[
+                &args[..],
+                &[
+                    "--marketplace",
+                    "shared",
+                    "--reason",
+                    "shared by shopa",
+                    "--addr",
+                    &b.url(),
+                    "--json",
+                ],
+            ]
+            .concat(),
+        )
     };
-    let (ok, s, err) = import(&csv, "te-csv");
+    let (ok, s, err) = import(&csv, "");
     assert!(ok, "{err}");
     assert_eq!(
         (s["imported"].as_u64(), s["skipped"].as_u64()),

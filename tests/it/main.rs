@@ -16,6 +16,7 @@ mod detection_modes;
 #[cfg(feature = "eval")]
 mod eval;
 mod exchange;
+mod first_hour;
 mod fuzz_corpus;
 mod history;
 mod keys_cli;

@@ -36,9 +36,57 @@ pub enum TransportError {
     /// The key cannot be sent as an HTTP/2 header value.
     #[error("the API key has characters a header cannot carry")]
     ApiKey,
-    /// The daemon could not be reached.
-    #[error("connecting to relist at {0}")]
-    Connect(String, #[source] tonic::transport::Error),
+    /// The daemon could not be reached: the address, the innermost cause and what to try.
+    #[error("cannot reach relist at {addr}: {cause}; {hint}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The innermost cause, once (hyper and tonic each repeat their inner error).
+        cause: String,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
+}
+
+/// `host:port` as the daemon prints it, or a full URI: a bare address gets `http://`
+/// (`https://` when TLS is configured), so the address `relist serve` logs works as `--addr`.
+fn with_scheme(addr: &str, tls: bool) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else if tls {
+        format!("https://{addr}")
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// One line for a failed connection: the innermost distinct cause and a hint that fits it.
+fn connect_error(addr: &str, tls: bool, e: &tonic::transport::Error) -> TransportError {
+    let mut causes: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        causes.push(err.to_string());
+        cur = err.source();
+    }
+    let all = causes.join(": ").to_lowercase();
+    // The innermost message is the most specific; the outer ones only restate it.
+    let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    // A refusal is a refusal with or without TLS; any other failure under TLS is most often
+    // a handshake with a plaintext daemon (rustls reports it as a corrupt message).
+    let hint = if all.contains("refused") {
+        "is `relist serve` running, and is this the addr= of its \"relist serving\" log line?"
+    } else if tls {
+        "the daemon may serve plaintext: use http:// and drop the --tls-* flags, or start it with --tls-cert/--tls-key"
+    } else if all.contains("dns") || all.contains("resolve") || all.contains("lookup") {
+        "check the host name in --addr / RELIST_ADDR"
+    } else {
+        "check --addr / RELIST_ADDR and that `relist serve` runs there"
+    };
+    TransportError::Connect {
+        addr: addr.to_string(),
+        cause,
+        hint,
+    }
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TransportError> {
@@ -106,6 +154,8 @@ impl Connection {
 
     /// The endpoint for `addr`, over TLS when the address is `https://` or TLS files are set.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, TransportError> {
+        let addr = with_scheme(addr, self.tls_ca.is_some() || self.tls_cert.is_some());
+        let addr = addr.as_str();
         if !self.uses_tls(addr) {
             return Endpoint::from_shared(addr.to_string()).map_err(|e| TransportError::Address(addr.to_string(), e));
         }
@@ -137,7 +187,7 @@ impl Connection {
             .endpoint(addr)?
             .connect()
             .await
-            .map_err(|e| TransportError::Connect(addr.to_string(), e))?;
+            .map_err(|e| connect_error(addr, self.uses_tls(&with_scheme(addr, false)), &e))?;
         Ok(
             pb::relist_client::RelistClient::with_interceptor(channel, ApiKey::new(self.api_key.as_deref())?)
                 .max_decoding_message_size(max_message_bytes)
