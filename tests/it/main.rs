@@ -11,6 +11,7 @@ mod architecture;
 mod backup;
 mod batch;
 mod batch_cli;
+mod config_example;
 mod daemon;
 mod detection_modes;
 #[cfg(feature = "eval")]
@@ -22,6 +23,7 @@ mod history;
 mod keys_cli;
 mod limits;
 mod metrics;
+mod packaging;
 mod snapshot;
 mod tls;
 mod web;
