@@ -103,7 +103,10 @@ async fn closed_loop(
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let r = c
-                    .check_listing(pb::CheckListingRequest { listing: Some(make(i)) })
+                    .check_listing(pb::CheckListingRequest {
+                        listing: Some(make(i)),
+                        ..Default::default()
+                    })
                     .await;
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
                 if r.is_ok() {
@@ -157,6 +160,7 @@ async fn open_loop(clients: &[Client], rate: f64, secs: f64) -> Run {
                 let r = c
                     .check_listing(pb::CheckListingRequest {
                         listing: Some(hash_listing(i)),
+                        ..Default::default()
                     })
                     .await;
                 let _ = tx.send((r.is_ok(), t.elapsed().as_secs_f64() * 1e3));

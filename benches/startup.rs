@@ -205,6 +205,7 @@ async fn is_reupload(c: &mut Client, listing_id: &str, pdq: &str) -> bool {
                 }],
                 ..Default::default()
             }),
+            dry_run: false,
         })
         .await
         .expect("check")

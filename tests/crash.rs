@@ -183,6 +183,7 @@ async fn verify_daemon(c: &mut Client, acked: &Acked, ids: &[u64]) -> usize {
         let check = c
             .check_listing(pb::CheckListingRequest {
                 listing: Some(hashed(&format!("probe-{id}"), pdq, String::new())),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("CheckListing of takedown {id}: {e}"))
@@ -352,6 +353,7 @@ async fn all_readable(c: &mut Client, acked: &[(u64, String)], probe: &str) {
         let check = c
             .check_listing(pb::CheckListingRequest {
                 listing: Some(hashed(&format!("{probe}-{id}"), pdq, String::new())),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("CheckListing of takedown {id} ({probe}): {e}"))

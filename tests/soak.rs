@@ -162,7 +162,10 @@ async fn client_loop(
                 hashed(&marketplace, &format!("up{k}-{n}"), &pdq)
             };
             match c
-                .check_listing(pb::CheckListingRequest { listing: Some(listing) })
+                .check_listing(pb::CheckListingRequest {
+                    listing: Some(listing),
+                    ..Default::default()
+                })
                 .await
             {
                 Ok(_) => {
@@ -178,6 +181,7 @@ async fn client_loop(
                         &format!("b{k}-{n}-{i}"),
                         &hex::encode(rng.gen::<[u8; 32]>()),
                     )),
+                    ..Default::default()
                 })
                 .collect();
             match c.check_listings(futures::stream::iter(items)).await {
@@ -286,6 +290,7 @@ async fn soak_many_clients_mixed_load() {
                 let r = c
                     .check_listing(pb::CheckListingRequest {
                         listing: Some(hashed("verify", &format!("v{id}"), &pdq)),
+                        ..Default::default()
                     })
                     .await
                     .expect("verification check")

@@ -217,7 +217,10 @@ pub async fn run_batch(opts: &BatchOptions, stop: watch::Receiver<bool>) -> anyh
                     };
                     if pend_tx.send(p).await.is_err()
                         || req_tx
-                            .send(pb::CheckListingRequest { listing: Some(listing) })
+                            .send(pb::CheckListingRequest {
+                                listing: Some(listing),
+                                ..Default::default()
+                            })
                             .await
                             .is_err()
                     {

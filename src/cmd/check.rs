@@ -10,6 +10,9 @@ use crate::client::{Client, ClientArgs, ListingArgs};
 pub struct CheckArgs {
     #[command(flatten)]
     pub listing: ListingArgs,
+    /// Answer without recording the result in the match history (same verdict, no match id).
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -32,6 +35,7 @@ pub fn exit_code(v: Verdict) -> u8 {
 pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let req = pb::CheckListingRequest {
         listing: Some(args.listing.to_proto()?),
+        dry_run: args.dry_run,
     };
     let check = |mut c: Client| async move { c.check_listing(req).await };
     let outcome = CheckOutcome::from(args.client.call(check).await?);
@@ -43,6 +47,9 @@ fn print_check(c: &CheckOutcome) {
     match c.match_id {
         Some(id) => println!("{}  score {:.3}  (recorded as match {id})", c.verdict.as_str(), c.score),
         None => println!("{}", c.verdict.as_str()),
+    }
+    if c.bank_stale {
+        println!("  (bank may be stale: this replica has not reached the shared store lately)");
     }
     for m in &c.matches {
         let same = if m.same_seller { "  [same seller]" } else { "" };

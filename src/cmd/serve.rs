@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// Directory of the sled store [default: ./relist-data].
     #[arg(long, env = "RELIST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Shared PostgreSQL store, postgres://USER@HOST:PORT/DB: run as one of several replicas
+    /// of one bank (docs/scale-out.md). Unset: the embedded store in --data-dir is the bank.
+    #[arg(long, env = "RELIST_STORE")]
+    pub store: Option<String>,
     /// gRPC listen address; port 0 picks a free port [default: 127.0.0.1:50051].
     #[arg(long, env = "RELIST_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
@@ -194,6 +198,7 @@ impl ServeArgs {
                 Some(a) => a,
                 None => DEFAULT_LISTEN.parse()?,
             },
+            store: self.store.clone().or(file.store.url).filter(|u| !u.is_empty()),
             data_dir: self
                 .data_dir
                 .clone()

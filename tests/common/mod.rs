@@ -2,6 +2,8 @@
 //! images generated and encoded here, and the generated tonic client.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -218,10 +220,13 @@ pub async fn register(c: &mut Client, l: pb::Listing, reason: &str) -> pb::Regis
 }
 
 pub async fn check(c: &mut Client, l: pb::Listing) -> pb::CheckListingResponse {
-    c.check_listing(pb::CheckListingRequest { listing: Some(l) })
-        .await
-        .expect("check")
-        .into_inner()
+    c.check_listing(pb::CheckListingRequest {
+        listing: Some(l),
+        ..Default::default()
+    })
+    .await
+    .expect("check")
+    .into_inner()
 }
 
 pub fn verdict(r: &pb::CheckListingResponse) -> pb::Verdict {

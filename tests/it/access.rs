@@ -23,7 +23,10 @@ fn reg(l: pb::Listing) -> pb::RegisterTakedownRequest {
 }
 
 fn chk(l: pb::Listing) -> pb::CheckListingRequest {
-    pb::CheckListingRequest { listing: Some(l) }
+    pb::CheckListingRequest {
+        listing: Some(l),
+        ..Default::default()
+    }
 }
 
 fn recent() -> pb::QueryMatchesRequest {

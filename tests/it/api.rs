@@ -471,6 +471,7 @@ async fn bad_input_gets_invalid_argument_naming_the_field_and_nothing_is_stored(
             } else {
                 c.check_listing(pb::CheckListingRequest {
                     listing: Some(l.clone()),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err()

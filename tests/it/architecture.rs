@@ -10,9 +10,10 @@ fn root() -> PathBuf {
 }
 
 /// Each crate of the workspace and its sources.
-const CRATES: [(&str, &str); 4] = [
+const CRATES: [(&str, &str); 5] = [
     ("relist-core", "crates/relist-core/src"),
     ("relist-proto", "crates/relist-proto/src"),
+    ("relist-pg", "crates/relist-pg/src"),
     ("relist-server", "crates/relist-server/src"),
     ("relist", "src"),
 ];
@@ -51,12 +52,27 @@ fn relist_core_knows_no_runtime_transport_or_command_line() {
     }
 }
 
+/// The shared store implements the core's storage interface and nothing else: no
+/// transport, no protobuf, no command line (its PostgreSQL client runs its own runtime).
+#[test]
+fn relist_pg_knows_no_transport_or_command_line() {
+    let deps = tree("relist-pg");
+    assert!(deps.contains("postgres"), "the tree was not read: {deps:?}");
+    for banned in ["tonic", "axum", "clap", "prost", "anyhow", "hyper"] {
+        assert!(
+            !deps.contains(banned),
+            "relist-pg depends on {banned} (cargo tree -p relist-pg -e normal -i {banned})"
+        );
+    }
+}
+
 #[test]
 fn crates_depend_only_downwards_and_only_the_binary_knows_clap() {
-    let allowed: [(&str, &[&str]); 3] = [
+    let allowed: [(&str, &[&str]); 4] = [
         ("relist-core", &[]),
         ("relist-proto", &["relist-core"]),
-        ("relist-server", &["relist-core", "relist-proto"]),
+        ("relist-pg", &["relist-core"]),
+        ("relist-server", &["relist-core", "relist-proto", "relist-pg"]),
     ];
     for (krate, may) in allowed {
         let deps = tree(krate);

@@ -28,6 +28,7 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
     let matched = c
         .check_listing(pb::CheckListingRequest {
             listing: Some(listing("lazada", "x", "t", "lain", vec![pics[0].clone()])),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -50,6 +51,7 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
     // The daemon still serves after the backup.
     c.check_listing(pb::CheckListingRequest {
         listing: Some(listing("lazada", "y", "t", "lain lagi", vec![])),
+        ..Default::default()
     })
     .await
     .expect("serving after the backup");
@@ -82,6 +84,7 @@ async fn backup_while_serving_and_restore_into_a_new_dir() {
     let r = c
         .check_listing(pb::CheckListingRequest {
             listing: Some(listing("lazada", "z", "t", "lain", vec![pics[2].clone()])),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -79,7 +79,10 @@ async fn streamed_checks_equal_unary_checks_for_1000_listings() {
             8 if i % 100 == 8 => l.marketplace.clear(),
             _ => {}
         }
-        requests.push(pb::CheckListingRequest { listing: Some(l) });
+        requests.push(pb::CheckListingRequest {
+            listing: Some(l),
+            ..Default::default()
+        });
     }
 
     let mut stream = c

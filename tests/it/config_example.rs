@@ -3,7 +3,7 @@
 use relist_core::fingerprint::DecodeLimits;
 use relist_core::limits::RequestLimits;
 use relist_core::policy::Thresholds;
-use relist_server::config::{FileConfig, HistorySection, LimitsSection, MatchingSection, ServerSection};
+use relist_server::config::{FileConfig, HistorySection, LimitsSection, MatchingSection, ServerSection, StoreSection};
 
 #[test]
 fn the_example_config_sets_every_key_to_its_default() {
@@ -40,6 +40,8 @@ fn the_example_config_sets_every_key_to_its_default() {
             regions: Some(true),
             local_features: Some(true),
         },
+        // The default is no shared store: the example shows the key commented out.
+        store: StoreSection { url: None },
     } = c
     else {
         panic!("relist.toml.example leaves a setting out, or not at its default: {c:?}");

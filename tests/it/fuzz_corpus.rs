@@ -376,6 +376,7 @@ fn write_seed_corpora() {
     for (name, listing) in listings {
         let check = pb::CheckListingRequest {
             listing: Some(listing.clone()),
+            ..Default::default()
         };
         files.push(("request", format!("check-{name}"), listing_request(0, &check)));
         let reg = pb::RegisterTakedownRequest {

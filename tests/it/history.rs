@@ -77,6 +77,7 @@ async fn analysts_query_review_and_count_matches() {
     let mut s = c
         .check_listings(tokio_stream::iter(vec![pb::CheckListingRequest {
             listing: Some(listing("lazada", "b1", "rep", "", vec![jpeg(&photos[0], 85)])),
+            ..Default::default()
         }]))
         .await
         .unwrap()

@@ -24,9 +24,12 @@ fn pdq_image(seed: u8) -> pb::Image {
 }
 
 async fn check_err(c: &mut Client, l: pb::Listing) -> tonic::Status {
-    c.check_listing(pb::CheckListingRequest { listing: Some(l) })
-        .await
-        .expect_err("over the limit")
+    c.check_listing(pb::CheckListingRequest {
+        listing: Some(l),
+        ..Default::default()
+    })
+    .await
+    .expect_err("over the limit")
 }
 
 #[tokio::test]
@@ -152,9 +155,12 @@ async fn size_and_count_limits_name_their_field() {
     drop(stream);
     let mut ok = false;
     for _ in 0..100 {
-        if c.check_listing(pb::CheckListingRequest { listing: Some(base()) })
-            .await
-            .is_ok()
+        if c.check_listing(pb::CheckListingRequest {
+            listing: Some(base()),
+            ..Default::default()
+        })
+        .await
+        .is_ok()
         {
             ok = true;
             break;
@@ -189,6 +195,7 @@ async fn slow_requests_get_deadline_exceeded() {
     for _ in 0..200 {
         if c.check_listing(pb::CheckListingRequest {
             listing: Some(small.clone()),
+            ..Default::default()
         })
         .await
         .is_ok()
@@ -201,7 +208,10 @@ async fn slow_requests_get_deadline_exceeded() {
     assert!(freed, "the slot comes back when the work ends");
 
     // In a stream, the item fails and the stream goes on.
-    let items = vec![pb::CheckListingRequest { listing: Some(big) }];
+    let items = vec![pb::CheckListingRequest {
+        listing: Some(big),
+        ..Default::default()
+    }];
     let mut answers = c
         .check_listings(tokio_stream::iter(items))
         .await

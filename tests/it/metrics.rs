@@ -28,7 +28,10 @@ async fn metrics_count_requests_verdicts_index_and_store() {
     check(&mut c, listing("lazada", "2", "t", "lain", vec![pic])).await;
     check(&mut c, listing("lazada", "3", "t", "sesuatu yang berbeda", vec![])).await;
     let bad = c
-        .check_listing(pb::CheckListingRequest { listing: None })
+        .check_listing(pb::CheckListingRequest {
+            listing: None,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);

@@ -107,6 +107,7 @@ async fn answers(d: &Daemon, bank: &Bank) {
         let r = c
             .check_listing(pb::CheckListingRequest {
                 listing: Some(listing(&format!("probe-{id}"), pdq, title)),
+                ..Default::default()
             })
             .await
             .expect("check")

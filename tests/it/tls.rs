@@ -63,6 +63,7 @@ async fn clear_check(conn: &Connection, addr: &str) -> anyhow::Result<pb::CheckL
     let mut c = conn.connect(addr, 64 << 20).await?;
     Ok(c.check_listing(pb::CheckListingRequest {
         listing: Some(listing("shopee", "1", "", "tas kulit", vec![])),
+        ..Default::default()
     })
     .await?
     .into_inner())

@@ -201,6 +201,7 @@ impl Fixture {
         let mut s = client
             .check_listings(tokio_stream::iter(vec![pb::CheckListingRequest {
                 listing: Some(listing("lazada", "b1", "rep", "", vec![jpeg(&photos[0], 85)])),
+                ..Default::default()
             }]))
             .await
             .unwrap()

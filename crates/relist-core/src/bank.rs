@@ -8,8 +8,16 @@
 //! when it is known to hold exactly what sled does; see [`crate::snapshot`]). A check that
 //! sees an index entry whose takedown was just removed finds the record marked removed and
 //! drops it.
+//!
+//! With a shared record (PostgreSQL, see [`crate::storage`]) the local sled store is a
+//! mirror: registrations and removals are committed to the record first, and every replica,
+//! the writer included, applies the record's change log to its mirror and index in seq order
+//! ([`Bank::catch_up`]). Checks read only the mirror and the index, so they go on while the
+//! record is unreachable, flagged [`CheckOutcome::bank_stale`].
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
@@ -25,7 +33,16 @@ use crate::history::{History, Label, MatchView, Page, Query, Stats};
 use crate::matcher::{IndexSizes, LiveIndex};
 use crate::policy::Thresholds;
 use crate::snapshot;
-use crate::store::Store;
+use crate::storage::{Change, Storage};
+use crate::store::{MirrorState, Store};
+
+/// How long without a successful read of the shared record before checks say the bank may
+/// be stale: the follower polls every [`FOLLOW_POLL`], so a healthy replica never gets there.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
+/// The follower's fallback poll when no change notification arrives.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// Changes read from the record per query while catching up.
+const CATCH_UP_BATCH: usize = 1000;
 
 /// The bank and everything needed to check listings against it.
 pub struct Bank {
@@ -50,6 +67,20 @@ pub struct Bank {
     /// update: the index may then differ from the store until the next full load, so no
     /// snapshot is written.
     diverged: AtomicBool,
+    /// The shared record when the local store is its mirror (see [`crate::storage`]).
+    shared: Option<Shared>,
+}
+
+/// A replica's view of the shared record it mirrors.
+struct Shared {
+    record: Arc<dyn Storage>,
+    /// The record's bank id and the last change applied to the mirror and the index (changed
+    /// under the writer lock).
+    state: Mutex<MirrorState>,
+    /// When the record last answered (ms since the epoch), for [`Bank::bank_stale`].
+    contact_ms: AtomicI64,
+    /// Whether the mirror has caught up with the record once since start.
+    ready: AtomicBool,
 }
 
 /// Builds the live index from the store. Reading and decoding sled records and inserting
@@ -97,11 +128,45 @@ impl Bank {
 
     /// [`Bank::open`] with sled's page cache capped at `cache_bytes`.
     pub fn open_with_cache(dir: &Path, thresholds: Thresholds, limits: DecodeLimits, cache_bytes: u64) -> Result<Bank> {
+        Bank::open_inner(dir, thresholds, limits, cache_bytes, None)
+    }
+
+    /// Opens a replica of a shared bank: `record` is the system of record, the sled store in
+    /// `dir` its local mirror (with this replica's history and API keys). Loads the index from
+    /// the mirror (or its snapshot) without waiting for the record; [`Bank::catch_up`] (and
+    /// [`Bank::follow`]) then bring it up to date. A mirror of another bank is emptied first;
+    /// a data dir holding an embedded bank is refused rather than overwritten.
+    pub fn open_shared(
+        dir: &Path,
+        thresholds: Thresholds,
+        limits: DecodeLimits,
+        cache_bytes: u64,
+        record: Arc<dyn Storage>,
+    ) -> Result<Bank> {
+        Bank::open_inner(dir, thresholds, limits, cache_bytes, Some(record))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        thresholds: Thresholds,
+        limits: DecodeLimits,
+        cache_bytes: u64,
+        record: Option<Arc<dyn Storage>>,
+    ) -> Result<Bank> {
         thresholds.validate().map_err(Error::Internal)?;
         let started = std::time::Instant::now();
         let store = Store::open_with_cache(dir, cache_bytes)?;
+        let shared = match record {
+            Some(record) => Some(open_mirror(&store, record)?),
+            None => None,
+        };
+        // A mirror emptied just now must not load the snapshot of what it held.
+        let claim = match &shared {
+            Some(s) if s.state.lock().seq == 0 => None,
+            _ => store.snapshot_claim(),
+        };
         let build = snapshot::Build::current(thresholds.pdq_min_quality);
-        let from_snapshot = match store.snapshot_claim() {
+        let from_snapshot = match claim {
             Some(claim) => match snapshot::load(dir, claim, &build) {
                 Ok(index) => Some(index),
                 Err(e) => {
@@ -146,6 +211,7 @@ impl Bank {
             dir: dir.to_path_buf(),
             sealed: AtomicBool::new(false),
             diverged: AtomicBool::new(false),
+            shared,
         })
     }
 
@@ -244,19 +310,43 @@ impl Bank {
         out
     }
 
-    /// Stores a takedown (or updates the one registered for the same listing), durably.
+    /// Stores a takedown (or updates the one registered for the same listing), durably. An
+    /// update without a seller id or a reason keeps the stored ones.
     pub fn register(&self, listing: &Listing, reason: &str, taken_down_at_ms: Option<i64>) -> Result<Registered> {
         self.disk.check()?;
         let (images, fingerprints) = self.fingerprint(listing, Side::Stored)?;
+        // Two replicas registering one listing at once: the loser reads the winner's
+        // takedown and updates it (bounded: a third attempt would need a third writer).
+        let mut attempt = 0;
+        let registered = loop {
+            match self.write_registration(listing, reason, taken_down_at_ms, &fingerprints) {
+                Err(Error::Conflict(_)) if attempt < 3 => attempt += 1,
+                other => break other?,
+            }
+        };
+        // The takedown is durable and live by now; a thumbnail that cannot be written (full
+        // disk) must not turn that into a failure the client would retry.
+        let id = registered.takedown_id;
+        if let Err(e) = self.record().put_thumbnails(id, &thumbnails(&images)) {
+            tracing::warn!(takedown_id = id, error = %e, "thumbnails not kept");
+        }
+        Ok(registered)
+    }
+
+    fn write_registration(
+        &self,
+        listing: &Listing,
+        reason: &str,
+        taken_down_at_ms: Option<i64>,
+        fingerprints: &ListingFingerprints,
+    ) -> Result<Registered> {
+        let record = self.record();
         let _gate = self.backup_gate.read();
-        let _w = self.writer.lock();
+        let w = self.writer.lock();
         self.check_open()?;
-        let existing = match self
-            .store
-            .takedown_id_by_listing(&listing.marketplace, &listing.listing_id)?
-        {
+        let existing = match record.takedown_id_by_listing(&listing.marketplace, &listing.listing_id)? {
             Some(id) => Some(
-                self.store
+                record
                     .takedown(id)?
                     .ok_or_else(|| Error::Corrupt(format!("listing key points at missing takedown {id}")))?,
             ),
@@ -265,37 +355,51 @@ impl Bank {
         let now = now_ms();
         let id = match &existing {
             Some(td) => td.id,
-            None => self.store.next_id()?,
+            None => record.next_takedown_id()?,
         };
-        // What the index holds for the old version (the JSON record lacks local features).
-        let old_fingerprints = match &existing {
-            Some(td) if td.removed_at_ms.is_none() => self.store.live_fingerprints_of(td.id)?,
-            _ => None,
-        };
+        let mut info = ListingInfo::from(listing);
+        let mut reason = reason.to_string();
+        if let Some(old) = &existing {
+            if info.seller_id.is_empty() {
+                info.seller_id = old.listing.seller_id.clone();
+            }
+            if reason.is_empty() {
+                reason = old.reason.clone();
+            }
+        }
         let td = Takedown {
             id,
-            listing: ListingInfo::from(listing),
-            reason: reason.to_string(),
+            listing: info,
+            reason,
             taken_down_at_ms: taken_down_at_ms.unwrap_or(now),
             registered_at_ms: existing.as_ref().map_or(now, |t| t.registered_at_ms),
             updated_at_ms: now,
             removed_at_ms: None,
-            fingerprints,
+            fingerprints: fingerprints.clone(),
         };
-        let pending = self.pending();
-        self.store.put_takedown(&td)?;
-        self.store.flush()?;
-        let mut index = self.index.write();
-        if let Some(old) = &old_fingerprints {
-            index.remove(id, old);
-        }
-        index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
-        drop(index);
-        pending.done();
-        // The takedown is durable and live by now; a thumbnail that cannot be written (full
-        // disk) must not turn that into a failure the client would retry.
-        if let Err(e) = self.store.put_thumbnails(id, &thumbnails(&images)) {
-            tracing::warn!(takedown_id = id, error = %e, "thumbnails not kept");
+        match &self.shared {
+            Some(shared) => {
+                let seq = shared.record.write_takedown(&td)?;
+                drop(w);
+                self.applied_through(seq);
+            }
+            None => {
+                // What the index holds for the old version (the JSON record lacks local features).
+                let old_fingerprints = match &existing {
+                    Some(td) if td.removed_at_ms.is_none() => self.store.live_fingerprints_of(td.id)?,
+                    _ => None,
+                };
+                let pending = self.pending();
+                self.store.put_takedown(&td)?;
+                self.store.flush()?;
+                let mut index = self.index.write();
+                if let Some(old) = &old_fingerprints {
+                    index.remove(id, old);
+                }
+                index.add(id, &td.fingerprints, self.thresholds.pdq_min_quality);
+                drop(index);
+                pending.done();
+            }
         }
         Ok(Registered {
             takedown_id: id,
@@ -308,20 +412,28 @@ impl Bank {
     pub fn remove(&self, id: TakedownId) -> Result<i64> {
         self.disk.check()?;
         let _gate = self.backup_gate.read();
-        let _w = self.writer.lock();
+        let w = self.writer.lock();
         self.check_open()?;
         let mut td = self
-            .store
+            .record()
             .takedown(id)?
             .ok_or_else(|| Error::NotFound(format!("takedown {id}")))?;
         if let Some(at) = td.removed_at_ms {
             return Ok(at);
         }
+        let now = now_ms();
+        if let Some(shared) = &self.shared {
+            td.removed_at_ms = Some(now);
+            td.updated_at_ms = now;
+            let seq = shared.record.write_takedown(&td)?;
+            drop(w);
+            self.applied_through(seq);
+            return Ok(now);
+        }
         let indexed = self
             .store
             .live_fingerprints_of(id)?
             .unwrap_or_else(|| td.fingerprints.clone());
-        let now = now_ms();
         td.removed_at_ms = Some(now);
         td.updated_at_ms = now;
         let pending = self.pending();
@@ -367,16 +479,28 @@ impl Bank {
         Ok(())
     }
 
-    /// A stored takedown, removed ones included.
+    /// A stored takedown, removed ones included: from the record, or from this replica's
+    /// mirror while a shared record is unreachable.
     pub fn get(&self, id: TakedownId) -> Result<Takedown> {
-        self.store
-            .takedown(id)?
-            .ok_or_else(|| Error::NotFound(format!("takedown {id}")))
+        let found = match self.record().takedown(id) {
+            Err(Error::Unavailable(e)) => {
+                tracing::debug!(error = %e, "takedown read from the mirror");
+                self.store.takedown(id)?
+            }
+            other => other?,
+        };
+        found.ok_or_else(|| Error::NotFound(format!("takedown {id}")))
     }
 
     /// Checks a listing against every live takedown; records non-clear results as coming
     /// from `source`.
     pub fn check(&self, listing: &Listing, source: Source) -> Result<CheckOutcome> {
+        self.check_with(listing, Some(source))
+    }
+
+    /// [`Bank::check`] that records nothing when `source` is `None` (a dry run: the same
+    /// verdict, no history entry, no match id).
+    pub fn check_with(&self, listing: &Listing, source: Option<Source>) -> Result<CheckOutcome> {
         let (images, fingerprints) = self.fingerprint(listing, Side::Checked)?;
         let found = self
             .index
@@ -430,7 +554,7 @@ impl Bank {
         let (verdict, score) = matches.first().map_or((Verdict::Clear, 0.0), |m| (m.verdict, m.score));
         let match_id = if verdict == Verdict::Clear {
             None
-        } else {
+        } else if let Some(source) = source {
             let _gate = self.backup_gate.read();
             // On a full disk the verdict still goes out, unrecorded: the upload path must keep
             // its answers, and the history is the record of them, not the evidence itself.
@@ -451,6 +575,8 @@ impl Bank {
                 }
                 Err(e) => return Err(e),
             }
+        } else {
+            None
         };
         Ok(CheckOutcome {
             verdict,
@@ -458,6 +584,7 @@ impl Bank {
             matches,
             match_id,
             fingerprints,
+            bank_stale: self.bank_stale(),
         })
     }
 
@@ -508,7 +635,7 @@ impl Bank {
     /// A kept thumbnail: of a takedown's image, or of a recorded match's candidate image.
     pub fn thumbnail(&self, of: ThumbnailOf, image: u8) -> Result<Option<Vec<u8>>> {
         match of {
-            ThumbnailOf::Takedown(id) => self.store.thumbnail(id, image),
+            ThumbnailOf::Takedown(id) => self.record().thumbnail(id, image),
             ThumbnailOf::Match(id) => self.history.thumbnail(id, image),
         }
     }
@@ -517,6 +644,205 @@ impl Bank {
     pub fn flush(&self) -> Result<()> {
         self.store.flush()
     }
+
+    /// Where takedowns are recorded: the shared record, or the local store itself.
+    fn record(&self) -> &dyn Storage {
+        match &self.shared {
+            Some(s) => s.record.as_ref(),
+            None => &self.store,
+        }
+    }
+
+    /// The record, for messages (`the embedded sled store`, `postgres://...`).
+    pub fn describe_record(&self) -> String {
+        self.record().describe()
+    }
+
+    /// Whether this bank mirrors a shared record (and so must [`Bank::follow`] it).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Whether checks may miss takedowns recorded elsewhere: the shared record has not
+    /// answered for [`STALE_AFTER`]. Never for a bank that is its own record.
+    pub fn bank_stale(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| now_ms() - s.contact_ms.load(Ordering::Relaxed) > STALE_AFTER.as_millis() as i64)
+    }
+
+    /// Whether the bank answers with everything recorded at start: a replica is ready once it
+    /// has caught up with the shared record once (a bank that is its own record always is).
+    pub fn ready(&self) -> bool {
+        self.shared.as_ref().is_none_or(|s| s.ready.load(Ordering::SeqCst))
+    }
+
+    /// The last change of the shared record applied here (0 without one).
+    pub fn applied_seq(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.state.lock().seq)
+    }
+
+    /// Applies every change the shared record has after the last one applied, in order, to
+    /// the mirror and the index; returns how many. A no-op for a bank that is its own record.
+    pub fn catch_up(&self) -> Result<usize> {
+        let Some(shared) = &self.shared else {
+            return Ok(0);
+        };
+        let mut applied = 0;
+        loop {
+            let after = shared.state.lock().seq;
+            let changes = shared.record.changes_after(after, CATCH_UP_BATCH)?;
+            shared.contact_ms.store(now_ms(), Ordering::Relaxed);
+            if changes.is_empty() {
+                shared.ready.store(true, Ordering::SeqCst);
+                return Ok(applied);
+            }
+            let n = changes.len();
+            applied += self.apply_changes(shared, &changes)?;
+            if n < CATCH_UP_BATCH {
+                shared.ready.store(true, Ordering::SeqCst);
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Applies a batch of changes under the writer lock (a snapshot being written stops it).
+    fn apply_changes(&self, shared: &Shared, changes: &[Change]) -> Result<usize> {
+        let _gate = self.backup_gate.read();
+        let _w = self.writer.lock();
+        if self.sealed.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let mut state = shared.state.lock();
+        let mut applied = 0;
+        for change in changes {
+            // Another caller applied it between our read and the lock.
+            if change.seq <= state.seq {
+                continue;
+            }
+            if change.seq != state.seq + 1 {
+                return Err(Error::Corrupt(format!(
+                    "the change log jumps from {} to {}: a change is missing",
+                    state.seq, change.seq
+                )));
+            }
+            let td = &change.takedown;
+            let old = self.store.live_fingerprints_of(td.id)?;
+            let pending = self.pending();
+            self.store.put_takedown(td)?;
+            let mut index = self.index.write();
+            if let Some(old) = &old {
+                index.remove(td.id, old);
+            }
+            if td.removed_at_ms.is_none() {
+                index.add(td.id, &td.fingerprints, self.thresholds.pdq_min_quality);
+            }
+            drop(index);
+            pending.done();
+            state.seq = change.seq;
+            applied += 1;
+        }
+        self.store.set_mirror_state(&state)?;
+        self.store.flush()?;
+        Ok(applied)
+    }
+
+    /// After this replica committed change `seq`: applies it (and any before it) at once, so
+    /// the writer's next check matches. The write is committed either way; when the record
+    /// cannot be read back now, [`Bank::follow`] applies it later.
+    fn applied_through(&self, seq: u64) {
+        if let Err(e) = self.catch_up() {
+            warn!(seq, error = %e, "committed, but not applied here yet; the follower will");
+        }
+    }
+
+    /// Follows the shared record until `stop` is set: waits for a change notification (or
+    /// polls every [`FOLLOW_POLL`]) and catches up. Failures are logged and retried with a
+    /// backoff: the bank recovers on its own once the record answers again. Returns at once
+    /// for a bank that is its own record.
+    pub fn follow(&self, stop: &AtomicBool) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let mut failures: u32 = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let step = self.catch_up().and_then(|_| shared.record.wait_for_change(FOLLOW_POLL));
+            match step {
+                Ok(_) => {
+                    if failures > 0 {
+                        info!(record = %shared.record.describe(), "shared store reachable again; caught up");
+                    }
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures.is_multiple_of(30) {
+                        warn!(record = %shared.record.describe(), error = %e, failures, "cannot follow the shared store; checks go on from memory");
+                    }
+                    let backoff = Duration::from_millis(100 * u64::from(failures.min(10)));
+                    sleep_unless(stop, backoff);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d` in short steps, returning early once `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = std::time::Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Makes `store` the mirror of `record`: keeps it when it mirrors the same bank, empties it
+/// when it mirrors another, refuses a data dir that holds an embedded bank of its own. Starts
+/// from the mirror alone when the record is unreachable (checks then say stale).
+fn open_mirror(store: &Store, record: Arc<dyn Storage>) -> Result<Shared> {
+    let mirrored = store.mirror_state()?;
+    let state = match record.bank_id() {
+        Ok(bank_id) => match mirrored {
+            Some(m) if m.bank_id == bank_id => m,
+            other => {
+                if other.is_none() && store.live_count() > 0 {
+                    return Err(Error::invalid(
+                        "data_dir",
+                        "holds an embedded bank of its own; a replica of a shared store needs a data dir of its own (or an empty one)",
+                    ));
+                }
+                if other.is_some() {
+                    warn!(bank = %bank_id, "the data dir mirrors another bank; rebuilding the mirror");
+                }
+                store.clear_takedowns()?;
+                let fresh = MirrorState { bank_id, seq: 0 };
+                store.set_mirror_state(&fresh)?;
+                store.flush()?;
+                fresh
+            }
+        },
+        Err(e) => match mirrored {
+            Some(m) => {
+                warn!(record = %record.describe(), error = %e, seq = m.seq, "shared store unreachable; starting from the local mirror (stale until it answers)");
+                m
+            }
+            None => {
+                return Err(Error::Unavailable(format!(
+                    "cannot reach {} and this data dir holds no mirror of it yet: {e}",
+                    record.describe()
+                )))
+            }
+        },
+    };
+    Ok(Shared {
+        record,
+        state: Mutex::new(state),
+        contact_ms: AtomicI64::new(0),
+        ready: AtomicBool::new(false),
+    })
 }
 
 /// Marks the index as possibly different from the store (no snapshot at shutdown) unless

@@ -285,6 +285,9 @@ pub struct CheckOutcome {
     /// Set when the result was recorded in the match history (non-clear results).
     pub match_id: Option<MatchId>,
     pub fingerprints: ListingFingerprints,
+    /// The answer may miss takedowns recorded on other replicas: this replica has not
+    /// reached the shared store lately (never set on a single-box bank).
+    pub bank_stale: bool,
 }
 
 /// Where a recorded check came from.

@@ -31,6 +31,14 @@ pub enum Error {
     /// checks and reads go on from what is already stored.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The shared store (PostgreSQL) cannot be reached: writes are refused, checks go on from
+    /// the replica's memory and say the bank may be stale. Retrying later works.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A concurrent write to the same thing won (two replicas registering one listing):
+    /// retrying reads the winner's record.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The store holds something this version cannot read.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),

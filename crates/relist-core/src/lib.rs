@@ -21,6 +21,8 @@
 //! - [`codec`]: the binary encoding of the stored records and of the index snapshot.
 //! - [`store`]: sled trees and the stored formats (a versioned contract), and the claim
 //!   that says which index snapshot the store still matches.
+//! - [`storage`]: the record of takedowns behind one interface (sled here, PostgreSQL in
+//!   `relist-pg`) and its change log, which replicas of a shared bank follow.
 //! - [`snapshot`]: the live index written on graceful shutdown, read at the next start.
 //! - [`history`]: the record of non-clear checks, their reviews and statistics.
 //! - [`auth`]: API keys (stored hashed) and roles.
@@ -46,4 +48,5 @@ pub mod matcher;
 pub mod metrics;
 pub mod policy;
 pub mod snapshot;
+pub mod storage;
 pub mod store;

@@ -65,7 +65,23 @@ impl Store {
 
     /// [`Store::open`] with a page cache of `cache_bytes` (see [`DEFAULT_CACHE_BYTES`]).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| match &e {
+                // sled locks its directory: EAGAIN/EWOULDBLOCK means another process has it.
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                    Error::invalid(
+                        "data_dir",
+                        format!(
+                            "{} is in use by another relist process (the store is locked); stop it, or give this one another --data-dir",
+                            dir.display()
+                        ),
+                    )
+                }
+                _ => Error::from(e),
+            })?;
         // Before anything can write: whatever opens the store may change it, so its index
         // snapshot is stale from here on (the daemon uses what the key said).
         let snapshot_claim = take_snapshot_claim(&db)?;
@@ -277,6 +293,112 @@ impl Store {
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
+
+    /// What this store mirrors when a shared store is the record (see [`crate::storage`]):
+    /// the shared bank's id and the last change applied; `None` for a store that is its own
+    /// record (or a fresh one).
+    pub fn mirror_state(&self) -> Result<Option<MirrorState>> {
+        let meta = self.db.open_tree("meta")?;
+        let Some(bank) = meta.get(MIRROR_BANK_KEY)? else {
+            return Ok(None);
+        };
+        let bank_id = String::from_utf8(bank.to_vec()).map_err(|_| Error::Corrupt("mirror bank id".into()))?;
+        let seq = match meta.get(MIRROR_SEQ_KEY)? {
+            Some(v) => decode_id(&v)?,
+            None => 0,
+        };
+        Ok(Some(MirrorState { bank_id, seq }))
+    }
+
+    /// Records the last change applied to this mirror (written after the changes themselves:
+    /// after a crash the mirror replays from an older seq, which is harmless).
+    pub fn set_mirror_state(&self, state: &MirrorState) -> Result<()> {
+        let meta = self.db.open_tree("meta")?;
+        meta.insert(MIRROR_BANK_KEY, state.bank_id.as_bytes())?;
+        meta.insert(MIRROR_SEQ_KEY, &state.seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Empties the takedown trees (a mirror of another bank is rebuilt from scratch). The
+    /// history and the API keys stay.
+    pub fn clear_takedowns(&self) -> Result<()> {
+        for tree in [&self.takedowns, &self.listing_keys, &self.fingerprints, &self.thumbs] {
+            tree.clear()?;
+        }
+        let meta = self.db.open_tree("meta")?;
+        meta.remove(MIRROR_BANK_KEY)?;
+        meta.remove(MIRROR_SEQ_KEY)?;
+        self.flush()
+    }
+}
+
+/// `meta` keys of a mirror: the shared bank's id (UTF-8) and the last applied seq (u64 BE).
+const MIRROR_BANK_KEY: &[u8] = b"mirror_bank";
+const MIRROR_SEQ_KEY: &[u8] = b"mirror_seq";
+
+/// A mirror's position in the shared store's change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorState {
+    pub bank_id: String,
+    pub seq: u64,
+}
+
+/// sled as the record: the store itself, no change log (the writer updates its own index).
+impl crate::storage::Storage for Store {
+    fn describe(&self) -> String {
+        "the embedded sled store".into()
+    }
+
+    fn next_takedown_id(&self) -> Result<TakedownId> {
+        self.next_id()
+    }
+
+    fn takedown_id_by_listing(&self, marketplace: &str, listing_id: &str) -> Result<Option<TakedownId>> {
+        Store::takedown_id_by_listing(self, marketplace, listing_id)
+    }
+
+    fn takedown(&self, id: TakedownId) -> Result<Option<Takedown>> {
+        Store::takedown(self, id)
+    }
+
+    fn live_fingerprints_of(&self, id: TakedownId) -> Result<Option<ListingFingerprints>> {
+        Store::live_fingerprints_of(self, id)
+    }
+
+    fn write_takedown(&self, td: &Takedown) -> Result<u64> {
+        if let Some(other) = Store::takedown_id_by_listing(self, &td.listing.marketplace, &td.listing.listing_id)?
+            .filter(|other| *other != td.id)
+        {
+            return Err(Error::Conflict(format!(
+                "listing {}/{} is takedown {other}",
+                td.listing.marketplace, td.listing.listing_id
+            )));
+        }
+        self.put_takedown(td)?;
+        self.flush()?;
+        Ok(0)
+    }
+
+    fn put_thumbnails(&self, id: TakedownId, thumbs: &[(u8, Vec<u8>)]) -> Result<()> {
+        Store::put_thumbnails(self, id, thumbs)
+    }
+
+    fn thumbnail(&self, id: TakedownId, image: u8) -> Result<Option<Vec<u8>>> {
+        Store::thumbnail(self, id, image)
+    }
+
+    fn changes_after(&self, _after: u64, _limit: usize) -> Result<Vec<crate::storage::Change>> {
+        Ok(Vec::new())
+    }
+
+    fn wait_for_change(&self, timeout: std::time::Duration) -> Result<bool> {
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
+
+    fn bank_id(&self) -> Result<String> {
+        Ok("sled".into())
+    }
 }
 
 // ---- the index snapshot's claim (the protocol is described in `crate::snapshot`) ----
@@ -363,7 +485,8 @@ const HAS_RECT: u8 = 4;
 /// [`appearance::BYTES`] cells. Format 3 regions may carry a rect (flag [`HAS_RECT`]: four
 /// u16 BE after the PDQ).
 /// The normalised title is not needed for matching and lives in the takedown's JSON only.
-fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
+/// The one codec of this record: the sled store and PostgreSQL (`relist-pg`) both store it.
+pub fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
     let mut b = Vec::with_capacity(13 + f.images.len() * 42 + f.regions.len() * 35);
     b.push(FP_FORMAT);
     match f.title_simhash {
@@ -420,7 +543,8 @@ fn encode_fingerprints(f: &ListingFingerprints) -> Vec<u8> {
     b
 }
 
-fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
+/// Reads a record written by [`encode_fingerprints`] (any stored format); `None` when malformed.
+pub fn decode_fingerprints(b: &[u8]) -> Option<ListingFingerprints> {
     let mut r = Reader(b);
     let format = r.u8()?;
     if ![FP_FORMAT, FP_FORMAT_V2, FP_FORMAT_V1].contains(&format) {

@@ -35,6 +35,11 @@ pub fn status(e: Error) -> Status {
         Error::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
         Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
         Error::DeadlineExceeded(_) => Status::deadline_exceeded(e.to_string()),
+        Error::Unavailable(_) => {
+            tracing::warn!(error = %e, "request refused");
+            Status::unavailable(e.to_string())
+        }
+        Error::Conflict(_) => Status::aborted(e.to_string()),
         Error::DiskFull(_) => {
             tracing::error!(error = %e, "write refused");
             Status::resource_exhausted(e.to_string())
@@ -268,6 +273,7 @@ pub fn check_to_proto(c: &CheckOutcome) -> pb::CheckListingResponse {
         matches: c.matches.iter().map(match_to_proto).collect(),
         match_id: c.match_id.unwrap_or(0),
         fingerprints: Some(fingerprints_to_proto(&c.fingerprints)),
+        bank_stale: c.bank_stale,
     }
 }
 
@@ -336,6 +342,7 @@ pub fn check_from_proto(c: pb::CheckListingResponse) -> CheckOutcome {
         matches: c.matches.into_iter().map(match_from_proto).collect(),
         match_id: (c.match_id != 0).then_some(c.match_id),
         fingerprints: fingerprints_from_proto(c.fingerprints),
+        bank_stale: c.bank_stale,
     }
 }
 

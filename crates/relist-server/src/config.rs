@@ -45,6 +45,17 @@ pub struct FileConfig {
     pub history: HistorySection,
     /// `[matching]`: which fingerprints beyond the whole-image hashes are computed.
     pub matching: MatchingSection,
+    /// `[store]`: a shared PostgreSQL store instead of the embedded one.
+    pub store: StoreSection,
+}
+
+/// `[store]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `postgres://USER@HOST:PORT/DB`: the shared store this daemon is a replica of. Unset:
+    /// the embedded sled store in `data_dir` is the bank.
+    pub url: Option<String>,
 }
 
 /// `[matching]` of the config file.
@@ -119,8 +130,10 @@ impl FileConfig {
 pub struct ServeConfig {
     /// gRPC listen address; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// The sled store's directory.
+    /// The sled store's directory (with a shared store: this replica's mirror, history and keys).
     pub data_dir: PathBuf,
+    /// The shared PostgreSQL store (`postgres://...`), or `None` for the embedded sled store.
+    pub store: Option<String>,
     /// Image decoding limits (bytes, pixels).
     pub limits: DecodeLimits,
     /// The matching policy's thresholds.

@@ -20,10 +20,17 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
     let bank = {
         let (dir, thresholds, limits) = (cfg.data_dir.clone(), cfg.thresholds, cfg.limits);
         let (thumbnails, detection, min_free) = (cfg.thumbnails, cfg.detection, cfg.min_free_disk_bytes);
-        let cache_bytes = cfg.cache_bytes;
+        let (cache_bytes, store) = (cfg.cache_bytes, cfg.store.clone());
         tokio::task::spawn_blocking(move || {
-            Bank::open_with_cache(&dir, thresholds, limits, cache_bytes)
-                .map(|b| if thumbnails { b } else { b.without_thumbnails() })
+            let bank = match store {
+                Some(url) => {
+                    let record = Arc::new(relist_pg::PgStore::connect(&url)?);
+                    info!(store = %relist_core::storage::Storage::describe(record.as_ref()), "replica of a shared store");
+                    Bank::open_shared(&dir, thresholds, limits, cache_bytes, record)
+                }
+                None => Bank::open_with_cache(&dir, thresholds, limits, cache_bytes),
+            };
+            bank.map(|b| if thumbnails { b } else { b.without_thumbnails() })
                 .map(|b| b.with_detection(detection).with_min_free_disk(min_free))
         })
         .await
@@ -46,6 +53,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
     };
     let listener = bind(cfg.listen, "").await?;
     let bank = Arc::new(bank);
+    let follower = Follower::start(bank.clone());
     let metrics = Arc::new(Metrics::default());
     if let Some(max_age) = cfg.history_retention {
         spawn_retention(bank.clone(), max_age, std::time::Duration::from_secs(600));
@@ -92,8 +100,47 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
     for task in page_tasks {
         task.await.map_err(|e| ServerError::Task("web server", e))??;
     }
+    follower.stop().await;
     write_snapshot(bank).await;
     Ok(())
+}
+
+/// The thread that keeps a replica's mirror and index up to date with its shared store
+/// ([`Bank::follow`]); none for the embedded store. A plain thread: the PostgreSQL client
+/// blocks, and following is one long loop.
+pub struct Follower {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Starts following when the bank mirrors a shared store.
+    pub fn start(bank: Arc<Bank>) -> Follower {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = bank.is_shared().then(|| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("relist-follow".into())
+                .spawn(move || bank.follow(&stop))
+        });
+        let thread = match thread {
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                warn!(error = %e, "cannot start the follower thread; this replica will not see other replicas' writes");
+                None
+            }
+            None => None,
+        };
+        Follower { stop, thread }
+    }
+
+    /// Stops following (within one poll) and waits for the thread.
+    pub async fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {

@@ -44,11 +44,12 @@ impl AsyncBank {
     /// write when it matches): handing it to the blocking pool cost more than the work and
     /// capped hash-only throughput, so it runs in place. Images are decoded and hashed on the
     /// blocking pool.
-    pub async fn check(&self, listing: Listing, source: Source) -> Result<CheckOutcome> {
+    /// `source: None` is a dry run: nothing is recorded.
+    pub async fn check(&self, listing: Listing, source: Option<Source>) -> Result<CheckOutcome> {
         if listing.images.iter().all(|i| matches!(i, ImageInput::Hashes { .. })) {
-            self.bank.check(&listing, source)
+            self.bank.check_with(&listing, source)
         } else {
-            self.run(move |bank| bank.check(&listing, source)).await
+            self.run(move |bank| bank.check_with(&listing, source)).await
         }
     }
 

@@ -246,7 +246,8 @@ impl pb::relist_server::Relist for RelistService {
         self.unary("CheckListing", Action::Check, request, |s, caller, req| async move {
             let listing = s.listing(req.listing)?;
             caller.require_marketplace(&listing.marketplace)?;
-            let outcome = s.bank.check(listing, Source::Upload).await?;
+            let source = (!req.dry_run).then_some(Source::Upload);
+            let outcome = s.bank.check(listing, source).await?;
             s.metrics.verdict(outcome.verdict);
             Ok(pb::CheckListingResponse::from(&outcome))
         })
@@ -292,7 +293,8 @@ impl pb::relist_server::Relist for RelistService {
                     let work = async move {
                         let listing = s.listing(req.listing)?;
                         caller.require_marketplace(&listing.marketplace)?;
-                        let c = s.bank.check(listing, Source::Batch).await?;
+                        let source = (!req.dry_run).then_some(Source::Batch);
+                        let c = s.bank.check(listing, source).await?;
                         s.metrics.verdict(c.verdict);
                         Ok(c)
                     };
@@ -556,9 +558,27 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::relist_server::RelistServer<RelistService>>()
-        .await;
+    // NOT_SERVING until the bank answers with everything recorded at start: a replica of a
+    // shared store first catches up with its change log (at once for the embedded store).
+    if bank.ready() {
+        health_reporter
+            .set_serving::<pb::relist_server::RelistServer<RelistService>>()
+            .await;
+    } else {
+        health_reporter
+            .set_not_serving::<pb::relist_server::RelistServer<RelistService>>()
+            .await;
+        let (bank, reporter) = (bank.clone(), health_reporter.clone());
+        tokio::spawn(async move {
+            while !bank.ready() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            reporter
+                .set_serving::<pb::relist_server::RelistServer<RelistService>>()
+                .await;
+            info!("caught up with the shared store: serving");
+        });
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -10,6 +10,9 @@
 //! | `relist_index_entries` | `kind` (`pdq`, `phash`, `title`) |
 //! | `relist_store_size_bytes` | sled's size on disk |
 //! | `relist_fingerprint_duration_seconds` (histogram) | time to decode and hash one listing |
+//! | `relist_ready` | 1 once the bank answers with everything recorded at start (a replica: caught up with the shared store) |
+//! | `relist_bank_stale` | 1 while a replica has not reached its shared store lately (checks say `bank_stale`) |
+//! | `relist_applied_seq` | a replica's position in the shared store's change log (0 on a single box) |
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +44,12 @@ pub struct BankGauges {
     pub title: usize,
     /// sled's size on disk.
     pub store_bytes: u64,
+    /// [`relist_core::bank::Bank::ready`].
+    pub ready: bool,
+    /// [`relist_core::bank::Bank::bank_stale`].
+    pub stale: bool,
+    /// [`relist_core::bank::Bank::applied_seq`].
+    pub applied_seq: u64,
 }
 
 impl Metrics {
@@ -104,6 +113,15 @@ impl Metrics {
         out.push_str("# HELP relist_fingerprint_duration_seconds Time to decode and fingerprint one listing.\n");
         out.push_str("# TYPE relist_fingerprint_duration_seconds histogram\n");
         fingerprinting.render(&mut out, "relist_fingerprint_duration_seconds", "");
+        out.push_str("# HELP relist_ready 1 once the bank answers with everything recorded at start.\n");
+        out.push_str("# TYPE relist_ready gauge\n");
+        let _ = writeln!(out, "relist_ready {}", u8::from(bank.ready));
+        out.push_str("# HELP relist_bank_stale 1 while this replica has not reached its shared store lately.\n");
+        out.push_str("# TYPE relist_bank_stale gauge\n");
+        let _ = writeln!(out, "relist_bank_stale {}", u8::from(bank.stale));
+        out.push_str("# HELP relist_applied_seq The last change of the shared store applied here (0: none).\n");
+        out.push_str("# TYPE relist_applied_seq gauge\n");
+        let _ = writeln!(out, "relist_applied_seq {}", bank.applied_seq);
         out
     }
 }

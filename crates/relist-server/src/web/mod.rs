@@ -178,12 +178,16 @@ async fn require_analyst(
 
 async fn metrics_page(State((bank, metrics)): State<(AsyncBank, Arc<Metrics>)>) -> Response {
     let store_bytes = bank.store_bytes().await;
-    let sizes = bank.bank().index_sizes();
+    let b = bank.bank();
+    let sizes = b.index_sizes();
     let gauges = BankGauges {
         pdq: sizes.pdq,
         phash: sizes.phash,
         title: sizes.title,
         store_bytes,
+        ready: b.ready(),
+        stale: b.bank_stale(),
+        applied_seq: b.applied_seq(),
     };
     let body = metrics.render(&gauges, bank.bank().fingerprint_time());
     let mut r = body.into_response();
@@ -226,6 +230,8 @@ impl From<Error> for ApiError {
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Storage(_) | Error::Corrupt(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

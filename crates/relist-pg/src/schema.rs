@@ -1,0 +1,79 @@
+//! The PostgreSQL schema and its numbered migrations, run at start in one transaction under
+//! an advisory lock (replicas starting together apply each migration once). The stored
+//! layout is a contract like the sled store's: a change is a new migration and a version
+//! bump, never an edit of an old one.
+use postgres::Client;
+
+/// The schema version this relist writes and reads.
+pub const VERSION: i32 = 1;
+
+/// Arbitrary, fixed: the advisory lock key that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x7265_6c69_7374; // "relist"
+
+/// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
+const MIGRATIONS: &[&str] = &[
+    // 1: takedowns, thumbnails, the change log and its counter row.
+    "CREATE SEQUENCE relist_takedown_ids;
+     CREATE TABLE relist_takedowns (
+         id bigint PRIMARY KEY,
+         marketplace text NOT NULL,
+         listing_id text NOT NULL,
+         record text NOT NULL,
+         fingerprints bytea,
+         removed boolean NOT NULL,
+         updated_at timestamptz NOT NULL DEFAULT now(),
+         UNIQUE (marketplace, listing_id)
+     );
+     CREATE TABLE relist_thumbnails (
+         takedown_id bigint NOT NULL REFERENCES relist_takedowns (id),
+         image smallint NOT NULL,
+         jpeg bytea NOT NULL,
+         PRIMARY KEY (takedown_id, image)
+     );
+     CREATE TABLE relist_seq (id int PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL);
+     INSERT INTO relist_seq VALUES (1, 0);
+     CREATE TABLE relist_changes (
+         seq bigint PRIMARY KEY,
+         takedown_id bigint NOT NULL REFERENCES relist_takedowns (id),
+         committed_at timestamptz NOT NULL DEFAULT now()
+     );",
+];
+
+/// Why the schema could not be brought to [`VERSION`].
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Db(#[from] postgres::Error),
+    /// Written by a newer relist: this one must not guess at it.
+    #[error(
+        "the database has relist schema version {found}; this relist knows versions up to {VERSION}: upgrade relist"
+    )]
+    Newer { found: i32 },
+}
+
+/// Creates or upgrades the schema; returns the bank's id (random, made with the schema).
+pub fn migrate(client: &mut Client) -> Result<String, MigrateError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS relist_schema (
+             id int PRIMARY KEY CHECK (id = 1),
+             version int NOT NULL,
+             bank_id text NOT NULL
+         );
+         INSERT INTO relist_schema VALUES (1, 0, md5(random()::text || clock_timestamp()::text))
+         ON CONFLICT (id) DO NOTHING;",
+    )?;
+    let row = tx.query_one("SELECT version, bank_id FROM relist_schema WHERE id = 1", &[])?;
+    let (found, bank_id): (i32, String) = (row.get(0), row.get(1));
+    if found > VERSION {
+        return Err(MigrateError::Newer { found });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        tx.batch_execute(sql)?;
+        tx.execute("UPDATE relist_schema SET version = $1 WHERE id = 1", &[&(i as i32 + 1)])?;
+        tracing::info!(version = i + 1, "applied PostgreSQL schema migration");
+    }
+    tx.commit()?;
+    Ok(bank_id)
+}

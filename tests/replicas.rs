@@ -1,0 +1,431 @@
+//! Many replicas of one bank on a real PostgreSQL (issue 16), against the real `relist serve`
+//! binary: every test starts its own cluster (initdb in a temp dir, pg_ctl on a free loopback
+//! port; see `common::pg`) and skips with one line where PostgreSQL is not installed.
+//!
+//! - `the_storage_suite_runs_on_sled_and_postgres`: one suite, both implementations.
+//! - `three_replicas_see_each_registration_within_two_seconds`: p50/p99 of the delay.
+//! - `racing_writers_and_a_long_transaction_skip_no_change`: the change log is gap-free.
+//! - `a_replica_killed_during_writes_converges`: kill -9 cycles, nothing acknowledged lost.
+//! - `postgres_down_then_back`: stale checks, UNAVAILABLE writes, recovery without restart.
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::pg::Postgres;
+use common::{Client, Daemon};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use relist_core::domain::{ListingInfo, Takedown};
+use relist_core::storage::Storage;
+use relist_proto::api::pb;
+
+/// A hash-only listing: one random PDQ (random 256-bit hashes are ~128 bits apart, so each
+/// matches only itself), no title (generated titles would match each other by text).
+fn hashed(marketplace: &str, listing_id: &str, pdq: &str) -> pb::Listing {
+    pb::Listing {
+        listing_id: listing_id.into(),
+        marketplace: marketplace.into(),
+        seller_id: "seller".into(),
+        title: String::new(),
+        description: String::new(),
+        images: vec![pb::Image {
+            pdq: pdq.into(),
+            ..Default::default()
+        }],
+    }
+}
+
+fn random_pdq(rng: &mut impl Rng) -> String {
+    hex::encode(rng.gen::<[u8; 32]>())
+}
+
+fn replica(pg_url: &str, data: &std::path::Path) -> Daemon {
+    Daemon::serve(data, &["--store", pg_url])
+}
+
+async fn register(c: &mut Client, l: pb::Listing) -> Result<u64, tonic::Status> {
+    c.register_takedown(pb::RegisterTakedownRequest {
+        listing: Some(l),
+        reason: "replica test".into(),
+        taken_down_at: None,
+    })
+    .await
+    .map(|r| r.into_inner().takedown_id)
+}
+
+/// A dry-run check (the history stays empty): the takedown ids it matches as REUPLOAD and
+/// whether the replica says its bank may be stale.
+async fn reuploads(c: &mut Client, probe: &str) -> (Vec<u64>, bool) {
+    let r = c
+        .check_listing(pb::CheckListingRequest {
+            listing: Some(hashed("probe", "p", probe)),
+            dry_run: true,
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    let ids = r
+        .matches
+        .iter()
+        .filter(|m| m.verdict == pb::Verdict::Reupload as i32)
+        .map(|m| m.takedown_id)
+        .collect();
+    (ids, r.bank_stale)
+}
+
+/// Waits (bounded) until `probe` matches takedown `id` as a REUPLOAD on `c`; the delay.
+async fn until_matched(c: &mut Client, probe: &str, id: u64, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if reuploads(c, probe).await.0.contains(&id) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn takedown(id: u64, marketplace: &str, listing_id: &str, pdq: [u8; 32]) -> Takedown {
+    let mut fingerprints = relist_core::domain::ListingFingerprints::default();
+    fingerprints.images.push(relist_core::domain::ImageFingerprint {
+        pdq: Some(relist_core::hashes::PdqHash(pdq)),
+        pdq_quality: 100,
+        phash: Some(0x0123_4567_89ab_cdef),
+    });
+    Takedown {
+        id,
+        listing: ListingInfo {
+            listing_id: listing_id.into(),
+            marketplace: marketplace.into(),
+            seller_id: "s".into(),
+            title: "baju bekas".into(),
+            description: String::new(),
+        },
+        reason: "suite".into(),
+        taken_down_at_ms: 1,
+        registered_at_ms: 1,
+        updated_at_ms: 1,
+        removed_at_ms: None,
+        fingerprints,
+    }
+}
+
+/// What every record must do, whatever it is built on.
+fn storage_suite(s: &dyn Storage) {
+    let a = s.next_takedown_id().expect("id");
+    let b = s.next_takedown_id().expect("id");
+    assert!(a != 0 && b != 0 && a != b, "ids are unique and never 0: {a} {b}");
+    assert!(s.takedown(a).expect("read").is_none());
+    assert_eq!(s.takedown_id_by_listing("m", "l1").expect("read"), None);
+
+    let mut td = takedown(a, "m", "l1", [7; 32]);
+    s.write_takedown(&td).expect("write");
+    assert_eq!(s.takedown_id_by_listing("m", "l1").expect("read"), Some(a));
+    let back = s.takedown(a).expect("read").expect("stored");
+    assert_eq!(
+        (back.listing.listing_id.as_str(), back.reason.as_str()),
+        ("l1", "suite")
+    );
+    let live = s.live_fingerprints_of(a).expect("read").expect("live");
+    assert_eq!(live.images[0].pdq, td.fingerprints.images[0].pdq);
+    assert_eq!(live.images[0].phash, Some(0x0123_4567_89ab_cdef));
+
+    // A second takedown for the same listing is a conflict, not a silent duplicate.
+    let dup = takedown(b, "m", "l1", [9; 32]);
+    assert!(
+        matches!(s.write_takedown(&dup), Err(relist_core::error::Error::Conflict(_))),
+        "{}",
+        s.describe()
+    );
+
+    // Removal: the record stays, the fingerprints go.
+    td.removed_at_ms = Some(2);
+    s.write_takedown(&td).expect("remove");
+    assert_eq!(s.takedown(a).expect("read").expect("kept").removed_at_ms, Some(2));
+    assert_eq!(s.live_fingerprints_of(a).expect("read"), None);
+
+    s.put_thumbnails(a, &[(0, vec![1, 2, 3]), (1, vec![4])])
+        .expect("thumbs");
+    s.put_thumbnails(a, &[(0, vec![5])]).expect("thumbs replaced");
+    assert_eq!(s.thumbnail(a, 0).expect("read"), Some(vec![5]));
+    assert_eq!(s.thumbnail(a, 1).expect("read"), None);
+    assert!(!s.bank_id().expect("bank id").is_empty());
+}
+
+#[test]
+fn the_storage_suite_runs_on_sled_and_postgres() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sled = relist_core::store::Store::open(dir.path()).expect("sled");
+    storage_suite(&sled);
+    assert!(
+        sled.changes_after(0, 10).expect("changes").is_empty(),
+        "sled keeps no change log"
+    );
+
+    let Some(pg) = Postgres::start() else { return };
+    let store = relist_pg::PgStore::connect(&pg.create_db("suite")).expect("connect");
+    storage_suite(&store);
+    // The change log: one entry per write, consecutive from 1, the record as it is now.
+    let changes = store.changes_after(0, 100).expect("changes");
+    let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert!(changes.iter().all(|c| c.takedown.removed_at_ms == Some(2)));
+    assert_eq!(store.changes_after(1, 100).expect("changes").len(), 1);
+    // A second connection sees the same bank and the same log; migrations ran once.
+    let again = relist_pg::PgStore::connect(&pg.url("suite")).expect("connect again");
+    assert_eq!(again.bank_id().expect("id"), store.bank_id().expect("id"));
+    assert_eq!(pg.psql("suite", "SELECT version FROM relist_schema").trim(), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_see_each_registration_within_two_seconds() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("propagation");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let replicas: Vec<Daemon> = dirs.iter().map(|d| replica(&url, d.path())).collect();
+    let (mut a, mut b, mut c) = (
+        replicas[0].client().await,
+        replicas[1].client().await,
+        replicas[2].client().await,
+    );
+    let n: usize = std::env::var("RELIST_PROPAGATION_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut delays = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let pdq = random_pdq(&mut rng);
+        let id = register(&mut a, hashed("shopee", &format!("l{i}"), &pdq))
+            .await
+            .expect("register on A");
+        let acked = Instant::now();
+        // The writer applies its own change before acknowledging it.
+        assert!(
+            reuploads(&mut a, &pdq).await.0.contains(&id),
+            "A matches its own write at once"
+        );
+        for (name, client) in [("B", &mut b), ("C", &mut c)] {
+            let waited = until_matched(client, &pdq, id, Duration::from_secs(5)).await;
+            let Some(_) = waited else {
+                panic!("registration {i} (takedown {id}) not matched on {name} within 5 s");
+            };
+            delays.push(acked.elapsed());
+        }
+    }
+    delays.sort();
+    let (p50, p99, max) = (
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays[delays.len() - 1],
+    );
+    println!(
+        "propagation over {n} registrations on A, seen on B and C: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    assert!(
+        max < Duration::from_secs(2),
+        "a registration took {max:?} to reach another replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_and_a_long_transaction_skip_no_change() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("racing");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    let replicas: Vec<Daemon> = dirs.iter().map(|d| replica(&url, d.path())).collect();
+    // A long transaction that wrote (holding a snapshot and locks of its own) stays open
+    // while both writers race: it must not make any follower skip a change.
+    let long = {
+        let pg_url = url.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&pg_url, postgres::NoTls).expect("connect");
+            let mut tx = c.transaction().expect("begin");
+            tx.query("SELECT count(*) FROM relist_takedowns", &[]).expect("read");
+            tx.execute("CREATE TEMP TABLE hold (x int)", &[]).expect("write");
+            std::thread::sleep(Duration::from_secs(3));
+            tx.commit().expect("commit");
+        })
+    };
+    let per_writer = 150;
+    let mut writers = Vec::new();
+    for (w, r) in replicas.iter().take(2).enumerate() {
+        let mut client = r.client().await;
+        writers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
+            let mut done = Vec::new();
+            for i in 0..per_writer {
+                let pdq = random_pdq(&mut rng);
+                let id = register(&mut client, hashed("tokopedia", &format!("w{w}-{i}"), &pdq))
+                    .await
+                    .expect("register");
+                done.push((id, pdq));
+            }
+            done
+        }));
+    }
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.expect("writer"));
+    }
+    long.join().expect("long transaction");
+    assert_eq!(all.len(), 2 * per_writer);
+    // Gap-free and complete: seqs 1..=N, one per registration.
+    let (count, min, max) = {
+        let row = pg.psql("racing", "SELECT count(*), min(seq), max(seq) FROM relist_changes");
+        let v: Vec<u64> = row.trim().split('|').map(|x| x.parse().expect("number")).collect();
+        (v[0], v[1], v[2])
+    };
+    assert_eq!((count, min, max), (all.len() as u64, 1, all.len() as u64));
+    for (r, name) in replicas.iter().zip(["A", "B", "C"]) {
+        let mut c = r.client().await;
+        for (id, pdq) in &all {
+            assert!(
+                until_matched(&mut c, pdq, *id, Duration::from_secs(5)).await.is_some(),
+                "takedown {id} never matched on replica {name}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_during_writes_converges() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("killed");
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let a = replica(&url, dir_a.path());
+    let cycles: usize = std::env::var("RELIST_REPLICA_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    // Acknowledged writes, from either replica: takedown id -> its hash.
+    let acked: Arc<Mutex<HashMap<u64, String>>> = Default::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for cycle in 0..cycles {
+        let b = replica(&url, dir_b.path());
+        let mut writers = Vec::new();
+        for (w, target) in [a.addr.clone(), b.addr.clone()].into_iter().enumerate() {
+            let acked = acked.clone();
+            let seed = rng.gen::<u64>();
+            writers.push(tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut c = common::connect(target.parse().expect("addr")).await;
+                for i in 0..10_000 {
+                    let pdq = random_pdq(&mut rng);
+                    match register(&mut c, hashed("lazada", &format!("c{cycle}-w{w}-{i}"), &pdq)).await {
+                        Ok(id) => {
+                            acked.lock().insert(id, pdq);
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..600))).await;
+        b.kill9();
+        // The writer on B stops at its first failure; stop the one on A too.
+        for w in &writers {
+            w.abort();
+        }
+        for w in writers {
+            let _ = w.await;
+        }
+    }
+    let b = replica(&url, dir_b.path());
+    let acked = acked.lock().clone();
+    assert!(
+        acked.len() > 20,
+        "the cycles wrote too little to test anything: {}",
+        acked.len()
+    );
+    for (d, name) in [(&a, "A"), (&b, "B")] {
+        let mut c = d.client().await;
+        for (id, pdq) in &acked {
+            assert!(
+                until_matched(&mut c, pdq, *id, Duration::from_secs(10)).await.is_some(),
+                "acknowledged takedown {id} not matched on replica {name} after {cycles} kill -9 cycles"
+            );
+        }
+    }
+    println!(
+        "{cycles} kill -9 cycles: {} acknowledged registrations all matched on both replicas",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_then_back() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("outage");
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ra, rb) = (replica(&url, dir_a.path()), replica(&url, dir_b.path()));
+    let (mut a, mut b) = (ra.client().await, rb.client().await);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let before = random_pdq(&mut rng);
+    let id = register(&mut a, hashed("shopee", "before", &before))
+        .await
+        .expect("register");
+    until_matched(&mut b, &before, id, Duration::from_secs(5))
+        .await
+        .expect("propagated");
+    assert!(
+        !reuploads(&mut b, &before).await.1,
+        "not stale while PostgreSQL answers"
+    );
+
+    pg.stop();
+    // Checks go on from memory; after a few seconds they say the bank may be stale.
+    let started = Instant::now();
+    loop {
+        let (ids, stale) = reuploads(&mut b, &before).await;
+        assert!(ids.contains(&id), "still matched from memory");
+        if stale {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "checks never said the bank may be stale"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Writes fail with UNAVAILABLE, saying what is unreachable.
+    let err = register(&mut a, hashed("shopee", "during", &random_pdq(&mut rng)))
+        .await
+        .expect_err("no write without PostgreSQL");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("shared store"), "{}", err.message());
+    let err = a
+        .remove_takedown(pb::RemoveTakedownRequest { takedown_id: id })
+        .await
+        .expect_err("no removal without PostgreSQL");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+
+    pg.start_server();
+    // Both replicas recover without a restart: writes work, propagate, checks are fresh.
+    let after = random_pdq(&mut rng);
+    let mut written = None;
+    for _ in 0..100 {
+        match register(&mut a, hashed("shopee", "after", &after)).await {
+            Ok(id) => {
+                written = Some(id);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let id2 = written.expect("writes work again once PostgreSQL is back");
+    until_matched(&mut b, &after, id2, Duration::from_secs(5))
+        .await
+        .expect("propagated after recovery");
+    assert!(!reuploads(&mut b, &after).await.1, "fresh again");
+    assert!(!reuploads(&mut a, &after).await.1, "fresh again");
+}
