@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::Postgres;
 use common::{Client, Daemon};
+use futures::StreamExt;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use relist_core::domain::{ListingInfo, Takedown};
@@ -85,6 +86,23 @@ async fn until_matched(c: &mut Client, probe: &str, id: u64, limit: Duration) ->
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     None
+}
+
+/// The health service's status for relist (1 SERVING, 2 NOT_SERVING).
+async fn health(addr: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "relist.v1.Relist".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -180,7 +198,45 @@ fn the_storage_suite_runs_on_sled_and_postgres() {
     // A second connection sees the same bank and the same log; migrations ran once.
     let again = relist_pg::PgStore::connect(&pg.url("suite")).expect("connect again");
     assert_eq!(again.bank_id().expect("id"), store.bank_id().expect("id"));
-    assert_eq!(pg.psql("suite", "SELECT version FROM relist_schema").trim(), "1");
+    assert_eq!(
+        pg.psql("suite", "SELECT version FROM relist_schema").trim(),
+        relist_pg::schema::VERSION.to_string()
+    );
+    // Batch jobs: chunks claimed once each, results written once, by the lease holder only.
+    let job = store
+        .create_job(&[vec![b"a".to_vec(), b"b".to_vec()], vec![b"c".to_vec()]])
+        .expect("job");
+    let lease = Duration::from_secs(60);
+    let first = store.claim_chunk("w1", lease).expect("claim").expect("a chunk");
+    let second = store.claim_chunk("w2", lease).expect("claim").expect("the other chunk");
+    assert_ne!(first.chunk, second.chunk, "two claimers never get the same chunk");
+    assert!(
+        store.claim_chunk("w3", lease).expect("claim").is_none(),
+        "both chunks are leased"
+    );
+    assert!(
+        !store.complete_chunk(job, first.chunk, "w2", &[]).expect("complete"),
+        "not w2's lease"
+    );
+    let answers: Vec<Vec<u8>> = first.items.iter().map(|i| [b"r:".as_slice(), i].concat()).collect();
+    assert!(store
+        .complete_chunk(job, first.chunk, "w1", &answers)
+        .expect("complete"));
+    assert!(
+        !store.complete_chunk(job, first.chunk, "w1", &answers).expect("again"),
+        "done once"
+    );
+    let status = store.job_status(job).expect("status").expect("known job");
+    assert_eq!(
+        (status.items, status.chunks, status.chunks_done, status.done()),
+        (3, 2, 1, false)
+    );
+    let results = store.job_results(job, 0, 10).expect("results");
+    assert_eq!(results.len(), first.items.len());
+    assert!(
+        Storage::create_job(&sled, &[vec![b"a".to_vec()]]).is_err(),
+        "a single box has no shared jobs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,7 +465,25 @@ async fn postgres_down_then_back() {
         .expect_err("no removal without PostgreSQL");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
 
+    // A replica restarted meanwhile starts from its mirror: it answers (stale) but reports
+    // NOT_SERVING until it has caught up with PostgreSQL.
+    drop(b);
+    rb.terminate();
+    let rb = replica(&url, dir_b.path());
+    let mut b = rb.client().await;
+    let (ids, stale) = reuploads(&mut b, &before).await;
+    assert!(ids.contains(&id) && stale, "answered from the mirror, flagged stale");
+    assert_eq!(health(&rb.addr).await, 2, "NOT_SERVING before catching up");
+
     pg.start_server();
+    let started = Instant::now();
+    while health(&rb.addr).await != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never SERVING after PostgreSQL came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Both replicas recover without a restart: writes work, propagate, checks are fresh.
     let after = random_pdq(&mut rng);
     let mut written = None;
@@ -428,4 +502,107 @@ async fn postgres_down_then_back() {
         .expect("propagated after recovery");
     assert!(!reuploads(&mut b, &after).await.1, "fresh again");
     assert!(!reuploads(&mut a, &after).await.1, "fresh again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_job_split_over_two_replicas_survives_one_killed() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("batchjob");
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let lease = ["--store", &url, "--batch-lease-secs", "2"];
+    let ra = Daemon::serve(dir_a.path(), &lease);
+    let rb = Daemon::serve(dir_b.path(), &lease);
+    let mut a = ra.client().await;
+    // Photos, so a chunk takes long enough for the kill to land in the middle of one.
+    let photos: Vec<Vec<u8>> = (0..8)
+        .map(|i| common::jpeg(&common::photo(100 + i, 480, 360), 90))
+        .collect();
+    let mut takedowns = Vec::new();
+    for (i, p) in photos.iter().take(4).enumerate() {
+        let l = common::listing("shopee", &format!("td{i}"), "s", "", vec![p.clone()]);
+        takedowns.push(register(&mut a, l).await.expect("register"));
+    }
+    // 240 listings: each photo 30 times; the first four photos are re-uploads.
+    let n = 240;
+    let items: Vec<pb::SubmitBatchJobRequest> = (0..n)
+        .map(|i| pb::SubmitBatchJobRequest {
+            item: Some(pb::CheckListingRequest {
+                listing: Some(common::listing(
+                    "tokopedia",
+                    &format!("c{i}"),
+                    "x",
+                    "",
+                    vec![photos[i % 8].clone()],
+                )),
+                dry_run: false,
+            }),
+            chunk_size: 6,
+        })
+        .collect();
+    let job = a
+        .submit_batch_job(tokio_stream::iter(items))
+        .await
+        .expect("submit")
+        .into_inner();
+    assert_eq!((job.listings, job.chunks, job.done), (n as u64, 40, false));
+    // Kill B while it holds a chunk: its lease runs out and A redoes the chunk.
+    let held_by_b = format!(
+        "SELECT count(*) FROM relist_chunks WHERE state = 'leased' AND leased_by LIKE '{}/%'",
+        rb.addr
+    );
+    let started = Instant::now();
+    while pg.psql("batchjob", &held_by_b).trim() == "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "replica B never claimed a chunk"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rb.kill9();
+    let started = Instant::now();
+    let status = loop {
+        let s = a
+            .get_batch_job(pb::GetBatchJobRequest { job_id: job.job_id })
+            .await
+            .expect("status")
+            .into_inner();
+        if s.done {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "job not done: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut results = a
+        .get_batch_results(pb::GetBatchResultsRequest {
+            job_id: job.job_id,
+            from_index: 0,
+        })
+        .await
+        .expect("results")
+        .into_inner();
+    let mut answered = Vec::new();
+    while let Some(r) = results.next().await {
+        answered.push(r.expect("result"));
+    }
+    // Every listing answered exactly once, in submission order, each right.
+    assert_eq!(answered.len(), n, "{status:?}");
+    for (i, r) in answered.iter().enumerate() {
+        assert_eq!(r.listing_id, format!("c{i}"));
+        let Some(pb::check_listings_response::Outcome::Result(res)) = &r.outcome else {
+            panic!("item {i} failed: {r:?}");
+        };
+        let hit = res.matches.iter().any(|m| m.verdict == pb::Verdict::Reupload as i32);
+        assert_eq!(hit, i % 8 < 4, "item {i}: {res:?}");
+        if hit {
+            assert_eq!(res.matches[0].takedown_id, takedowns[i % 8]);
+        }
+    }
+    println!(
+        "batch job over two replicas, one killed: {n} listings in {} chunks answered once each; {} chunk(s) redone",
+        status.chunks, status.reclaims
+    );
+    assert!(
+        status.reclaims >= 1,
+        "the killed replica held no chunk: nothing was redone ({status:?})"
+    );
 }

@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// of one bank (docs/scale-out.md). Unset: the embedded store in --data-dir is the bank.
     #[arg(long, env = "RELIST_STORE")]
     pub store: Option<String>,
+    /// With --store: seconds a replica holds a chunk of a shared batch job without renewing
+    /// it; a replica that dies loses its chunk to another after this [default: 30].
+    #[arg(long, env = "RELIST_BATCH_LEASE_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub batch_lease_secs: Option<u64>,
     /// gRPC listen address; port 0 picks a free port [default: 127.0.0.1:50051].
     #[arg(long, env = "RELIST_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
@@ -199,6 +203,9 @@ impl ServeArgs {
                 None => DEFAULT_LISTEN.parse()?,
             },
             store: self.store.clone().or(file.store.url).filter(|u| !u.is_empty()),
+            batch_lease: self
+                .batch_lease_secs
+                .map_or(relist_server::grpc::jobs::DEFAULT_LEASE, std::time::Duration::from_secs),
             data_dir: self
                 .data_dir
                 .clone()

@@ -327,7 +327,7 @@ fn no_crate_has_an_import_cycle_between_its_top_level_modules() {
     for (krate, dir) in CRATES {
         let edges = module_graph(&root().join(dir));
         assert!(
-            !edges.is_empty() || krate == "relist-proto",
+            !edges.is_empty() || krate == "relist-proto" || krate == "relist-pg",
             "{krate}: no imports found"
         );
         let nodes: BTreeSet<&String> = edges.keys().map(|(from, _)| from).collect();

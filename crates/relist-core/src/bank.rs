@@ -653,6 +653,12 @@ impl Bank {
         }
     }
 
+    /// The record's batch jobs (see [`Storage::create_job`]): shared by every replica of a
+    /// shared store; a bank that is its own record has none.
+    pub fn jobs(&self) -> &dyn Storage {
+        self.record()
+    }
+
     /// The record, for messages (`the embedded sled store`, `postgres://...`).
     pub fn describe_record(&self) -> String {
         self.record().describe()

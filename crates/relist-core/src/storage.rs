@@ -23,6 +23,48 @@ pub struct Change {
     pub takedown: Takedown,
 }
 
+/// A catalog re-check job shared by replicas (see [`Storage::create_job`]).
+pub type JobId = u64;
+
+/// A chunk of a job, leased to one replica until it completes it or the lease runs out.
+#[derive(Clone, Debug)]
+pub struct ClaimedChunk {
+    pub job: JobId,
+    pub chunk: u32,
+    /// The job-wide index of the chunk's first item.
+    pub first_index: u32,
+    /// The items, opaque to the store (the server keeps encoded requests).
+    pub items: Vec<Vec<u8>>,
+    /// How many times the chunk has been claimed, this claim included (over 1: redone).
+    pub attempt: u32,
+}
+
+/// Where a job stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobStatus {
+    pub job: JobId,
+    pub items: u64,
+    pub chunks: u64,
+    pub chunks_done: u64,
+    /// Claims beyond the first, over all chunks: chunks redone after a lease ran out.
+    pub reclaims: u64,
+}
+
+impl JobStatus {
+    /// Every chunk's results are written.
+    pub fn done(&self) -> bool {
+        self.chunks_done == self.chunks
+    }
+}
+
+fn no_jobs() -> crate::error::Error {
+    crate::error::Error::invalid(
+        "store",
+        "batch jobs shared by replicas need a shared store (relist serve --store postgres://...); \
+         on one box, stream the catalog through CheckListings (relist batch)",
+    )
+}
+
 /// Where takedowns are recorded. Every method may block (disk, network).
 pub trait Storage: Send + Sync {
     /// Where, for messages and logs (`sled at /var/lib/relist`, `postgres://relist@db:5432/relist`).
@@ -64,4 +106,38 @@ pub trait Storage: Send + Sync {
     /// The identity of the bank this record holds: a mirror of another bank (or of a restored
     /// database) must be rebuilt, not caught up.
     fn bank_id(&self) -> Result<String>;
+
+    /// Records a job of `chunks` (each a list of opaque items) for any replica to claim;
+    /// returns its id. Only a shared store has jobs.
+    fn create_job(&self, _chunks: &[Vec<Vec<u8>>]) -> Result<JobId> {
+        Err(no_jobs())
+    }
+
+    /// Leases the first chunk nobody holds (pending, or its lease ran out) to `worker` for
+    /// `lease`; `None` when there is none. Concurrent claimers never get the same chunk.
+    fn claim_chunk(&self, _worker: &str, _lease: Duration) -> Result<Option<ClaimedChunk>> {
+        Ok(None)
+    }
+
+    /// Extends `worker`'s lease on a chunk; `false` when the lease is no longer its own.
+    fn renew_chunk(&self, _job: JobId, _chunk: u32, _worker: &str, _lease: Duration) -> Result<bool> {
+        Err(no_jobs())
+    }
+
+    /// Writes a chunk's results (one per item, in order) and marks it done, atomically and
+    /// only while `worker` holds the lease: `false` (nothing written) when another replica
+    /// took the chunk over. Each item's result is therefore written once.
+    fn complete_chunk(&self, _job: JobId, _chunk: u32, _worker: &str, _results: &[Vec<u8>]) -> Result<bool> {
+        Err(no_jobs())
+    }
+
+    /// Where a job stands; `None` for an unknown job.
+    fn job_status(&self, _job: JobId) -> Result<Option<JobStatus>> {
+        Err(no_jobs())
+    }
+
+    /// Up to `limit` results of a job with an item index at or above `from`, in index order.
+    fn job_results(&self, _job: JobId, _from: u64, _limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        Err(no_jobs())
+    }
 }

@@ -26,7 +26,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 use relist_core::domain::{ListingFingerprints, Takedown, TakedownId};
 use relist_core::error::{Error, Result};
-use relist_core::storage::{Change, Storage};
+use relist_core::storage::{Change, ClaimedChunk, JobId, JobStatus, Storage};
 use relist_core::store::{decode_fingerprints, encode_fingerprints};
 
 pub mod schema;
@@ -42,7 +42,8 @@ const POOL_MAX: usize = 8;
 pub struct PgStore {
     config: Config,
     describe: String,
-    bank_id: String,
+    /// Set once the schema is current (at connect, or at first contact after an outage).
+    bank_id: Mutex<Option<String>>,
     /// Idle connections. A connection that failed is dropped, not returned.
     pool: Mutex<Vec<Client>>,
     /// The follower's `LISTEN` connection, opened on first use and after a failure.
@@ -52,7 +53,9 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`, or key=value form) and
     /// creates or upgrades the schema (under an advisory lock: replicas may start together).
-    /// Refuses a database whose schema is newer than this relist.
+    /// Refuses a database whose schema is newer than this relist. An unreachable server is
+    /// not an error here: the store connects (and migrates) at its first use, so a replica
+    /// with a local mirror can start, stale, during an outage.
     pub fn connect(url: &str) -> Result<PgStore> {
         let mut config =
             Config::from_str(url).map_err(|e| Error::invalid("store", format!("not a PostgreSQL URL: {e}")))?;
@@ -61,23 +64,45 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(15))
             .application_name("relist");
-        let describe = describe(&config);
-        let mut client = config.connect(NoTls).map_err(|e| unreachable_or(&describe, e))?;
-        let bank_id = schema::migrate(&mut client).map_err(|e| match e {
-            schema::MigrateError::Db(e) => map_err(&describe, e),
-            newer => Error::Corrupt(format!("{describe}: {newer}")),
-        })?;
-        Ok(PgStore {
+        let store = PgStore {
+            describe: describe(&config),
             config,
-            describe,
-            bank_id,
-            pool: Mutex::new(vec![client]),
+            bank_id: Mutex::new(None),
+            pool: Mutex::new(Vec::new()),
             listener: Mutex::new(None),
-        })
+        };
+        match store.schema() {
+            Ok(_) => {}
+            Err(Error::Unavailable(e)) => {
+                tracing::warn!(error = %e, "shared store unreachable at start; retrying on use")
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(store)
+    }
+
+    /// The bank id, once the schema is known to be current (migrating on first contact).
+    fn schema(&self) -> Result<String> {
+        let mut known = self.bank_id.lock();
+        if let Some(id) = known.as_ref() {
+            return Ok(id.clone());
+        }
+        let mut client = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| unreachable_or(&self.describe, e))?;
+        let id = schema::migrate(&mut client).map_err(|e| match e {
+            schema::MigrateError::Db(e) => map_err(&self.describe, e),
+            newer => Error::Corrupt(format!("{}: {newer}", self.describe)),
+        })?;
+        self.pool.lock().push(client);
+        *known = Some(id.clone());
+        Ok(id)
     }
 
     /// Runs `f` on a pooled connection; a connection that failed is not reused.
     fn with<T>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>) -> Result<T> {
+        self.schema()?;
         let pooled = self.pool.lock().pop().filter(|c| !c.is_closed());
         let mut client = match pooled {
             Some(c) => c,
@@ -282,6 +307,106 @@ impl Storage for PgStore {
         Ok(woke)
     }
 
+    fn create_job(&self, chunks: &[Vec<Vec<u8>>]) -> Result<JobId> {
+        self.create_job_(chunks)
+    }
+
+    fn claim_chunk(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedChunk>> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "UPDATE relist_chunks SET state = 'leased', leased_by = $1,
+                     lease_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1
+                 WHERE (job, chunk) = (
+                     SELECT job, chunk FROM relist_chunks
+                     WHERE state = 'pending' OR (state = 'leased' AND lease_until < now())
+                     ORDER BY job, chunk LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING job, chunk, first_index, items, attempts",
+                &[&worker, &(lease_ms(lease) as f64)],
+            )
+        })?;
+        Ok(row.map(|r| ClaimedChunk {
+            job: r.get::<_, i64>(0) as u64,
+            chunk: r.get::<_, i32>(1) as u32,
+            first_index: r.get::<_, i32>(2) as u32,
+            items: r.get(3),
+            attempt: r.get::<_, i32>(4) as u32,
+        }))
+    }
+
+    fn renew_chunk(&self, job: JobId, chunk: u32, worker: &str, lease: Duration) -> Result<bool> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE relist_chunks SET lease_until = now() + $4 * interval '1 millisecond'
+                 WHERE job = $1 AND chunk = $2 AND state = 'leased' AND leased_by = $3",
+                &[&(job as i64), &(chunk as i32), &worker, &(lease_ms(lease) as f64)],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn complete_chunk(&self, job: JobId, chunk: u32, worker: &str, results: &[Vec<u8>]) -> Result<bool> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let row = tx.query_opt(
+                "SELECT first_index FROM relist_chunks
+                 WHERE job = $1 AND chunk = $2 AND state = 'leased' AND leased_by = $3 FOR UPDATE",
+                &[&(job as i64), &(chunk as i32), &worker],
+            )?;
+            let Some(row) = row else {
+                // Taken over after our lease ran out: the new holder writes the results.
+                return Ok(false);
+            };
+            let first = i64::from(row.get::<_, i32>(0));
+            let idx: Vec<i64> = (0..results.len() as i64).map(|i| first + i).collect();
+            tx.execute(
+                "INSERT INTO relist_job_results (job, idx, result)
+                 SELECT $1, i, r FROM unnest($2::bigint[], $3::bytea[]) AS u(i, r)
+                 ON CONFLICT DO NOTHING",
+                &[&(job as i64), &idx, &results],
+            )?;
+            // The items are not needed any more: free their space.
+            tx.execute(
+                "UPDATE relist_chunks SET state = 'done', items = '{}', lease_until = NULL
+                 WHERE job = $1 AND chunk = $2",
+                &[&(job as i64), &(chunk as i32)],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn job_status(&self, job: JobId) -> Result<Option<JobStatus>> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "SELECT j.items, j.chunks,
+                     (SELECT count(*) FROM relist_chunks WHERE job = j.id AND state = 'done'),
+                     (SELECT coalesce(sum(greatest(attempts - 1, 0)), 0) FROM relist_chunks WHERE job = j.id)
+                 FROM relist_jobs j WHERE j.id = $1",
+                &[&(job as i64)],
+            )
+        })?;
+        Ok(row.map(|r| JobStatus {
+            job,
+            items: r.get::<_, i64>(0) as u64,
+            chunks: r.get::<_, i64>(1) as u64,
+            chunks_done: r.get::<_, i64>(2) as u64,
+            reclaims: r.get::<_, i64>(3) as u64,
+        }))
+    }
+
+    fn job_results(&self, job: JobId, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT idx, result FROM relist_job_results WHERE job = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
+                &[&(job as i64), &(from as i64), &(limit as i64)],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
+    }
+
     fn bank_id(&self) -> Result<String> {
         // Read again rather than cached: this is also how a replica learns the database
         // answers, and a restored database may carry another bank.
@@ -290,11 +415,41 @@ impl Storage for PgStore {
             Ok(row.get(0))
         })
         .inspect(|id: &String| {
-            if *id != self.bank_id {
-                tracing::warn!(was = %self.bank_id, now = %id, "the database now holds another bank");
+            if let Some(was) = self.bank_id.lock().as_ref().filter(|was| *was != id) {
+                tracing::warn!(%was, now = %id, "the database now holds another bank");
             }
         })
     }
+}
+
+/// Batch jobs (schema version 2).
+impl PgStore {
+    fn create_job_(&self, chunks: &[Vec<Vec<u8>>]) -> Result<JobId> {
+        let items: usize = chunks.iter().map(Vec::len).sum();
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let id: i64 = tx.query_one("SELECT nextval('relist_job_ids')", &[])?.get(0);
+            tx.execute(
+                "INSERT INTO relist_jobs (id, items, chunks) VALUES ($1, $2, $3)",
+                &[&id, &(items as i64), &(chunks.len() as i64)],
+            )?;
+            let mut first = 0i32;
+            for (i, chunk) in chunks.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO relist_chunks (job, chunk, first_index, items) VALUES ($1, $2, $3, $4)",
+                    &[&id, &(i as i32), &first, chunk],
+                )?;
+                first += chunk.len() as i32;
+            }
+            tx.commit()?;
+            Ok(id as u64)
+        })
+    }
+}
+
+/// A lease as PostgreSQL arithmetic: milliseconds.
+fn lease_ms(lease: Duration) -> i64 {
+    lease.as_millis().min(i64::MAX as u128) as i64
 }
 
 /// A takedown from its row: the JSON record, with the binary record's fingerprints (which

@@ -5,7 +5,7 @@
 use postgres::Client;
 
 /// The schema version this relist writes and reads.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// Arbitrary, fixed: the advisory lock key that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7265_6c69_7374; // "relist"
@@ -36,6 +36,33 @@ const MIGRATIONS: &[&str] = &[
          seq bigint PRIMARY KEY,
          takedown_id bigint NOT NULL REFERENCES relist_takedowns (id),
          committed_at timestamptz NOT NULL DEFAULT now()
+     );",
+    // 2: catalog re-check jobs shared by replicas: chunks leased with FOR UPDATE SKIP LOCKED,
+    // results keyed by item so each is written once.
+    "CREATE SEQUENCE relist_job_ids;
+     CREATE TABLE relist_jobs (
+         id bigint PRIMARY KEY,
+         items bigint NOT NULL,
+         chunks bigint NOT NULL,
+         created_at timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE TABLE relist_chunks (
+         job bigint NOT NULL REFERENCES relist_jobs (id),
+         chunk int NOT NULL,
+         first_index int NOT NULL,
+         items bytea[] NOT NULL,
+         state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'leased', 'done')),
+         leased_by text,
+         lease_until timestamptz,
+         attempts int NOT NULL DEFAULT 0,
+         PRIMARY KEY (job, chunk)
+     );
+     CREATE INDEX relist_chunks_open ON relist_chunks (job, chunk) WHERE state <> 'done';
+     CREATE TABLE relist_job_results (
+         job bigint NOT NULL REFERENCES relist_jobs (id),
+         idx bigint NOT NULL,
+         result bytea NOT NULL,
+         PRIMARY KEY (job, idx)
      );",
 ];
 

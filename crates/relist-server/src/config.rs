@@ -134,6 +134,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// The shared PostgreSQL store (`postgres://...`), or `None` for the embedded sled store.
     pub store: Option<String>,
+    /// How long a replica holds a batch-job chunk without renewing it (shared store only).
+    pub batch_lease: std::time::Duration,
     /// Image decoding limits (bytes, pixels).
     pub limits: DecodeLimits,
     /// The matching policy's thresholds.

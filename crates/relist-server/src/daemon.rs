@@ -92,6 +92,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
         }
     }
     let options = ServerOptions {
+        batch_lease: Some(cfg.batch_lease),
         limits: cfg.requests,
         tls,
         metrics: Some(metrics),

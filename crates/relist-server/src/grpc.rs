@@ -24,6 +24,8 @@ use relist_core::history::MatchView;
 use relist_core::limits::RequestLimits;
 use relist_proto::api::{self, pb};
 
+pub mod jobs;
+
 use crate::facade::AsyncBank;
 use crate::metrics::Metrics;
 use crate::ServerError;
@@ -42,6 +44,9 @@ pub struct ServerOptions {
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     /// Counters shared with the `/metrics` page; a fresh set when `None`.
     pub metrics: Option<Arc<Metrics>>,
+    /// How long a replica holds a batch-job chunk without renewing it ([`jobs::DEFAULT_LEASE`]
+    /// when `None`); a replica that dies loses its chunk after this.
+    pub batch_lease: Option<std::time::Duration>,
 }
 
 /// The `relist.v1.Relist` service.
@@ -299,25 +304,100 @@ impl pb::relist_server::Relist for RelistService {
                         Ok(c)
                     };
                     let slots = (stream_slot, item_slot);
-                    let outcome = match service.deadline("CheckListings item", slots, work).await {
-                        Ok(c) => pb::check_listings_response::Outcome::Result(pb::CheckListingResponse::from(&c)),
-                        Err(e) => {
-                            let s = api::status(e);
-                            pb::check_listings_response::Outcome::Error(pb::ItemError {
-                                code: s.code() as i32,
-                                message: s.message().to_string(),
-                            })
-                        }
-                    };
-                    Ok(pb::CheckListingsResponse {
-                        listing_id,
-                        marketplace,
-                        outcome: Some(outcome),
-                    })
+                    let outcome = service.deadline("CheckListings item", slots, work).await;
+                    Ok(jobs::item_response(listing_id, marketplace, outcome))
                 }
             })
             .buffered(STREAM_CONCURRENCY);
         Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn submit_batch_job(
+        &self,
+        request: Request<tonic::Streaming<pb::SubmitBatchJobRequest>>,
+    ) -> Result<Response<pb::BatchJob>, Status> {
+        let started = Instant::now();
+        let result = match self.admit(&request, Action::Check) {
+            Ok((caller, _permit)) => {
+                let mut stream = request.into_inner();
+                let mut items = Vec::new();
+                let mut chunk_size = None;
+                let mut failed = None;
+                while let Some(next) = stream.next().await {
+                    match next {
+                        Ok(m) => {
+                            chunk_size.get_or_insert(m.chunk_size as usize);
+                            items.push(m.item.unwrap_or_default());
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                match jobs::chunk_items(items, chunk_size.unwrap_or(0), &caller) {
+                    Ok(chunks) => {
+                        self.bank
+                            .run(move |b| {
+                                let id = b.jobs().create_job(&chunks)?;
+                                b.jobs()
+                                    .job_status(id)?
+                                    .ok_or_else(|| Error::Internal(format!("job {id} vanished")))
+                            })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let result = result
+            .map(|s| Response::new(jobs::job_to_proto(&s)))
+            .map_err(api::status);
+        self.metrics
+            .request("SubmitBatchJob", code_of(&result), started.elapsed());
+        if let Ok(r) = &result {
+            info!(
+                job = r.get_ref().job_id,
+                listings = r.get_ref().listings,
+                chunks = r.get_ref().chunks,
+                "batch job submitted"
+            );
+        }
+        result
+    }
+
+    async fn get_batch_job(&self, request: Request<pb::GetBatchJobRequest>) -> Result<Response<pb::BatchJob>, Status> {
+        self.unary("GetBatchJob", Action::Check, request, |s, _caller, req| async move {
+            let job = req.job_id;
+            let status = s.bank.run(move |b| b.jobs().job_status(job)).await?;
+            let status = status.ok_or_else(|| Error::NotFound(format!("batch job {job}")))?;
+            Ok(jobs::job_to_proto(&status))
+        })
+        .await
+    }
+
+    type GetBatchResultsStream = Pin<Box<dyn Stream<Item = Result<pb::CheckListingsResponse, Status>> + Send>>;
+
+    async fn get_batch_results(
+        &self,
+        request: Request<pb::GetBatchResultsRequest>,
+    ) -> Result<Response<Self::GetBatchResultsStream>, Status> {
+        let started = Instant::now();
+        let admitted = self.admit(&request, Action::Check).map(|_| ());
+        let result = admitted.map_err(api::status);
+        self.metrics
+            .request("GetBatchResults", code_of(&result), started.elapsed());
+        result?;
+        let req = request.into_inner();
+        Ok(Response::new(Box::pin(jobs::results_stream(
+            self.clone(),
+            req.job_id,
+            req.from_index,
+        ))))
     }
 
     async fn query_matches(
@@ -596,10 +676,19 @@ pub async fn serve_with(
     if relist.keys.is_empty() {
         warn!("no API keys exist: every request is allowed (create one with `relist keys create`)");
     }
-    let service = pb::relist_server::RelistServer::new(relist)
+    let service = relist;
+    let addr = listener.local_addr()?;
+    // Every replica of a shared store works through batch jobs; a single box has none.
+    let stop_jobs = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let job_worker = bank.is_shared().then(|| {
+        let lease = options.batch_lease.unwrap_or(jobs::DEFAULT_LEASE);
+        let name = format!("{addr}/{}", std::process::id());
+        let idle = std::time::Duration::from_millis(500).min(lease / 3);
+        tokio::spawn(jobs::worker(service.clone(), name, lease, idle, stop_jobs.clone()))
+    });
+    let service = pb::relist_server::RelistServer::new(service)
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
-    let addr = listener.local_addr()?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = options.tls {
         builder = builder.tls_config(tls)?;
@@ -614,6 +703,10 @@ pub async fn serve_with(
         .add_service(service)
         .serve_with_incoming_shutdown(no_delay(listener), shutdown)
         .await?;
+    stop_jobs.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(w) = job_worker {
+        let _ = w.await;
+    }
     bank.flush()?;
     info!("relist stopped");
     Ok(())
