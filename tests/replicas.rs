@@ -606,3 +606,55 @@ async fn a_batch_job_split_over_two_replicas_survives_one_killed() {
         "the killed replica held no chunk: nothing was redone ({status:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_log_that_went_back_is_replayed_from_scratch() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("failover");
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ra, rb) = (replica(&url, dir_a.path()), replica(&url, dir_b.path()));
+    let (mut a, mut b) = (ra.client().await, rb.client().await);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let (kept, lost) = (random_pdq(&mut rng), random_pdq(&mut rng));
+    let id_kept = register(&mut a, hashed("blibli", "kept", &kept))
+        .await
+        .expect("register");
+    let id_lost = register(&mut a, hashed("blibli", "lost", &lost))
+        .await
+        .expect("register");
+    until_matched(&mut b, &lost, id_lost, Duration::from_secs(5))
+        .await
+        .expect("propagated");
+    // What an asynchronous failover does: the new primary never saw the last write.
+    pg.psql(
+        "failover",
+        &format!(
+            "BEGIN; DELETE FROM relist_changes WHERE takedown_id = {id_lost}; \
+             DELETE FROM relist_thumbnails WHERE takedown_id = {id_lost}; \
+             DELETE FROM relist_takedowns WHERE id = {id_lost}; \
+             UPDATE relist_seq SET seq = 1; COMMIT;"
+        ),
+    );
+    // A new write at once takes seq 2 again: the replicas must not take it for the one they
+    // applied (the change's mark tells them apart).
+    let next = random_pdq(&mut rng);
+    let id_next = register(&mut a, hashed("blibli", "next", &next))
+        .await
+        .expect("register");
+    for (c, name) in [(&mut a, "A"), (&mut b, "B")] {
+        let started = Instant::now();
+        while reuploads(c, &lost).await.0.contains(&id_lost) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "replica {name} still matches a lost write"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        until_matched(c, &kept, id_kept, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("replica {name} lost a kept takedown in the rebuild"));
+    }
+    until_matched(&mut b, &next, id_next, Duration::from_secs(5))
+        .await
+        .expect("followed after the rebuild");
+}

@@ -696,7 +696,20 @@ impl Bank {
         };
         let mut applied = 0;
         loop {
-            let after = shared.state.lock().seq;
+            // Shutting down: the mirror must stay what the snapshot holds.
+            if self.sealed.load(Ordering::SeqCst) {
+                return Ok(applied);
+            }
+            let (after, mark) = {
+                let state = shared.state.lock();
+                (state.seq, state.mark)
+            };
+            // The last change applied must still be in the log as it was: otherwise the log
+            // went back and later writes may reuse its seqs.
+            if after > 0 && shared.record.mark_at(after)? != Some(mark) {
+                self.rebuild_mirror(shared, after)?;
+                continue;
+            }
             let changes = shared.record.changes_after(after, CATCH_UP_BATCH)?;
             shared.contact_ms.store(now_ms(), Ordering::Relaxed);
             if changes.is_empty() {
@@ -710,6 +723,31 @@ impl Bank {
                 return Ok(applied);
             }
         }
+    }
+
+    /// The record's log ends before what this mirror applied: the writes past its end were
+    /// lost (an asynchronous failover, a restored backup). The mirror and the index may hold
+    /// takedowns the record no longer has, so both are emptied and replayed from the start.
+    fn rebuild_mirror(&self, shared: &Shared, applied: u64) -> Result<()> {
+        let _gate = self.backup_gate.read();
+        let _w = self.writer.lock();
+        let mut state = shared.state.lock();
+        warn!(
+            record = %shared.record.describe(),
+            applied,
+            "the shared store's change log no longer has the last change applied here than this replica applied (failover or restore?); rebuilding the mirror"
+        );
+        // Until the replay completes the index is empty: not ready, checks say stale.
+        shared.ready.store(false, Ordering::SeqCst);
+        let pending = self.pending();
+        self.store.clear_takedowns()?;
+        *self.index.write() = LiveIndex::default();
+        state.seq = 0;
+        state.mark = 0;
+        self.store.set_mirror_state(&state)?;
+        self.store.flush()?;
+        pending.done();
+        Ok(())
     }
 
     /// Applies a batch of changes under the writer lock (a snapshot being written stops it).
@@ -746,6 +784,7 @@ impl Bank {
             drop(index);
             pending.done();
             state.seq = change.seq;
+            state.mark = change.mark;
             applied += 1;
         }
         self.store.set_mirror_state(&state)?;
@@ -824,7 +863,11 @@ fn open_mirror(store: &Store, record: Arc<dyn Storage>) -> Result<Shared> {
                     warn!(bank = %bank_id, "the data dir mirrors another bank; rebuilding the mirror");
                 }
                 store.clear_takedowns()?;
-                let fresh = MirrorState { bank_id, seq: 0 };
+                let fresh = MirrorState {
+                    bank_id,
+                    seq: 0,
+                    mark: 0,
+                };
                 store.set_mirror_state(&fresh)?;
                 store.flush()?;
                 fresh

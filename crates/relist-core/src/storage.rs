@@ -21,6 +21,9 @@ pub struct Change {
     pub seq: u64,
     /// The takedown with its full fingerprints record (local features included).
     pub takedown: Takedown,
+    /// Tells this entry from another one that later got the same seq (after a failover lost
+    /// the log's tail); see [`Storage::mark_at`].
+    pub mark: u64,
 }
 
 /// A catalog re-check job shared by replicas (see [`Storage::create_job`]).
@@ -98,6 +101,13 @@ pub trait Storage: Send + Sync {
     /// Up to `limit` changes with a seq above `after`, in seq order. Empty for a record with no
     /// change log.
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>>;
+
+    /// The mark of the change at `seq` (see [`Change::mark`]), `None` when there is none. A
+    /// mirror whose last applied change no longer has its mark is ahead of a log that went
+    /// back (an asynchronous failover, a restored backup) and must be rebuilt.
+    fn mark_at(&self, _seq: u64) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Waits up to `timeout` for news of a change (a wake-up only: the caller then reads
     /// [`Storage::changes_after`]); `Ok(false)` on timeout.

@@ -303,11 +303,12 @@ impl Store {
             return Ok(None);
         };
         let bank_id = String::from_utf8(bank.to_vec()).map_err(|_| Error::Corrupt("mirror bank id".into()))?;
-        let seq = match meta.get(MIRROR_SEQ_KEY)? {
-            Some(v) => decode_id(&v)?,
-            None => 0,
+        let (seq, mark) = match meta.get(MIRROR_SEQ_KEY)? {
+            Some(v) if v.len() == 16 => (decode_id(&v[..8])?, decode_id(&v[8..])?),
+            Some(_) => return Err(Error::Corrupt("mirror seq is not 16 bytes".into())),
+            None => (0, 0),
         };
-        Ok(Some(MirrorState { bank_id, seq }))
+        Ok(Some(MirrorState { bank_id, seq, mark }))
     }
 
     /// Records the last change applied to this mirror (written after the changes themselves:
@@ -315,7 +316,10 @@ impl Store {
     pub fn set_mirror_state(&self, state: &MirrorState) -> Result<()> {
         let meta = self.db.open_tree("meta")?;
         meta.insert(MIRROR_BANK_KEY, state.bank_id.as_bytes())?;
-        meta.insert(MIRROR_SEQ_KEY, &state.seq.to_be_bytes())?;
+        meta.insert(
+            MIRROR_SEQ_KEY,
+            [state.seq.to_be_bytes(), state.mark.to_be_bytes()].concat(),
+        )?;
         Ok(())
     }
 
@@ -332,7 +336,8 @@ impl Store {
     }
 }
 
-/// `meta` keys of a mirror: the shared bank's id (UTF-8) and the last applied seq (u64 BE).
+/// `meta` keys of a mirror: the shared bank's id (UTF-8), and the last applied change's seq
+/// and mark (two u64 BE).
 const MIRROR_BANK_KEY: &[u8] = b"mirror_bank";
 const MIRROR_SEQ_KEY: &[u8] = b"mirror_seq";
 
@@ -341,6 +346,8 @@ const MIRROR_SEQ_KEY: &[u8] = b"mirror_seq";
 pub struct MirrorState {
     pub bank_id: String,
     pub seq: u64,
+    /// The last applied change's [`crate::storage::Change::mark`] (0 before any).
+    pub mark: u64,
 }
 
 /// sled as the record: the store itself, no change log (the writer updates its own index).

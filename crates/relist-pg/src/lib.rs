@@ -256,7 +256,8 @@ impl Storage for PgStore {
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
         let rows = self.with(|c| {
             c.query(
-                "SELECT c.seq, t.id, t.record, t.fingerprints FROM relist_changes c
+                "SELECT c.seq, t.id, t.record, t.fingerprints,
+                     (extract(epoch FROM c.committed_at) * 1000000)::bigint FROM relist_changes c
                  JOIN relist_takedowns t ON t.id = c.takedown_id
                  WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
                 &[&(after as i64), &(limit as i64)],
@@ -268,9 +269,20 @@ impl Storage for PgStore {
                 Ok(Change {
                     seq: seq as u64,
                     takedown: decode_takedown(id as u64, r.get(2), r.get(3))?,
+                    mark: mark(id, r.get(4)),
                 })
             })
             .collect()
+    }
+
+    fn mark_at(&self, seq: u64) -> Result<Option<u64>> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "SELECT takedown_id, (extract(epoch FROM committed_at) * 1000000)::bigint FROM relist_changes WHERE seq = $1",
+                &[&(seq as i64)],
+            )
+        })?;
+        Ok(row.map(|r| mark(r.get(0), r.get(1))))
     }
 
     fn wait_for_change(&self, timeout: Duration) -> Result<bool> {
@@ -420,6 +432,12 @@ impl Storage for PgStore {
             }
         })
     }
+}
+
+/// A change's mark: its takedown and commit time (µs), mixed. A change written again under
+/// the same seq after a failover differs in at least one of them.
+fn mark(takedown_id: i64, committed_us: i64) -> u64 {
+    (committed_us as u64) ^ (takedown_id as u64).rotate_left(32)
 }
 
 /// Batch jobs (schema version 2).

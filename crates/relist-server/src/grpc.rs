@@ -638,9 +638,11 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // NOT_SERVING until the bank answers with everything recorded at start: a replica of a
-    // shared store first catches up with its change log (at once for the embedded store).
-    if bank.ready() {
+    // NOT_SERVING while the bank does not answer with everything recorded: a replica of a
+    // shared store until it has caught up with the change log (at start, and again while it
+    // rebuilds its mirror); the embedded store always is.
+    let mut serving = bank.ready();
+    if serving {
         health_reporter
             .set_serving::<pb::relist_server::RelistServer<RelistService>>()
             .await;
@@ -648,15 +650,30 @@ pub async fn serve_with(
         health_reporter
             .set_not_serving::<pb::relist_server::RelistServer<RelistService>>()
             .await;
-        let (bank, reporter) = (bank.clone(), health_reporter.clone());
+    }
+    if bank.is_shared() {
+        // A weak handle: the watch ends with the bank, and never keeps it (or its store) open.
+        let (bank, reporter) = (Arc::downgrade(&bank), health_reporter.clone());
         tokio::spawn(async move {
-            while !bank.ready() {
+            loop {
+                let Some(ready) = bank.upgrade().map(|b| b.ready()) else {
+                    return;
+                };
+                if ready != serving {
+                    if ready {
+                        reporter
+                            .set_serving::<pb::relist_server::RelistServer<RelistService>>()
+                            .await;
+                        info!("caught up with the shared store: serving");
+                    } else {
+                        reporter
+                            .set_not_serving::<pb::relist_server::RelistServer<RelistService>>()
+                            .await;
+                    }
+                    serving = ready;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            reporter
-                .set_serving::<pb::relist_server::RelistServer<RelistService>>()
-                .await;
-            info!("caught up with the shared store: serving");
         });
     }
     let reflection = tonic_reflection::server::Builder::configure()
