@@ -658,3 +658,58 @@ async fn a_change_log_that_went_back_is_replayed_from_scratch() {
         .await
         .expect("followed after the rebuild");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relist_batch_shared_job_writes_one_row_per_listing() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("batchcli");
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ra, _rb) = (replica(&url, dir_a.path()), replica(&url, dir_b.path()));
+    let mut a = ra.client().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let stored: Vec<String> = (0..5).map(|_| random_pdq(&mut rng)).collect();
+    for (i, pdq) in stored.iter().enumerate() {
+        register(&mut a, hashed("shopee", &format!("t{i}"), pdq))
+            .await
+            .expect("register");
+    }
+    let work = tempfile::tempdir().expect("dir");
+    let catalog = work.path().join("catalog.jsonl");
+    let mut lines = String::new();
+    for i in 0..40 {
+        let pdq = if i % 4 == 0 {
+            stored[i / 8].clone()
+        } else {
+            random_pdq(&mut rng)
+        };
+        lines.push_str(&format!(
+            "{{\"listing_id\": \"c{i}\", \"marketplace\": \"lazada\", \"seller_id\": \"x\", \"title\": \"\", \"images\": [{{\"pdq\": \"{pdq}\"}}]}}\n"
+        ));
+    }
+    std::fs::write(&catalog, lines).expect("catalog");
+    let out = work.path().join("results.jsonl");
+    let run = common::relist_cli(&[
+        "batch",
+        catalog.to_str().expect("path"),
+        "--out",
+        out.to_str().expect("path"),
+        "--shared-job",
+        "--chunk-size",
+        "5",
+        "--quiet",
+        "--addr",
+        &ra.addr,
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .expect("results")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json row"))
+        .collect();
+    assert_eq!(rows.len(), 40);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["listing_id"], format!("c{i}"));
+        let want = if i % 4 == 0 { "REUPLOAD" } else { "CLEAR" };
+        assert_eq!(row["verdict"], want, "row {i}: {row}");
+    }
+}

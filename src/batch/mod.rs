@@ -54,6 +54,9 @@ pub struct BatchOptions {
     pub progress_interval: Duration,
     /// The API key and TLS settings to reach the daemon with.
     pub conn: Connection,
+    /// Submit the catalog as a batch job shared by a shared store's replicas (SubmitBatchJob)
+    /// in chunks of this many listings, instead of one CheckListings stream to one daemon.
+    pub job_chunk: Option<u32>,
 }
 
 impl BatchOptions {
@@ -72,6 +75,7 @@ impl BatchOptions {
             progress: ProgressMode::Off,
             progress_interval: Duration::from_secs(5),
             conn: Connection::default(),
+            job_chunk: None,
         }
     }
 }
@@ -134,6 +138,61 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// The daemon's answers, in request order: a CheckListings stream, or a finished job's results.
+type Answers = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::CheckListingsResponse, tonic::Status>> + Send>>;
+
+/// Waits for a submitted job to finish (a bar of its chunks on a terminal), then streams its
+/// results. Ctrl-C stops waiting: the job goes on in the replicas, and its id is printed.
+async fn wait_for_job(
+    client: &mut crate::client::Client,
+    job: pb::BatchJob,
+    progress: ProgressMode,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Answers> {
+    let bar = match progress {
+        ProgressMode::Off => indicatif::ProgressBar::hidden(),
+        _ => indicatif::ProgressBar::new(job.chunks),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("job {msg} {bar:40} {pos}/{len} chunks ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(job.job_id.to_string());
+    let mut status = job;
+    while !status.done {
+        tokio::select! {
+            _ = stopped(&mut stop) => {
+                bar.abandon();
+                anyhow::bail!("stopped waiting for batch job {}; it goes on in the replicas", status.job_id);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        status = client
+            .get_batch_job(pb::GetBatchJobRequest { job_id: status.job_id })
+            .await
+            .map_err(|s| anyhow!("GetBatchJob {}: {:?}: {}", status.job_id, s.code(), s.message()))?
+            .into_inner();
+        bar.set_position(status.chunks_done);
+    }
+    bar.finish_and_clear();
+    if status.reclaims > 0 {
+        tracing::info!(
+            job = status.job_id,
+            redone = status.reclaims,
+            "chunks redone after a replica's lease ran out"
+        );
+    }
+    let results = client
+        .get_batch_results(pb::GetBatchResultsRequest {
+            job_id: status.job_id,
+            from_index: 0,
+        })
+        .await
+        .map_err(|s| anyhow!("GetBatchResults {}: {:?}: {}", status.job_id, s.code(), s.message()))?
+        .into_inner();
+    Ok(Box::pin(results))
 }
 
 /// Runs a batch until the catalog ends or `stop` turns true; returns what it did.
@@ -239,12 +298,43 @@ pub async fn run_batch(opts: &BatchOptions, stop: watch::Receiver<bool>) -> anyh
     let counters = Arc::new(progress::Counters::default());
     let progress = progress::Progress::start(opts.progress, opts.progress_interval, counters.clone(), total_bytes);
     let outcome = async {
-        let mut responses = client
-            .check_listings(ReceiverStream::new(req_rx))
-            .await
-            .map_err(|s| anyhow!("CheckListings: {:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        while let Some(p) = pend_rx.recv().await {
+        let mut pendings = std::collections::VecDeque::new();
+        let mut responses: Answers = match opts.job_chunk {
+            None => Box::pin(
+                client
+                    .check_listings(ReceiverStream::new(req_rx))
+                    .await
+                    .map_err(|s| anyhow!("CheckListings: {:?}: {}", s.code(), s.message()))?
+                    .into_inner(),
+            ),
+            Some(chunk_size) => {
+                // The whole catalog goes into the job first; the rows come once it is done.
+                let items = ReceiverStream::new(req_rx).map(move |r| pb::SubmitBatchJobRequest {
+                    item: Some(r),
+                    chunk_size,
+                });
+                let collect = async {
+                    while let Some(p) = pend_rx.recv().await {
+                        pendings.push_back(p);
+                    }
+                };
+                let (job, ()) = tokio::join!(client.submit_batch_job(items), collect);
+                if pendings.iter().all(|p| matches!(p, Pending::Failed(..))) {
+                    Box::pin(futures::stream::empty())
+                } else {
+                    let job = job
+                        .map_err(|s| anyhow!("SubmitBatchJob: {:?}: {}", s.code(), s.message()))?
+                        .into_inner();
+                    wait_for_job(&mut client, job, opts.progress, stop.clone()).await?
+                }
+            }
+        };
+        loop {
+            let p = match opts.job_chunk {
+                None => pend_rx.recv().await,
+                Some(_) => pendings.pop_front(),
+            };
+            let Some(p) = p else { break };
             let (row, offset) = match p {
                 Pending::Failed(row, offset) => (row, offset),
                 Pending::Sent {
@@ -254,8 +344,9 @@ pub async fn run_batch(opts: &BatchOptions, stop: watch::Receiver<bool>) -> anyh
                     offset,
                 } => {
                     let answer = responses
-                        .message()
+                        .next()
                         .await
+                        .transpose()
                         .map_err(|s| anyhow!("the daemon's stream failed: {:?}: {}", s.code(), s.message()))?
                         .ok_or_else(|| {
                             anyhow!("the daemon's stream ended before answering {marketplace}/{listing_id}")

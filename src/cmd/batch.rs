@@ -89,6 +89,13 @@ pub struct BatchArgs {
     /// No progress output (the summary is still printed).
     #[arg(long)]
     pub quiet: bool,
+    /// Replicas of a shared store only: submit the catalog as a batch job that every replica
+    /// works through (a replica that dies loses its chunk to another), then write the rows.
+    #[arg(long)]
+    pub shared_job: bool,
+    /// Listings per chunk of a --shared-job (the unit a replica claims).
+    #[arg(long, default_value_t = 100, requires = "shared_job", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub chunk_size: u32,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -119,6 +126,7 @@ impl BatchArgs {
             },
             progress_interval: self.progress_interval,
             conn: self.client.conn.connection(),
+            job_chunk: self.shared_job.then_some(self.chunk_size),
         }
     }
 }
