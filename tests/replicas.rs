@@ -713,3 +713,169 @@ async fn relist_batch_shared_job_writes_one_row_per_listing() {
         assert_eq!(row["verdict"], want, "row {i}: {row}");
     }
 }
+
+/// A recorded check (not a dry run) of `pdq` as listing `listing_id`: the match id, if any.
+async fn recorded_check(c: &mut Client, listing_id: &str, pdq: &str) -> u64 {
+    c.check_listing(pb::CheckListingRequest {
+        listing: Some(hashed("tiktok", listing_id, pdq)),
+        dry_run: false,
+    })
+    .await
+    .expect("check")
+    .into_inner()
+    .match_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reviews_and_keys_are_shared_by_replicas() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("shared");
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (ra, rb) = (replica(&url, dir_a.path()), replica(&url, dir_b.path()));
+    let (mut a, mut b) = (ra.client().await, rb.client().await);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let pdqs: Vec<String> = (0..6).map(|_| random_pdq(&mut rng)).collect();
+    let mut ids = Vec::new();
+    for (i, p) in pdqs.iter().enumerate() {
+        ids.push(
+            register(&mut a, hashed("shopee", &format!("t{i}"), p))
+                .await
+                .expect("register"),
+        );
+        until_matched(&mut b, p, ids[i], Duration::from_secs(5))
+            .await
+            .expect("propagated");
+    }
+    // Checks recorded on both replicas at once get distinct match ids, and every record
+    // reaches both replicas' history.
+    let mut made = Vec::new();
+    for (i, p) in pdqs.iter().enumerate() {
+        let (la, lb) = (format!("a{i}"), format!("b{i}"));
+        let (ma, mb) = tokio::join!(recorded_check(&mut a, &la, p), recorded_check(&mut b, &lb, p));
+        assert!(ma != 0 && mb != 0);
+        made.extend([ma, mb]);
+    }
+    let unique: std::collections::HashSet<_> = made.iter().collect();
+    assert_eq!(unique.len(), made.len(), "match ids collide across replicas: {made:?}");
+    for (c, name) in [(&mut a, "A"), (&mut b, "B")] {
+        for m in &made {
+            let started = Instant::now();
+            while c.get_match(pb::GetMatchRequest { match_id: *m }).await.is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "match {m} never reached replica {name}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let page = c
+            .query_matches(pb::QueryMatchesRequest {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("query")
+            .into_inner();
+        assert_eq!(page.records.len(), made.len(), "replica {name}'s history");
+    }
+    // A FALSE_POSITIVE on A stops the same listing matching on B.
+    let on_b = made[1];
+    a.review_match(pb::ReviewMatchRequest {
+        match_id: on_b,
+        label: pb::ReviewLabel::FalsePositive as i32,
+        reviewer: "analyst".into(),
+        note: "different product".into(),
+    })
+    .await
+    .expect("review on A");
+    let started = Instant::now();
+    loop {
+        let r = b
+            .check_listing(pb::CheckListingRequest {
+                listing: Some(hashed("tiktok", "b0", &pdqs[0])),
+                dry_run: true,
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        if r.verdict == pb::Verdict::Clear as i32 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the review never reached B");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Records made while PostgreSQL is down wait in B's outbox and arrive on A afterwards.
+    pg.stop();
+    let offline = recorded_check(&mut b, "offline", &pdqs[2]).await;
+    assert!(offline != 0, "recorded locally while PostgreSQL is down");
+    let err = a
+        .review_match(pb::ReviewMatchRequest {
+            match_id: made[0],
+            label: pb::ReviewLabel::Confirmed as i32,
+            reviewer: "analyst".into(),
+            note: String::new(),
+        })
+        .await
+        .expect_err("reviews need PostgreSQL");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    pg.start_server();
+    let started = Instant::now();
+    while a.get_match(pb::GetMatchRequest { match_id: offline }).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the outbox was never shipped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A key created on A is required and accepted on B; revoked on B, refused on A.
+    let created = a
+        .create_key(pb::CreateKeyRequest {
+            role: "admin".into(),
+            marketplace: String::new(),
+            name: "ops".into(),
+        })
+        .await
+        .expect("create key")
+        .into_inner();
+    let key = created.secret;
+    let key_id = created.key.expect("key").key_id;
+    let started = Instant::now();
+    loop {
+        match b.get_takedown(pb::GetTakedownRequest { takedown_id: ids[0] }).await {
+            Err(e) if e.code() == tonic::Code::Unauthenticated => break,
+            _ => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "B never required the new key"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let conn = relist_proto::transport::Connection {
+        api_key: Some(key.clone()),
+        ..Default::default()
+    };
+    let mut b_keyed = common::connect_with(&rb.url(), &conn).await;
+    b_keyed
+        .get_takedown(pb::GetTakedownRequest { takedown_id: ids[0] })
+        .await
+        .expect("the key works on B");
+    b_keyed
+        .revoke_key(pb::RevokeKeyRequest { key_id })
+        .await
+        .expect("revoke on B");
+    let mut a_keyed = common::connect_with(&ra.url(), &conn).await;
+    let started = Instant::now();
+    while a_keyed
+        .get_takedown(pb::GetTakedownRequest { takedown_id: ids[0] })
+        .await
+        .is_ok()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "A still accepts a key revoked on B"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

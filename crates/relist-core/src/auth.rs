@@ -178,6 +178,15 @@ impl Keys {
 
     /// Creates a key; returns it with its secret, which is not stored and cannot be shown again.
     pub fn create(&self, role: Role, marketplace: Option<&str>, name: &str) -> Result<(KeyInfo, String)> {
+        let (info, secret, hash) = Keys::prepare(self.db.generate_id()? + 1, role, marketplace, name)?;
+        self.put(&info, Some(hash))?;
+        self.db.flush()?;
+        Ok((info, secret))
+    }
+
+    /// A new key `id` with its secret and the secret's hash, validated, not stored yet (a
+    /// replica of a shared store stores it once the shared store has it, see [`Keys::put`]).
+    pub fn prepare(id: u64, role: Role, marketplace: Option<&str>, name: &str) -> Result<(KeyInfo, String, [u8; 32])> {
         let marketplace = marketplace.map(|m| m.trim().to_lowercase()).filter(|m| !m.is_empty());
         if let Some(m) = &marketplace {
             if m.len() > MARKETPLACE_MAX_BYTES {
@@ -200,22 +209,29 @@ impl Keys {
         getrandom::getrandom(&mut raw).map_err(|e| Error::Internal(format!("no randomness for a key: {e}")))?;
         let secret = format!("{KEY_PREFIX}{}", hex::encode(raw));
         let info = KeyInfo {
-            id: self.db.generate_id()? + 1,
+            id,
             name: name.to_string(),
             role,
             marketplace,
             created_at_ms: now_ms(),
             revoked_at_ms: None,
         };
-        let json = serde_json::to_vec(&info).map_err(|e| Error::Internal(e.to_string()))?;
         let hash = digest(&secret);
+        Ok((info, secret, hash))
+    }
+
+    /// Stores a key record (and, for a new key, its secret's hash) as given: a new key, a
+    /// revocation, or either made on another replica. Idempotent.
+    pub fn put(&self, info: &KeyInfo, hash: Option<[u8; 32]>) -> Result<()> {
+        let json = serde_json::to_vec(info).map_err(|e| Error::Internal(e.to_string()))?;
         (&self.keys, &self.hashes).transaction(|(keys, hashes)| {
             keys.insert(&info.id.to_be_bytes(), json.as_slice())?;
-            hashes.insert(&hash, &info.id.to_be_bytes())?;
+            if let Some(hash) = &hash {
+                hashes.insert(hash, &info.id.to_be_bytes())?;
+            }
             Ok::<_, sled::transaction::ConflictableTransactionError<Error>>(())
         })?;
-        self.db.flush()?;
-        Ok((info, secret))
+        Ok(())
     }
 
     /// Every key, revoked ones included, oldest first.
@@ -229,7 +245,8 @@ impl Keys {
             .collect()
     }
 
-    fn get(&self, id: u64) -> Result<Option<KeyInfo>> {
+    /// One key.
+    pub fn get(&self, id: u64) -> Result<Option<KeyInfo>> {
         self.keys
             .get(id.to_be_bytes())?
             .map(|v| serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("api key {id}: {e}"))))

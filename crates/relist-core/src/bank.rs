@@ -22,6 +22,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
+use crate::auth::{KeyInfo, Keys, Role};
 use crate::disk::{DiskGuard, DEFAULT_MIN_FREE_BYTES};
 use crate::domain::{
     now_ms, CheckOutcome, Listing, ListingFingerprints, ListingInfo, Match, Registered, Source, Takedown, TakedownId,
@@ -43,6 +44,11 @@ pub const STALE_AFTER: Duration = Duration::from_secs(2);
 pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
 /// Changes read from the record per query while catching up.
 const CATCH_UP_BATCH: usize = 1000;
+/// Replicas one shared bank can have: match ids made on replica `slot` are `≡ slot (mod
+/// REPLICA_SLOTS)`, so each replica can still make 62 ids per millisecond in time order.
+pub const REPLICA_SLOTS: u32 = 16;
+/// Match records shipped to the shared store per transaction.
+const SHIP_BATCH: usize = 500;
 
 /// The bank and everything needed to check listings against it.
 pub struct Bank {
@@ -69,6 +75,8 @@ pub struct Bank {
     diverged: AtomicBool,
     /// The shared record when the local store is its mirror (see [`crate::storage`]).
     shared: Option<Shared>,
+    /// The API keys (in the local store; a replica's follow the shared events log).
+    keys: Keys,
 }
 
 /// A replica's view of the shared record it mirrors.
@@ -81,6 +89,29 @@ struct Shared {
     contact_ms: AtomicI64,
     /// Whether the mirror has caught up with the record once since start.
     ready: AtomicBool,
+    /// The last event of the events log applied here: (seq, mark).
+    events: Mutex<(u64, u64)>,
+}
+
+/// The events log's entries (see [`Storage::append_events`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReviewEvent {
+    match_id: u64,
+    label: Label,
+    reviewer: String,
+    note: String,
+    at_ms: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyEvent {
+    info: KeyInfo,
+    /// The secret's SHA-256 (hex), for a new key; `None` for a revocation.
+    hash: Option<String>,
+}
+
+fn event_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Builds the live index from the store. Reading and decoding sled records and inserting
@@ -162,7 +193,7 @@ impl Bank {
         };
         // A mirror emptied just now must not load the snapshot of what it held.
         let claim = match &shared {
-            Some(s) if s.state.lock().seq == 0 => None,
+            Some(s) if s.shared.state.lock().seq == 0 => None,
             _ => store.snapshot_claim(),
         };
         let build = snapshot::Build::current(thresholds.pdq_min_quality);
@@ -198,8 +229,13 @@ impl Bank {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded takedown bank from {source}"
         );
+        let history = match &shared {
+            Some(s) => History::open(store.db())?.share(s.slot, REPLICA_SLOTS),
+            None => History::open(store.db())?,
+        };
         Ok(Bank {
-            history: History::open(store.db())?,
+            history,
+            keys: Keys::open(store.db())?,
             store,
             index: RwLock::new(index),
             writer: Mutex::new(()),
@@ -211,7 +247,7 @@ impl Bank {
             dir: dir.to_path_buf(),
             sealed: AtomicBool::new(false),
             diverged: AtomicBool::new(false),
-            shared,
+            shared: shared.map(|s| s.shared),
         })
     }
 
@@ -601,6 +637,25 @@ impl Bank {
     /// Records an analyst's label on a match (see [`History::review`]).
     pub fn review_match(&self, id: u64, label: Label, reviewer: &str, note: &str) -> Result<MatchView> {
         self.disk.check()?;
+        if let Some(shared) = &self.shared {
+            // Through the events log, so every replica applies it; the record goes first.
+            self.history.get(id)?;
+            self.ship(shared)?;
+            let review = ReviewEvent {
+                match_id: id,
+                label,
+                reviewer: reviewer.to_string(),
+                note: note.to_string(),
+                at_ms: now_ms(),
+            };
+            shared.record.append_events(&[("review", event_json(&review)?)])?;
+            if let Err(e) = self.catch_up_events(shared) {
+                warn!(match_id = id, error = %e, "review committed but not applied here yet; the follower will");
+                // Applied locally at once all the same: the answer shows it.
+                return self.history.review_at(id, label, reviewer, note, review.at_ms);
+            }
+            return self.history.get(id);
+        }
         let _gate = self.backup_gate.read();
         let view = self.history.review(id, label, reviewer, note)?;
         self.store.flush()?;
@@ -643,6 +698,53 @@ impl Bank {
     /// Makes everything durable; called on shutdown.
     pub fn flush(&self) -> Result<()> {
         self.store.flush()
+    }
+
+    /// The API keys (for authentication, which reads them locally on every replica).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Creates an API key: in the local store, or, on a replica, through the shared events
+    /// log so every replica accepts it. Returns the key and its secret (never shown again).
+    pub fn create_key(&self, role: Role, marketplace: Option<&str>, name: &str) -> Result<(KeyInfo, String)> {
+        self.disk.check()?;
+        let _gate = self.backup_gate.read();
+        let Some(shared) = &self.shared else {
+            return self.keys.create(role, marketplace, name);
+        };
+        let (info, secret, hash) = Keys::prepare(shared.record.next_key_id()?, role, marketplace, name)?;
+        let event = KeyEvent {
+            info: info.clone(),
+            hash: Some(hex::encode(hash)),
+        };
+        shared.record.append_events(&[("key", event_json(&event)?)])?;
+        // Usable here at once, whatever the follower is doing.
+        self.keys.put(&info, Some(hash))?;
+        Ok((info, secret))
+    }
+
+    /// Revokes an API key, on every replica of a shared store.
+    pub fn revoke_key(&self, id: u64) -> Result<KeyInfo> {
+        self.disk.check()?;
+        let _gate = self.backup_gate.read();
+        let Some(shared) = &self.shared else {
+            return self.keys.revoke(id);
+        };
+        let mut info = self
+            .keys
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("api key {id}")))?;
+        if info.revoked_at_ms.is_none() {
+            info.revoked_at_ms = Some(now_ms());
+            let event = KeyEvent {
+                info: info.clone(),
+                hash: None,
+            };
+            shared.record.append_events(&[("key", event_json(&event)?)])?;
+            self.keys.put(&info, None)?;
+        }
+        Ok(info)
     }
 
     /// Where takedowns are recorded: the shared record, or the local store itself.
@@ -694,6 +796,113 @@ impl Bank {
         let Some(shared) = &self.shared else {
             return Ok(0);
         };
+        self.ship(shared)?;
+        let applied = self.catch_up_changes(shared)?;
+        Ok(applied + self.catch_up_events(shared)?)
+    }
+
+    /// Ships the match records made here to the events log (oldest first, in batches).
+    fn ship(&self, shared: &Shared) -> Result<()> {
+        loop {
+            let records = self.history.unshipped(SHIP_BATCH)?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            let events = records
+                .iter()
+                .map(|r| event_json(r).map(|b| ("match", b)))
+                .collect::<Result<Vec<_>>>()?;
+            shared.record.append_events(&events)?;
+            let ids: Vec<u64> = records.iter().map(|r| r.match_id).collect();
+            self.history.shipped(&ids)?;
+            if records.len() < SHIP_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies the events log after the last event applied here: match records made on
+    /// other replicas, reviews, API keys. Idempotent, so a log that went back is replayed.
+    fn catch_up_events(&self, shared: &Shared) -> Result<usize> {
+        let mut applied = 0;
+        loop {
+            let (after, mark) = *shared.events.lock();
+            if after > 0 && shared.record.event_mark_at(after)? != Some(mark) {
+                warn!(
+                    applied = after,
+                    "the shared store's events log no longer has the last event applied here; replaying it"
+                );
+                *shared.events.lock() = (0, 0);
+                continue;
+            }
+            let events = shared.record.events_after(after, CATCH_UP_BATCH)?;
+            let Some(last) = events.last() else {
+                return Ok(applied);
+            };
+            let position = (last.seq, last.mark);
+            for e in &events {
+                self.apply_event(e)?;
+            }
+            applied += events.len();
+            *shared.events.lock() = position;
+            let mut v = position.0.to_be_bytes().to_vec();
+            v.extend_from_slice(&position.1.to_be_bytes());
+            self.store.set_replica_value("events", &v)?;
+            if events.len() < CATCH_UP_BATCH {
+                self.store.flush()?;
+                return Ok(applied);
+            }
+        }
+    }
+
+    fn apply_event(&self, e: &crate::storage::Event) -> Result<()> {
+        let corrupt = |what: &str, err: serde_json::Error| Error::Corrupt(format!("event {} ({what}): {err}", e.seq));
+        match e.kind.as_str() {
+            "match" => {
+                let rec: crate::domain::MatchRecord =
+                    serde_json::from_slice(&e.body).map_err(|x| corrupt("match", x))?;
+                if !self.history.contains(rec.match_id)? {
+                    self.history.insert(&rec)?;
+                }
+            }
+            "review" => {
+                let r: ReviewEvent = serde_json::from_slice(&e.body).map_err(|x| corrupt("review", x))?;
+                match self
+                    .history
+                    .review_at(r.match_id, r.label, &r.reviewer, &r.note, r.at_ms)
+                {
+                    Ok(_) => {}
+                    // Expired here by retention: nothing to label.
+                    Err(Error::NotFound(_)) => {
+                        tracing::debug!(match_id = r.match_id, "review of a match not kept here")
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            "key" => {
+                let k: KeyEvent = serde_json::from_slice(&e.body).map_err(|x| corrupt("key", x))?;
+                let hash = match k.hash {
+                    Some(h) => Some(
+                        hex::decode(&h)
+                            .ok()
+                            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                            .ok_or_else(|| Error::Corrupt(format!("event {}: key hash", e.seq)))?,
+                    ),
+                    None => None,
+                };
+                self.keys.put(&k.info, hash)?;
+            }
+            other => warn!(
+                seq = e.seq,
+                kind = other,
+                "unknown event kind (a newer relist?); skipped"
+            ),
+        }
+        Ok(())
+    }
+
+    /// The change log after the last change applied here, into the mirror and the index.
+    fn catch_up_changes(&self, shared: &Shared) -> Result<usize> {
         let mut applied = 0;
         loop {
             // Shutting down: the mirror must stay what the snapshot holds.
@@ -847,7 +1056,13 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 /// Makes `store` the mirror of `record`: keeps it when it mirrors the same bank, empties it
 /// when it mirrors another, refuses a data dir that holds an embedded bank of its own. Starts
 /// from the mirror alone when the record is unreachable (checks then say stale).
-fn open_mirror(store: &Store, record: Arc<dyn Storage>) -> Result<Shared> {
+/// What [`open_mirror`] found: the replica's view and its slot.
+struct Opened {
+    shared: Shared,
+    slot: u32,
+}
+
+fn open_mirror(store: &Store, record: Arc<dyn Storage>) -> Result<Opened> {
     let mirrored = store.mirror_state()?;
     let state = match record.bank_id() {
         Ok(bank_id) => match mirrored {
@@ -886,12 +1101,52 @@ fn open_mirror(store: &Store, record: Arc<dyn Storage>) -> Result<Shared> {
             }
         },
     };
-    Ok(Shared {
-        record,
-        state: Mutex::new(state),
-        contact_ms: AtomicI64::new(0),
-        ready: AtomicBool::new(false),
+    let slot = replica_slot(store, record.as_ref())?;
+    let events = match store.replica_value("events")? {
+        Some(v) if v.len() == 16 => {
+            let (seq, mark) = v.split_at(8);
+            (crate::codec::be_u64(seq), crate::codec::be_u64(mark))
+        }
+        _ => (0, 0),
+    };
+    Ok(Opened {
+        shared: Shared {
+            record,
+            state: Mutex::new(state),
+            contact_ms: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            events: Mutex::new(events),
+        },
+        slot,
     })
+}
+
+/// This data dir's replica slot: claimed once in the shared store under a name made for the
+/// data dir, then kept locally (so a replica restarting during an outage keeps its ids).
+fn replica_slot(store: &Store, record: &dyn Storage) -> Result<u32> {
+    let name = match store.replica_value("name")? {
+        Some(n) => String::from_utf8(n).map_err(|_| Error::Corrupt("replica name".into()))?,
+        None => {
+            let mut raw = [0u8; 16];
+            getrandom::getrandom(&mut raw).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+            let name = hex::encode(raw);
+            store.set_replica_value("name", name.as_bytes())?;
+            name
+        }
+    };
+    let known = store
+        .replica_value("slot")?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_be_bytes);
+    match record.claim_slot(&name, REPLICA_SLOTS) {
+        Ok(slot) => {
+            store.set_replica_value("slot", &slot.to_be_bytes())?;
+            store.flush()?;
+            Ok(slot)
+        }
+        Err(Error::Unavailable(e)) => known.ok_or(Error::Unavailable(e)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Marks the index as possibly different from the store (no snapshot at shutdown) unless

@@ -17,7 +17,11 @@
 //! - `stats`: day (u32 BE, days since epoch) ++ kind byte ++ name -> u64 BE count, kept
 //!   up to date on every record so statistics never scan the history.
 //!
-//! A record, its index entries and its counters are written in one transaction.
+//! - `history_outbox`: match id -> empty: records made here and not yet shipped to a shared
+//!   store's events log (replicas only; see [`History::share`]).
+//!
+//! A record, its index entries, its counters and its outbox entry are written in one
+//! transaction.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -165,7 +169,12 @@ pub struct History {
     suppressions: Tree,
     stats: Tree,
     thumbs: Tree,
+    outbox: Tree,
     last_id: AtomicU64,
+    /// With a shared store: this replica's slot and the number of slots. Match ids are then
+    /// `≡ slot (mod slots)`, so ids made on different replicas never collide, and records
+    /// made here go to the outbox for shipping.
+    shared: Option<(u64, u64)>,
 }
 
 fn id_be(id: u64) -> [u8; 8] {
@@ -288,8 +297,53 @@ impl History {
             suppressions: db.open_tree("suppressions")?,
             stats: db.open_tree("stats")?,
             thumbs: db.open_tree("match_thumbs")?,
+            outbox: db.open_tree("history_outbox")?,
             last_id: AtomicU64::new(last),
+            shared: None,
         })
+    }
+
+    /// Makes this the history of replica `slot` of `slots` sharing one bank: ids made here
+    /// are unique across replicas, and records made here wait in the outbox until shipped.
+    pub fn share(mut self, slot: u32, slots: u32) -> History {
+        self.shared = Some((u64::from(slot), u64::from(slots.max(1))));
+        self
+    }
+
+    /// Whether a record with this id is kept here.
+    pub fn contains(&self, id: MatchId) -> Result<bool> {
+        Ok(self.matches.contains_key(id_be(id))?)
+    }
+
+    /// Up to `limit` records made here and not shipped yet, oldest first.
+    pub fn unshipped(&self, limit: usize) -> Result<Vec<MatchRecord>> {
+        let mut out = Vec::new();
+        for k in self.outbox.iter().keys().take(limit) {
+            let id = suffix_id(&k?)?;
+            match self.record_by_id(id)? {
+                Some(r) => out.push(r),
+                // Expired by retention before it was shipped: nothing left to ship.
+                None => {
+                    self.outbox.remove(id_be(id))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records now in the shared store: out of the outbox.
+    pub fn shipped(&self, ids: &[MatchId]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(&id_be(*id));
+        }
+        self.outbox.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Records waiting in the outbox.
+    pub fn unshipped_count(&self) -> usize {
+        self.outbox.len()
     }
 
     /// A new time-ordered match id for a record made at `at_ms`.
@@ -297,7 +351,11 @@ impl History {
         let floor = (at_ms.max(0) as u64).saturating_mul(1000);
         let mut cur = self.last_id.load(Ordering::Relaxed);
         loop {
-            let next = floor.max(cur + 1);
+            let mut next = floor.max(cur + 1);
+            if let Some((slot, slots)) = self.shared {
+                // The next id of this replica's residue: still time-ordered to the ms.
+                next += (slot + slots - next % slots) % slots;
+            }
             match self
                 .last_id
                 .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -320,7 +378,7 @@ impl History {
         matches: &[Match],
     ) -> Result<MatchId> {
         let at_ms = now_ms();
-        self.insert(&MatchRecord {
+        let rec = MatchRecord {
             match_id: self.next_id(at_ms),
             at_ms,
             source,
@@ -328,7 +386,8 @@ impl History {
             verdict,
             score,
             matches: matches.to_vec(),
-        })
+        };
+        self.write(&rec, self.shared.is_some())
     }
 
     /// Keeps the candidate's thumbnails (index, JPEG) beside a record.
@@ -348,6 +407,11 @@ impl History {
 
     /// Writes a record with its index entries and counters atomically.
     pub fn insert(&self, rec: &MatchRecord) -> Result<MatchId> {
+        self.write(rec, false)
+    }
+
+    /// [`History::insert`], also queueing the record for shipping when `ship`.
+    fn write(&self, rec: &MatchRecord, ship: bool) -> Result<MatchId> {
         let value = json(rec)?;
         let id = id_be(rec.match_id);
         let IndexKeys {
@@ -362,9 +426,13 @@ impl History {
             &self.by_seller,
             &self.by_marketplace,
             &self.stats,
+            &self.outbox,
         )
-            .transaction(|(m, t, s, mp, st)| {
+            .transaction(|(m, t, s, mp, st, ob)| {
                 m.insert(&id, value.as_slice())?;
+                if ship {
+                    ob.insert(&id, &[])?;
+                }
                 for k in &tk {
                     t.insert(k.as_slice(), &[])?;
                 }
@@ -424,6 +492,12 @@ impl History {
     /// FALSE_POSITIVE stops the same stored images and title of the matched takedowns from
     /// matching the same candidate listing again; any later label undoes that.
     pub fn review(&self, id: MatchId, label: Label, reviewer: &str, note: &str) -> Result<MatchView> {
+        self.review_at(id, label, reviewer, note, now_ms())
+    }
+
+    /// [`History::review`] given at `at_ms` (a review made on another replica). The same
+    /// review twice is kept once, so replaying the events log is harmless.
+    pub fn review_at(&self, id: MatchId, label: Label, reviewer: &str, note: &str, at_ms: i64) -> Result<MatchView> {
         let rec = self
             .record_by_id(id)?
             .ok_or_else(|| Error::NotFound(format!("match {id}")))?;
@@ -433,13 +507,21 @@ impl History {
             .get(key)?
             .and_then(|v| v.first().copied())
             .and_then(Label::from_byte);
-        let seq = self.reviews.scan_prefix(key).count() as u32;
-        let review = json(&Review {
+        let this = Review {
             label,
             reviewer: reviewer.to_string(),
             note: note.to_string(),
-            at_ms: now_ms(),
-        })?;
+            at_ms,
+        };
+        let mut seq = 0u32;
+        for kv in self.reviews.scan_prefix(key) {
+            let (_, v) = kv?;
+            if parse::<Review>("review", &v)? == this {
+                return self.get(id);
+            }
+            seq += 1;
+        }
+        let review = json(&this)?;
         let supp_keys: Vec<(Vec<u8>, Vec<u8>)> = rec
             .matches
             .iter()

@@ -26,6 +26,19 @@ pub struct Change {
     pub mark: u64,
 }
 
+/// One entry of the events log: what replicas share besides takedowns (match records,
+/// reviews, API keys), applied by every replica in seq order like the change log.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub seq: u64,
+    /// `match`, `review` or `key`.
+    pub kind: String,
+    /// The event's JSON.
+    pub body: Vec<u8>,
+    /// See [`Change::mark`].
+    pub mark: u64,
+}
+
 /// A catalog re-check job shared by replicas (see [`Storage::create_job`]).
 pub type JobId = u64;
 
@@ -116,6 +129,31 @@ pub trait Storage: Send + Sync {
     /// The identity of the bank this record holds: a mirror of another bank (or of a restored
     /// database) must be rebuilt, not caught up.
     fn bank_id(&self) -> Result<String>;
+
+    /// Appends events to the events log in one transaction; returns the last one's seq.
+    fn append_events(&self, _events: &[(&str, Vec<u8>)]) -> Result<u64> {
+        Err(no_jobs())
+    }
+
+    /// Up to `limit` events with a seq above `after`, in seq order.
+    fn events_after(&self, _after: u64, _limit: usize) -> Result<Vec<Event>> {
+        Ok(Vec::new())
+    }
+
+    /// The mark of the event at `seq` ([`Storage::mark_at`] for the events log).
+    fn event_mark_at(&self, _seq: u64) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// This replica's slot among at most `slots` (the same name gets the same slot again).
+    fn claim_slot(&self, _name: &str, _slots: u32) -> Result<u32> {
+        Ok(0)
+    }
+
+    /// A fresh API key id, unique across replicas.
+    fn next_key_id(&self) -> Result<u64> {
+        Err(no_jobs())
+    }
 
     /// Records a job of `chunks` (each a list of opaque items) for any replica to claim;
     /// returns its id. Only a shared store has jobs.

@@ -323,6 +323,19 @@ impl Store {
         Ok(())
     }
 
+    /// A replica's own value in `meta` (its name, slot, events position): `mirror_<name>`.
+    pub fn replica_value(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let meta = self.db.open_tree("meta")?;
+        Ok(meta.get(format!("mirror_{name}"))?.map(|v| v.to_vec()))
+    }
+
+    /// Sets a replica's own value in `meta` (see [`Store::replica_value`]).
+    pub fn set_replica_value(&self, name: &str, value: &[u8]) -> Result<()> {
+        let meta = self.db.open_tree("meta")?;
+        meta.insert(format!("mirror_{name}"), value)?;
+        Ok(())
+    }
+
     /// Empties the takedown trees (a mirror of another bank is rebuilt from scratch). The
     /// history and the API keys stay.
     pub fn clear_takedowns(&self) -> Result<()> {

@@ -26,7 +26,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 use relist_core::domain::{ListingFingerprints, Takedown, TakedownId};
 use relist_core::error::{Error, Result};
-use relist_core::storage::{Change, ClaimedChunk, JobId, JobStatus, Storage};
+use relist_core::storage::{Change, ClaimedChunk, Event, JobId, JobStatus, Storage};
 use relist_core::store::{decode_fingerprints, encode_fingerprints};
 
 pub mod schema;
@@ -317,6 +317,96 @@ impl Storage for PgStore {
             }
         };
         Ok(woke)
+    }
+
+    fn append_events(&self, events: &[(&str, Vec<u8>)]) -> Result<u64> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let mut last = 0i64;
+            // One counter update per event, last in the transaction, as for the change log.
+            for (kind, body) in events {
+                last = tx
+                    .query_one(
+                        "WITH s AS (UPDATE relist_seq SET seq = seq + 1 WHERE id = 2 RETURNING seq)
+                         INSERT INTO relist_events (seq, kind, body) SELECT seq, $1, $2 FROM s RETURNING seq",
+                        &[kind, body],
+                    )?
+                    .get(0);
+            }
+            tx.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
+            tx.commit()?;
+            Ok(last as u64)
+        })
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT seq, kind, body, (extract(epoch FROM committed_at) * 1000000)::bigint
+                 FROM relist_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after as i64), &(limit as i64)],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let seq: i64 = r.get(0);
+                Event {
+                    seq: seq as u64,
+                    kind: r.get(1),
+                    body: r.get(2),
+                    mark: mark(seq, r.get(3)),
+                }
+            })
+            .collect())
+    }
+
+    fn event_mark_at(&self, seq: u64) -> Result<Option<u64>> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "SELECT (extract(epoch FROM committed_at) * 1000000)::bigint FROM relist_events WHERE seq = $1",
+                &[&(seq as i64)],
+            )
+        })?;
+        Ok(row.map(|r| mark(seq as i64, r.get(0))))
+    }
+
+    fn claim_slot(&self, name: &str, slots: u32) -> Result<u32> {
+        let slot: Option<i32> = self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("LOCK TABLE relist_replicas IN EXCLUSIVE MODE", &[])?;
+            let mine = tx.query_opt("SELECT slot FROM relist_replicas WHERE name = $1", &[&name])?;
+            let slot = match mine {
+                Some(r) => Some(r.get(0)),
+                None => {
+                    let free = tx.query_opt(
+                        "SELECT s FROM generate_series(0, $1 - 1) s
+                         WHERE s NOT IN (SELECT slot FROM relist_replicas) ORDER BY s LIMIT 1",
+                        &[&(slots as i32)],
+                    )?;
+                    match free {
+                        Some(r) => {
+                            let s: i32 = r.get(0);
+                            tx.execute("INSERT INTO relist_replicas (slot, name) VALUES ($1, $2)", &[&s, &name])?;
+                            Some(s)
+                        }
+                        None => None,
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(slot)
+        })?;
+        slot.map(|s| s as u32).ok_or_else(|| {
+            Error::ResourceExhausted(format!(
+                "{}: all {slots} replica slots are taken (relist_replicas); free the slot of a replica retired for good",
+                self.describe
+            ))
+        })
+    }
+
+    fn next_key_id(&self) -> Result<u64> {
+        self.with(|c| Ok(c.query_one("SELECT nextval('relist_key_ids')", &[])?.get::<_, i64>(0) as u64))
     }
 
     fn create_job(&self, chunks: &[Vec<Vec<u8>>]) -> Result<JobId> {

@@ -5,7 +5,7 @@
 use postgres::Client;
 
 /// The schema version this relist writes and reads.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// Arbitrary, fixed: the advisory lock key that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7265_6c69_7374; // "relist"
@@ -64,6 +64,23 @@ const MIGRATIONS: &[&str] = &[
          result bytea NOT NULL,
          PRIMARY KEY (job, idx)
      );",
+    // 3: the events log (match records, reviews, API keys), gap-free like the change log on
+    // counter row 2, and the replicas' slots (they keep match ids unique across replicas).
+    "ALTER TABLE relist_seq DROP CONSTRAINT relist_seq_id_check;
+     ALTER TABLE relist_seq ADD CONSTRAINT relist_seq_id_check CHECK (id IN (1, 2));
+     INSERT INTO relist_seq VALUES (2, 0);
+     CREATE TABLE relist_events (
+         seq bigint PRIMARY KEY,
+         kind text NOT NULL,
+         body bytea NOT NULL,
+         committed_at timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE TABLE relist_replicas (
+         slot int PRIMARY KEY,
+         name text NOT NULL UNIQUE,
+         claimed_at timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE SEQUENCE relist_key_ids;",
 ];
 
 /// Why the schema could not be brought to [`VERSION`].

@@ -68,7 +68,7 @@ impl RelistService {
     /// The service over `bank`, with its key store in the bank's database.
     pub fn new(bank: Arc<Bank>, limits: RequestLimits, metrics: Arc<Metrics>) -> Result<Self, Error> {
         Ok(RelistService {
-            keys: Keys::open(bank.db())?,
+            keys: bank.keys().clone(),
             bank: AsyncBank::new(bank),
             limits,
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
@@ -488,10 +488,9 @@ impl pb::relist_server::Relist for RelistService {
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         self.unary("CreateKey", Action::ManageKeys, request, |s, _caller, req| async move {
             let (role, marketplace, name) = api::create_key_from_proto(&req)?;
-            let keys = s.keys.clone();
             let (info, secret) = s
                 .bank
-                .run(move |bank| bank.gated(|| keys.create(role, marketplace.as_deref(), &name)))
+                .run(move |bank| bank.create_key(role, marketplace.as_deref(), &name))
                 .await?;
             info!(key_id = info.id, role = info.role.as_str(), "api key created");
             Ok(pb::CreateKeyResponse {
@@ -580,9 +579,8 @@ impl pb::relist_server::Relist for RelistService {
 
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
         self.unary("RevokeKey", Action::ManageKeys, request, |s, _caller, req| async move {
-            let keys = s.keys.clone();
             let id = req.key_id;
-            let info = s.bank.run(move |bank| bank.gated(|| keys.revoke(id))).await?;
+            let info = s.bank.run(move |bank| bank.revoke_key(id)).await?;
             info!(key_id = id, "api key revoked");
             Ok(pb::ApiKey::from(&info))
         })
