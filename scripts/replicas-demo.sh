@@ -23,7 +23,10 @@ fi
 
 WORK=$(mktemp -d /tmp/relist-demo.XXXXXX)
 PORT=${RELIST_DEMO_PG_PORT:-55432}
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+BASE=${RELIST_DEMO_PORT_BASE:-50060}   # replicas on BASE+1, BASE+2, BASE+3
+AS_PG=""
+[ "$(id -u)" = 0 ] && AS_PG="runuser -u postgres --"
+as_pg() { $AS_PG "$@"; }
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$WORK"
 
 PIDS=()
@@ -44,7 +47,7 @@ STORE="postgres://postgres@127.0.0.1:$PORT/relist"
 
 for i in 1 2 3; do
   mkdir -p "$WORK/replica$i"
-  "$RELIST" serve --store "$STORE" --data-dir "$WORK/replica$i" --listen "127.0.0.1:5006$i" \
+  "$RELIST" serve --store "$STORE" --data-dir "$WORK/replica$i" --listen "127.0.0.1:$((BASE + i))" \
     2>"$WORK/replica$i.log" &
   PIDS+=($!)
 done
@@ -55,13 +58,13 @@ for i in 1 2 3; do
   done
   grep -q "relist serving" "$WORK/replica$i.log" || { cat "$WORK/replica$i.log" >&2; exit 1; }
 done
-echo "==> replicas A, B, C on 127.0.0.1:50061, :50062, :50063 (logs in $WORK)"
+echo "==> replicas A, B, C on 127.0.0.1:$((BASE + 1)), :$((BASE + 2)), :$((BASE + 3)) (logs in $WORK)"
 
 PDQ=e8e8d0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6339e23c33b8c
 echo "==> register a takedown on A"
-"$RELIST" takedown add --addr 127.0.0.1:50061 --marketplace shopee --listing-id 123 \
+"$RELIST" takedown add --addr "127.0.0.1:$((BASE + 1))" --marketplace shopee --listing-id 123 \
   --seller-id s9 --title "BAJU BEKAS IMPORT ORI" --reason "illegal used clothing import" --pdq "$PDQ"
-for r in B:50062 C:50063; do
+for r in B:$((BASE + 2)) C:$((BASE + 3)); do
   echo "==> check a re-upload on ${r%%:*}"
   "$RELIST" check --addr "127.0.0.1:${r##*:}" --dry-run --marketplace tokopedia --listing-id 777 \
     --title "b4ju bekas imp0rt original READY" \
@@ -70,8 +73,8 @@ done
 
 cat <<EOF
 
-The replicas keep running: try \`$RELIST check --addr 127.0.0.1:50063 ...\`, stop PostgreSQL
-(as_pg $PG_BIN/pg_ctl -D $WORK/pg stop) and watch checks say the bank may be stale and writes
+The replicas keep running: try \`$RELIST check --addr 127.0.0.1:$((BASE + 3)) ...\`, stop PostgreSQL
+(${AS_PG:+$AS_PG }$PG_BIN/pg_ctl -D $WORK/pg stop) and watch checks say the bank may be stale and writes
 fail UNAVAILABLE, start it again and watch them recover.
 Press Enter (or Ctrl-C) to stop everything and delete $WORK.
 EOF

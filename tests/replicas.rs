@@ -879,3 +879,37 @@ async fn history_reviews_and_keys_are_shared_by_replicas() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The README's local demo runs as written: three replicas, a takedown on A, REUPLOAD on B and C.
+#[test]
+fn the_three_replica_demo_script_runs() {
+    if Postgres::start().is_none() {
+        return;
+    }
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    };
+    // Three consecutive free ports for the replicas: retry a few bases (bounded).
+    let base = (0..20)
+        .map(|_| free() - 1)
+        .find(|b| (1..=3).all(|i| std::net::TcpListener::bind(("127.0.0.1", b + i)).is_ok()))
+        .expect("three free consecutive ports");
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/replicas-demo.sh"))
+        .env("RELIST_BIN", env!("CARGO_BIN_EXE_relist"))
+        .env("RELIST_DEMO_PG_PORT", free().to_string())
+        .env("RELIST_DEMO_PORT_BASE", base.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("\nREUPLOAD\n").count(), 2, "{stdout}");
+}
