@@ -20,6 +20,7 @@ mod exchange;
 mod first_hour;
 mod fuzz_corpus;
 mod history;
+mod http_api;
 mod keys_cli;
 mod limits;
 mod metrics;
