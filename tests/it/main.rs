@@ -25,6 +25,7 @@ mod keys_cli;
 mod limits;
 mod metrics;
 mod packaging;
+mod python_example;
 mod snapshot;
 mod tls;
 mod web;
