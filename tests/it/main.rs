@@ -26,6 +26,7 @@ mod limits;
 mod metrics;
 mod packaging;
 mod python_example;
+mod reflection;
 mod snapshot;
 mod tls;
 mod web;
