@@ -603,6 +603,13 @@ impl Browser {
         }
     }
 
+    /// Types `key` into the sign-in form, submits it and waits for `until`.
+    async fn sign_in(&self, key: &str, what: &str, until: &str) {
+        self.type_into("#login-key", key).await;
+        self.click("#login-submit").await;
+        self.wait_for(what, until).await;
+    }
+
     async fn screenshot(&self, to: &str) {
         use base64::Engine;
         let v = wd(self.driver, "GET", &self.path("/screenshot"), None).await;
@@ -782,47 +789,227 @@ async fn analyst_filters_opens_and_confirms_a_match_in_chromium() {
     fx.stop().await;
 }
 
-/// Once API keys exist the page asks for one (a prompt), sends it with every API call, and
-/// its thumbnails load through the session cookie.
+/// A hash-only listing with an imported-style id (`pdq-<64 hex>`) and one PDQ hash.
+fn long_id_listing(marketplace: &str, pdq: &str, seller: &str, title: &str) -> pb::Listing {
+    pb::Listing {
+        listing_id: format!("pdq-{pdq}"),
+        marketplace: marketplace.into(),
+        seller_id: seller.into(),
+        title: title.into(),
+        description: String::new(),
+        images: vec![pb::Image {
+            pdq: pdq.into(),
+            ..Default::default()
+        }],
+    }
+}
+
+/// Once API keys exist the page shows a sign-in form (no `prompt()`, which headless browsers
+/// and monitors never get past): a wrong key and a key of another role are refused with a
+/// clear message, a real analyst key shows the history (thumbnails through the session
+/// cookie). At 1920 px, long imported ids stay inside the table. Bulk review labels every
+/// selected match of a filtered list, the CSV download holds what is shown, and logging out
+/// forgets the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_asks_for_an_api_key_once_keys_exist() {
+async fn keyed_page_signs_in_reviews_in_bulk_and_downloads_csv_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let profile = tempfile::tempdir().unwrap();
     let Some((_driver, b)) = start_browser(profile.path()).await else {
         return;
     };
-    let fx = Fixture::start(dir.path()).await;
-    let key = relist_core::auth::Keys::open(fx.server.bank.db())
-        .unwrap()
-        .create(relist_core::auth::Role::Analyst, None, "browser")
-        .unwrap()
-        .1;
-    b.goto(&format!("http://{}/", fx.web)).await;
-    // Only the alert endpoints may run while the prompt is open (others would dismiss it).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = http(b.driver, "GET", &b.path("/alert/text"), &[], b"").await;
-        if r.status == 200 {
-            assert!(r.json()["value"].as_str().unwrap().contains("API key"));
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the page never asked for a key");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    wd(b.driver, "POST", &b.path("/alert/text"), Some(json!({ "text": key }))).await;
-    wd(b.driver, "POST", &b.path("/alert/accept"), Some(json!({}))).await;
-    b.wait_for("all rows", &format!("{ROWS}.length === {}", fx.matches.len()))
+    let mut fx = Fixture::start(dir.path()).await;
+    // An imported hash-only takedown and a re-upload of it, both with `pdq-<64 hex>` ids; the
+    // candidate's title starts with a formula character.
+    let stored = "e8e8d0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6339e23c33b8c";
+    let seen = "e8e8d0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6339e23c33b8f";
+    register(
+        &mut fx.client,
+        long_id_listing("shopee", stored, "imp", "kemeja flanel import"),
+        "imported",
+    )
+    .await;
+    let long = check(
+        &mut fx.client,
+        long_id_listing("tokopedia", seen, "imp2", "=kemeja flanel import"),
+    )
+    .await;
+    assert_ne!(verdict(&long), pb::Verdict::Clear);
+    let mut all = fx.matches.clone();
+    all.push(long.match_id);
+    let key = fx.server.create_key(relist_core::auth::Role::Analyst, None);
+    let checker = fx.server.create_key(relist_core::auth::Role::Checker, None);
+    wd(
+        b.driver,
+        "POST",
+        &b.path("/window/rect"),
+        Some(json!({"width": 1920, "height": 1200})),
+    )
+    .await;
+    let url = format!("http://{}/", fx.web);
+    b.goto(&url).await;
+    b.wait_for(
+        "the sign-in form",
+        "!document.querySelector('#login-view').hidden && document.querySelector('#list-view').offsetParent === null",
+    )
+    .await;
+    let alert = http(b.driver, "GET", &b.path("/alert/text"), &[], b"").await;
+    assert_eq!(alert.status, 404, "no prompt: {}", alert.text());
+
+    // A wrong key, then a key of a role that may not read the history.
+    let status = "document.querySelector('#login-status').textContent";
+    b.sign_in(
+        "relist_not-a-key",
+        "the wrong-key message",
+        &format!("{status}.startsWith('Wrong API key')"),
+    )
+    .await;
+    b.sign_in(
+        &checker,
+        "the wrong-role message",
+        &format!("{status}.includes('may not read the match history')"),
+    )
+    .await;
+    assert_eq!(b.js("return sessionStorage.getItem('relist_key');").await, Value::Null);
+
+    // The real key: the history, with thumbnails through the cookie.
+    b.sign_in(&key, "all rows", &format!("{ROWS}.length === {}", all.len()))
         .await;
+    assert_eq!(b.js("return sessionStorage.getItem('relist_key');").await, json!(key));
     b.wait_for(
         "thumbnails",
-        "[...document.images].every(i => i.complete) && document.querySelectorAll('.placeholder').length === 2",
+        "[...document.images].every(i => i.complete) && document.querySelectorAll('.placeholder').length >= 2",
     )
     .await;
     let broken = b
         .js("return [...document.images].filter(i => i.naturalWidth === 0).length;")
         .await;
     assert_eq!(broken, json!(0), "thumbnails load with the cookie");
+    b.wait_for("statistics", "document.querySelector('#stats b') !== null")
+        .await;
+
+    // Long ids: cut with the whole id in the title; the actions column inside the table.
+    let widths = b
+        .js(&format!(
+            "const wrap = document.querySelector('.table-wrap').getBoundingClientRect();
+             const row = document.querySelector('#matches tbody tr[data-match-id=\"{}\"]');
+             const act = row.querySelector('td.act').getBoundingClientRect();
+             const ids = [...row.querySelectorAll('.id')].map(e => e.title);
+             return {{ window: window.innerWidth, wrap_right: wrap.right, act_right: act.right,
+                      scroll: document.querySelector('.table-wrap').scrollWidth,
+                      client: document.querySelector('.table-wrap').clientWidth, ids: ids }};",
+            long.match_id
+        ))
+        .await;
     b.screenshot("/tmp/relist-web-key.png").await;
+    assert!(widths["window"].as_f64().unwrap() >= 1800.0, "{widths}");
+    assert!(
+        widths["act_right"].as_f64().unwrap() <= widths["wrap_right"].as_f64().unwrap(),
+        "the actions column sticks out of the table: {widths}"
+    );
+    assert!(
+        widths["scroll"].as_f64().unwrap() <= widths["client"].as_f64().unwrap(),
+        "the table scrolls sideways: {widths}"
+    );
+    assert_eq!(
+        widths["ids"],
+        json!([
+            format!("tokopedia / pdq-{seen}"),
+            "seller imp2",
+            format!("shopee / pdq-{stored}")
+        ])
+    );
+
+    // CSV of what is shown: a header and one line per row, in the page's order; a cell that
+    // starts like a formula is defused.
+    b.js("window.__csv = null; const make = URL.createObjectURL;
+          URL.createObjectURL = (blob) => { blob.text().then(t => { window.__csv = t; }); return make.call(URL, blob); };
+          return true;")
+        .await;
+    b.click("#download-csv").await;
+    b.wait_for("the CSV", "window.__csv !== null").await;
+    let csv = b.js("return window.__csv;").await.as_str().unwrap().to_string();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), all.len() + 1, "{csv}");
+    assert!(
+        lines[0].starts_with("match_id,at,source,verdict,score,label,marketplace,listing_id,"),
+        "{csv}"
+    );
+    let csv_ids: Vec<u64> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(csv_ids, all.iter().rev().copied().collect::<Vec<_>>());
+    assert!(
+        lines[1].contains(&format!(",pdq-{seen},imp2,'=kemeja flanel import,")),
+        "{}",
+        lines[1]
+    );
+
+    // Bulk review of a filtered list: seller "rep" has four matches; label them all.
+    b.type_into("#f-seller", "rep").await;
+    b.click("#apply-filters").await;
+    b.wait_for("the seller's four matches", &format!("{ROWS}.length === 4"))
+        .await;
+    let shown: Vec<u64> = b
+        .js(&format!("return [...{ROWS}].map(r => Number(r.dataset.matchId));"))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let m = &fx.matches;
+    assert_eq!(shown, vec![m[6], m[4], m[2], m[0]]);
+    b.click("#select-all").await;
+    b.wait_for(
+        "four selected",
+        "document.querySelector('#bulk-count').textContent === '4 of 4 selected'",
+    )
+    .await;
+    b.type_into("#bulk-reviewer", "Ayu (bulk)").await;
+    b.click("#bulk-label option[value=CONFIRMED]").await;
+    b.click("#bulk-apply").await;
+    b.wait_for(
+        "the bulk result",
+        "document.querySelector('#bulk-status').textContent === '4 matches labelled CONFIRMED.'",
+    )
+    .await;
+    b.wait_for(
+        "the new labels in the list",
+        &format!("[...{ROWS}].every(r => r.textContent.includes('CONFIRMED'))"),
+    )
+    .await;
+    for id in &all {
+        let view = fx.server.bank.get_match(*id).unwrap();
+        let want = if shown.contains(id) {
+            relist_core::history::Label::Confirmed
+        } else {
+            relist_core::history::Label::Unreviewed
+        };
+        assert_eq!(view.label, want, "match {id}");
+        if shown.contains(id) {
+            assert_eq!(view.reviews.last().unwrap().reviewer, "Ayu (bulk)");
+        }
+    }
+
+    // Log out: the key is forgotten, and a reload asks again.
+    b.click("#logout").await;
+    b.wait_for(
+        "the sign-in form again",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    assert_eq!(b.js("return sessionStorage.getItem('relist_key');").await, Value::Null);
+    assert_eq!(
+        b.js("return document.cookie.includes('relist_key=rk_');").await,
+        json!(false)
+    );
+    b.goto(&url).await;
+    b.wait_for(
+        "the sign-in form after a reload",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
     b.quit().await;
     fx.stop().await;
 }

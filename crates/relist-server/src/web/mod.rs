@@ -14,6 +14,7 @@
 //! | `GET /api/takedowns/{id}` | the takedown and the timeline of its matches |
 //! | `GET /api/thumbs/match/{id}/{i}.jpg`, `/api/thumbs/takedown/{id}/{i}.jpg` | kept thumbnails |
 //! | `GET /metrics` | Prometheus metrics (see [`crate::metrics`]) |
+//! | `/api/v1/...` | the JSON-over-HTTP API for scripts and services, with its OpenAPI document (see [`api`]) |
 //!
 //! Errors map like the gRPC ones: bad input is 400 with `{"error": "field: reason", "field"}`,
 //! an unknown id 404. Times in queries are Unix milliseconds or RFC 3339. Bank calls go
@@ -36,16 +37,19 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use relist_core::auth::{Action, Keys};
+use relist_core::auth::{Action, Caller, Keys};
 use relist_core::bank::{Bank, ThumbnailOf};
 use relist_core::domain::{now_ms, MatchId, Source, Takedown, TakedownId, Verdict};
 use relist_core::error::Error;
 use relist_core::history::{Label, MatchView, Page, Query, Stats, MAX_PAGE_SIZE};
-use relist_core::limits::{MAX_MARKETPLACE_BYTES, MAX_SELLER_ID_BYTES, MAX_STATS_TOP};
+use relist_core::limits::{RequestLimits, MAX_MARKETPLACE_BYTES, MAX_SELLER_ID_BYTES, MAX_STATS_TOP};
 
 use crate::facade::AsyncBank;
 use crate::metrics::{BankGauges, Metrics};
 use crate::ServerError;
+
+pub mod api;
+mod openapi;
 
 const INDEX_HTML: &str = include_str!("static/index.html");
 const APP_JS: &str = include_str!("static/app.js");
@@ -69,9 +73,16 @@ pub fn router(bank: Arc<Bank>) -> Router {
     router_with(bank, Arc::new(Metrics::default()))
 }
 
-/// The page, its API (which needs an analyst or admin key once keys exist) and `/metrics`
-/// over the daemon's shared counters.
+/// The page, its API (which needs an analyst or admin key once keys exist), the JSON API
+/// ([`api`], under the default request limits) and `/metrics` over the daemon's shared
+/// counters.
 pub fn router_with(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
+    router_with_limits(bank, metrics, RequestLimits::default())
+}
+
+/// [`router_with`], the JSON API under `limits` (sizes, deadline, concurrency), as the gRPC
+/// service is.
+pub fn router_with_limits(bank: Arc<Bank>, metrics: Arc<Metrics>, limits: RequestLimits) -> Router {
     let facade = AsyncBank::new(bank);
     let page = Router::new()
         .route("/", get(index))
@@ -86,7 +97,8 @@ pub fn router_with(bank: Arc<Bank>, metrics: Arc<Metrics>) -> Router {
         .route("/api/thumbs/{of}/{id}/{file}", get(thumbnail))
         .fallback(not_found)
         .with_state(facade.clone())
-        .layer(axum::middleware::from_fn_with_state(facade.clone(), require_analyst));
+        .merge(api::router(facade.clone(), limits))
+        .layer(axum::middleware::from_fn_with_state(facade.clone(), require_key));
     metrics_router(facade.bank().clone(), metrics).merge(page)
 }
 
@@ -135,26 +147,45 @@ fn cookie_key(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-/// Once API keys exist, `/api/` needs an unscoped analyst or admin key, as
-/// `Authorization: Bearer <key>` or the page's cookie. The page's files stay open so it can
-/// ask for the key.
-async fn require_analyst(
-    State(bank): State<AsyncBank>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if !request.uri().path().starts_with("/api/") {
-        return next.run(request).await;
-    }
-    let headers = request.headers();
-    let caller = Keys::open(bank.bank().db()).and_then(|keys| match headers.get(header::AUTHORIZATION) {
+/// Who presents the request's key: `Authorization: Bearer <key>`, or (for the page only,
+/// `cookie`) the page's session cookie. Open while no key exists.
+fn authenticate(bank: &AsyncBank, headers: &HeaderMap, cookie: bool) -> Result<Caller, Error> {
+    let keys = Keys::open(bank.bank().db())?;
+    match headers.get(header::AUTHORIZATION) {
         Some(v) => keys.authenticate(Some(v.to_str().unwrap_or(""))),
-        None => match cookie_key(headers) {
+        None => match cookie_key(headers).filter(|_| cookie) {
             Some(k) => keys.authenticate_secret(&k),
             None => keys.authenticate(None),
         },
-    });
-    let allowed = caller.and_then(|c| {
+    }
+}
+
+/// Once API keys exist, the page's `/api/` needs an unscoped analyst or admin key, as
+/// `Authorization: Bearer <key>` or the page's cookie. The JSON API (`/api/v1/`) takes the
+/// header only, and each of its routes checks the caller's role itself, as gRPC does; its
+/// OpenAPI document is open. The page's files stay open so it can ask for the key.
+async fn require_key(
+    State(bank): State<AsyncBank>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.starts_with(api::PREFIX) {
+        if path == api::OPENAPI_PATH {
+            return next.run(request).await;
+        }
+        return match authenticate(&bank, request.headers(), false) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                next.run(request).await
+            }
+            Err(e) => api::V1Error::from(e).into_response(),
+        };
+    }
+    if !path.starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let allowed = authenticate(&bank, request.headers(), true).and_then(|c| {
         c.require(Action::ReadHistory)?;
         match c.scope() {
             Some(m) => Err(Error::PermissionDenied(format!(
@@ -165,14 +196,7 @@ async fn require_analyst(
     });
     match allowed {
         Ok(()) => next.run(request).await,
-        Err(e) => {
-            let mut r = ApiError::from(e).into_response();
-            if r.status() == StatusCode::UNAUTHORIZED {
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            r
-        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -220,6 +244,37 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The machine-readable name of the status, as the JSON API's `error.code` says it (the
+    /// gRPC code's name where there is one).
+    fn code(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+            StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+            StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+            StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+            StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+            StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::INSUFFICIENT_STORAGE => "DISK_FULL",
+            _ => "INTERNAL",
+        }
+    }
+
+    /// The response with `body`; a 401 says how to authenticate.
+    fn respond<T: Serialize>(&self, body: &T) -> Response {
+        let mut r = json_response(self.status, body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+/// The one mapping from core errors to HTTP statuses, for the page and the JSON API.
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
@@ -249,20 +304,28 @@ impl From<Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+impl ApiError {
+    /// The page's error body, `{"error": "field: reason", "field"}`, or (`nested`) the JSON
+    /// API's, `{"error": {"code", "message", "field"}}`; `field` only when a field is at fault.
+    fn body(&self, nested: bool) -> serde_json::Value {
+        let mut e = serde_json::Map::new();
+        if let Some(f) = &self.field {
+            e.insert("field".into(), f.as_str().into());
+        }
+        if nested {
+            e.insert("code".into(), self.code().into());
+            e.insert("message".into(), self.error.as_str().into());
+            serde_json::json!({ "error": e })
+        } else {
+            e.insert("error".into(), self.error.as_str().into());
+            serde_json::Value::Object(e)
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: &self.error,
-            field: self.field.as_deref(),
-        };
-        json_response(self.status, &body)
+        self.respond(&self.body(false))
     }
 }
 
@@ -320,8 +383,13 @@ async fn style_css() -> Response {
     static_file("text/css; charset=utf-8", STYLE_CSS)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such page")
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let e = ApiError::new(StatusCode::NOT_FOUND, "no such page");
+    if uri.path().starts_with(api::PREFIX) {
+        api::V1Error(e).into_response()
+    } else {
+        e.into_response()
+    }
 }
 
 /// Query-string parameters, percent-decoded; a repeated or unknown name is an error, an
@@ -652,7 +720,8 @@ struct ReviewBody {
     note: String,
 }
 
-/// Refuses a write that a browser made on behalf of another site.
+/// Refuses a write that a browser made on behalf of another site: it must be JSON (which a
+/// cross-site form cannot send) and come from this origin.
 fn same_origin_write(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -665,6 +734,12 @@ fn same_origin_write(headers: &HeaderMap) -> Result<(), ApiError> {
             "Content-Type must be application/json",
         ));
     }
+    same_site(headers)
+}
+
+/// Refuses a request that a browser made on behalf of another site (`Sec-Fetch-Site`,
+/// `Origin`); clients other than browsers send neither.
+fn same_site(headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or("");
         if site != "same-origin" && site != "none" {

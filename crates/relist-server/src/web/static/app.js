@@ -23,39 +23,120 @@
     return n;
   }
 
-  // The API key, once the daemon asked for one: kept for this tab only (sessionStorage) and
-  // as a session cookie, which the thumbnails' <img> requests carry.
+  // The API key, once the daemon asked for one: typed into the sign-in form, kept for this
+  // tab only (sessionStorage) and as a session cookie, which the thumbnails' <img> requests
+  // carry.
   const KEY = 'relist_key';
   function saveKey(k) {
     sessionStorage.setItem(KEY, k);
     document.cookie = KEY + '=' + encodeURIComponent(k) + '; path=/; SameSite=Strict';
   }
+  function forgetKey() {
+    sessionStorage.removeItem(KEY);
+    document.cookie = KEY + '=; path=/; SameSite=Strict; Max-Age=0';
+  }
 
-  async function api(path, opts, retried) {
+  // Raised when the daemon wants a (better) key: the sign-in form is shown instead.
+  class NeedsKey extends Error {}
+
+  async function request(path, opts, key) {
     const o = Object.assign({}, opts || {});
     o.headers = Object.assign({ Accept: 'application/json' }, o.headers || {});
-    const key = sessionStorage.getItem(KEY);
     if (key) o.headers.Authorization = 'Bearer ' + key;
     const r = await fetch(path, o);
-    if (r.status === 401 && !retried) {
-      // Another request may have asked for the key meanwhile: use it rather than ask twice.
-      const now = sessionStorage.getItem(KEY);
-      if (now && now !== key) return api(path, opts, true);
-      const k = window.prompt('This relist needs an API key (analyst or admin):');
-      if (k && k.trim()) {
-        saveKey(k.trim());
-        return api(path, opts, true);
-      }
-    }
     let body = null;
     try { body = await r.json(); } catch (_) { body = null; }
+    return { r: r, body: body };
+  }
+
+  function errorText(r, body) {
+    return body && body.error ? (typeof body.error === 'string' ? body.error : body.error.message) : 'HTTP ' + r.status;
+  }
+
+  async function api(path, opts) {
+    const key = sessionStorage.getItem(KEY);
+    const { r, body } = await request(path, opts, key);
+    if (r.status === 401) {
+      showLogin(key ? 'Your key was refused (' + errorText(r, body) + '). Sign in again.' : '');
+      throw new NeedsKey('sign in first');
+    }
     if (!r.ok) {
-      const msg = body && body.error ? body.error : 'HTTP ' + r.status;
-      const e = new Error(msg);
+      const e = new Error(errorText(r, body));
       e.status = r.status;
       throw e;
     }
     return body;
+  }
+
+  // ---- sign-in ----------------------------------------------------------------------------
+  function showLogin(message) {
+    if (sessionStorage.getItem(KEY)) forgetKey();
+    document.body.classList.add('locked');
+    $('#login-view').hidden = false;
+    $('#logout').hidden = true;
+    const st = $('#login-status');
+    st.textContent = message || '';
+    st.className = 'status' + (message ? ' bad' : '');
+    $('#login-key').focus();
+  }
+
+  function hideLogin() {
+    document.body.classList.remove('locked');
+    $('#login-view').hidden = true;
+    $('#logout').hidden = !sessionStorage.getItem(KEY);
+  }
+
+  async function signIn(e) {
+    e.preventDefault();
+    const input = $('#login-key');
+    const key = input.value.trim();
+    const st = $('#login-status');
+    if (!key) return;
+    const button = $('#login-submit');
+    button.disabled = true;
+    st.textContent = 'Checking the key…';
+    st.className = 'status';
+    try {
+      // Any history read tells whether the key may use this page.
+      const { r, body } = await request('/api/stats?top=1', {}, key);
+      if (r.status === 401) {
+        st.textContent = 'Wrong API key: relist does not know it (or it was revoked).';
+        st.className = 'status bad';
+        input.select();
+        return;
+      }
+      if (r.status === 403) {
+        st.textContent = 'This key may not read the match history: ' + errorText(r, body);
+        st.className = 'status bad';
+        input.select();
+        return;
+      }
+      if (!r.ok) {
+        st.textContent = 'Cannot sign in: ' + errorText(r, body);
+        st.className = 'status bad';
+        return;
+      }
+      saveKey(key);
+      input.value = '';
+      st.textContent = '';
+      hideLogin();
+      list.key = null;
+      loadStats();
+      route();
+    } catch (err) {
+      st.textContent = 'Cannot reach relist: ' + err.message;
+      st.className = 'status bad';
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function logout() {
+    forgetKey();
+    $('#stats').replaceChildren();
+    $('#matches tbody').replaceChildren();
+    showLogin('Signed out.');
+    $('#login-status').className = 'status';
   }
 
   function pad(n) { return String(n).padStart(2, '0'); }
@@ -119,13 +200,14 @@
       }
       box.replaceChildren(...parts);
     } catch (e) {
+      if (e instanceof NeedsKey) { box.replaceChildren(); return; }
       box.replaceChildren(el('span', { class: 'stat bad' }, 'statistics unavailable: ' + e.message));
     }
   }
 
   // ---- list view --------------------------------------------------------------------------
   const FILTERS = ['from', 'to', 'takedown', 'marketplace', 'seller', 'verdict', 'min_score', 'label', 'source', 'page_size'];
-  const list = { key: null, tokens: [null], page: 0, next: null };
+  const list = { key: null, tokens: [null], page: 0, next: null, records: [] };
   let lastListHash = '#/';
 
   function filtersFromForm() {
@@ -181,13 +263,18 @@
     try {
       page = await api('/api/matches?' + p.toString());
     } catch (e) {
-      status.textContent = 'Cannot load matches: ' + e.message;
+      status.textContent = e instanceof NeedsKey ? '' : 'Cannot load matches: ' + e.message;
       status.className = 'status bad';
       body.replaceChildren();
+      list.records = [];
+      selectionChanged();
       return;
     }
     list.next = page.next_page_token || null;
+    list.records = page.records;
     body.replaceChildren(...page.records.map(matchRow));
+    $('#select-all').checked = false;
+    selectionChanged();
     const n = page.records.length;
     status.textContent = n === 0
       ? (list.page === 0 ? 'No matches for these filters.' : 'No more matches.')
@@ -210,29 +297,124 @@
       if (top.same_seller) evidence.push(el('div', { class: 'flag' }, 'same seller'));
     }
     const href = '#/match/' + v.match_id;
+    const candId = v.candidate.marketplace + ' / ' + v.candidate.listing_id;
+    const tdId = top ? top.marketplace + ' / ' + top.listing_id : '';
     const tr = el('tr', { dataset: { matchId: String(v.match_id) } },
+      el('td', { class: 'sel' }, el('input', {
+        type: 'checkbox', class: 'pick', 'aria-label': 'select match ' + v.match_id,
+        dataset: { matchId: String(v.match_id) }, onchange: selectionChanged,
+      })),
       el('td', { class: 'when', 'data-h': 'When' }, fmtTime(v.at_ms), el('div', { class: 'muted' }, v.source)),
       el('td', { class: 'cand', 'data-h': 'Candidate' },
-        el('div', { class: 'strong' }, v.candidate.marketplace + ' / ' + v.candidate.listing_id),
-        v.candidate.seller_id ? el('div', { class: 'muted' }, 'seller ' + v.candidate.seller_id) : null,
+        el('div', { class: 'strong id', title: candId }, candId),
+        v.candidate.seller_id ? el('div', { class: 'muted id', title: 'seller ' + v.candidate.seller_id }, 'seller ' + v.candidate.seller_id) : null,
         v.candidate.title ? el('div', { class: 'title' }, v.candidate.title) : null),
       el('td', { class: 'pair', 'data-h': 'Images' },
         el('div', { class: 'pair-imgs' }, matchThumb(v.match_id, ci), top ? takedownThumb(top.takedown_id, sj) : null)),
-      el('td', { 'data-h': 'Takedown' }, top
+      el('td', { class: 'tdcol', 'data-h': 'Takedown' }, top
         ? [el('a', { href: '#/takedown/' + top.takedown_id, title: 'timeline of this takedown' }, '#' + top.takedown_id),
-          el('div', { class: 'muted' }, top.marketplace + ' / ' + top.listing_id),
+          el('div', { class: 'muted id', title: tdId }, tdId),
           v.matches.length > 1 ? el('div', { class: 'muted' }, '+' + (v.matches.length - 1) + ' other takedowns') : null]
         : '—'),
       el('td', { class: 'evidence', 'data-h': 'Evidence' }, evidence),
       el('td', { 'data-h': 'Verdict' }, badge('verdict', v.verdict)),
       el('td', { class: 'num', 'data-h': 'Score' }, fmtScore(v.score)),
       el('td', { 'data-h': 'Label' }, badge('label', v.label)),
-      el('td', {}, el('a', { class: 'open button', href: href }, 'Open')));
+      el('td', { class: 'act' }, el('a', { class: 'open button', href: href }, 'Open')));
     tr.addEventListener('click', (e) => {
-      if (e.target.closest('a, button')) return;
+      if (e.target.closest('a, button, input, td.sel')) return;
       location.hash = href;
     });
     return tr;
+  }
+
+  // ---- bulk review and CSV of what is shown ---------------------------------------------
+  function picked() {
+    return [...document.querySelectorAll('#matches tbody input.pick:checked')].map((c) => c.dataset.matchId);
+  }
+
+  function selectionChanged() {
+    const n = picked().length;
+    const all = document.querySelectorAll('#matches tbody input.pick').length;
+    $('#bulk-count').textContent = n === 0 ? 'none selected' : n + ' of ' + all + ' selected';
+    $('#bulk-apply').disabled = n === 0;
+    $('#select-all').checked = n > 0 && n === all;
+    $('#select-all').indeterminate = n > 0 && n < all;
+  }
+
+  function selectAll(e) {
+    for (const c of document.querySelectorAll('#matches tbody input.pick')) c.checked = e.target.checked;
+    selectionChanged();
+  }
+
+  // Labels every selected match, one review request each (the same endpoint as the match
+  // page), in order; stops at the first refusal and says how far it got.
+  async function bulkReview() {
+    const ids = picked();
+    const label = $('#bulk-label').value;
+    const reviewer = $('#bulk-reviewer').value.trim();
+    const out = $('#bulk-status');
+    if (!reviewer) {
+      out.textContent = 'Enter your name first.';
+      out.className = 'status bad';
+      $('#bulk-reviewer').focus();
+      return;
+    }
+    localStorage.setItem('relist.reviewer', reviewer);
+    $('#bulk-apply').disabled = true;
+    let done = 0;
+    try {
+      for (const id of ids) {
+        out.textContent = 'Labelling ' + (done + 1) + ' of ' + ids.length + '…';
+        out.className = 'status';
+        await api('/api/matches/' + id + '/review', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+          body: JSON.stringify({ label: label, reviewer: reviewer, note: 'bulk review of the filtered list' }),
+        });
+        done += 1;
+      }
+      out.textContent = done + (done === 1 ? ' match' : ' matches') + ' labelled ' + label.replace('_', ' ') + '.';
+      out.className = 'status';
+    } catch (e) {
+      out.textContent = 'Stopped after ' + done + ' of ' + ids.length + ': ' + e.message;
+      out.className = 'status bad';
+    }
+    await loadPage(new URLSearchParams(list.key));
+  }
+
+  // A CSV cell: quoted when needed; a leading = + - @ is defused so a spreadsheet shows it
+  // as text rather than running it as a formula.
+  function csvCell(v) {
+    let s = v === null || v === undefined ? '' : String(v);
+    if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
+    return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+
+  const CSV_COLUMNS = ['match_id', 'at', 'source', 'verdict', 'score', 'label', 'marketplace', 'listing_id',
+    'seller_id', 'title', 'takedown_id', 'takedown_marketplace', 'takedown_listing_id', 'evidence', 'other_takedowns'];
+
+  function csvOf(records) {
+    const rows = [CSV_COLUMNS];
+    for (const v of records) {
+      const top = v.matches[0] || null;
+      rows.push([v.match_id, new Date(v.at_ms).toISOString(), v.source, v.verdict, fmtScore(v.score), v.label,
+        v.candidate.marketplace, v.candidate.listing_id, v.candidate.seller_id, v.candidate.title,
+        top ? top.takedown_id : '', top ? top.marketplace : '', top ? top.listing_id : '',
+        top ? top.images.map(evidenceText).join('; ') : '',
+        v.matches.slice(1).map((m) => m.takedown_id).join(' ')]);
+    }
+    return rows.map((r) => r.map(csvCell).join(',')).join('\r\n') + '\r\n';
+  }
+
+  function downloadCsv() {
+    const blob = new Blob([csvOf(list.records)], { type: 'text/csv;charset=utf-8' });
+    const url = URL.createObjectURL(blob);
+    const a = el('a', { href: url, download: 'relist-matches-page' + (list.page + 1) + '.csv' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
   }
 
   // ---- match view -------------------------------------------------------------------------
@@ -243,6 +425,7 @@
     try {
       renderMatch(await api('/api/matches/' + encodeURIComponent(id)));
     } catch (e) {
+      if (e instanceof NeedsKey) { box.replaceChildren(); return; }
       box.replaceChildren(backLink(), el('p', { class: 'status bad' }, 'Cannot load match ' + id + ': ' + e.message));
     }
   }
@@ -361,6 +544,7 @@
     try {
       renderTakedown(await api('/api/takedowns/' + encodeURIComponent(id)));
     } catch (e) {
+      if (e instanceof NeedsKey) { box.replaceChildren(); return; }
       box.replaceChildren(backLink(), el('p', { class: 'status bad' }, 'Cannot load takedown ' + id + ': ' + e.message));
     }
   }
@@ -446,6 +630,13 @@
   }
 
   document.addEventListener('DOMContentLoaded', () => {
+    $('#login-form').addEventListener('submit', signIn);
+    $('#logout').addEventListener('click', logout);
+    $('#logout').hidden = !sessionStorage.getItem(KEY);
+    $('#select-all').addEventListener('change', selectAll);
+    $('#bulk-apply').addEventListener('click', bulkReview);
+    $('#download-csv').addEventListener('click', downloadCsv);
+    $('#bulk-reviewer').value = localStorage.getItem('relist.reviewer') || '';
     $('#filters').addEventListener('submit', (e) => {
       e.preventDefault();
       const p = filtersFromForm();
