@@ -252,6 +252,9 @@ impl ListingJson {
 #[serde(deny_unknown_fields)]
 struct CheckBody {
     listing: Option<ListingJson>,
+    /// Answer without recording (as CheckListingRequest.dry_run).
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -317,12 +320,13 @@ async fn check(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> V1Result {
-    let (_, listing) = s.listing_body(&caller, Action::Check, &headers, &bytes, |b: &mut CheckBody| {
+    let (b, listing) = s.listing_body(&caller, Action::Check, &headers, &bytes, |b: &mut CheckBody| {
         b.listing.take()
     })?;
     let bank = s.bank.clone();
+    let source = (!b.dry_run).then_some(Source::Upload);
     let outcome = s
-        .limited("check", async move { bank.check(listing, Source::Upload).await })
+        .limited("check", async move { bank.check(listing, source).await })
         .await?;
     reply(StatusCode::OK, &with_fingerprints(&outcome, &outcome.fingerprints)?)
 }

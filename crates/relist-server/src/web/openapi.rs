@@ -122,7 +122,10 @@ fn schemas() -> Value {
         },
         "CheckRequest": {
             "type": "object", "additionalProperties": false, "required": ["listing"],
-            "properties": { "listing": schema("Listing") }
+            "properties": {
+                "listing": schema("Listing"),
+                "dry_run": { "type": "boolean", "description": "Answer without recording the result in the history (the same verdict; match_id stays null)." }
+            }
         },
         "RegisterRequest": {
             "type": "object", "additionalProperties": false, "required": ["listing"],
@@ -176,8 +179,9 @@ fn schemas() -> Value {
             }
         },
         "CheckResult": {
-            "type": "object", "required": ["verdict", "score", "matches", "match_id", "fingerprints"],
+            "type": "object", "required": ["verdict", "score", "matches", "match_id", "fingerprints", "bank_stale"],
             "properties": {
+                "bank_stale": { "type": "boolean", "description": "A replica of a shared store that has not reached it lately: the answer may miss takedowns registered elsewhere. Always false on a single box." },
                 "verdict": verdict(),
                 "score": { "type": "number", "minimum": 0, "maximum": 1 },
                 "matches": { "type": "array", "items": schema("Match") },
