@@ -22,6 +22,7 @@ mod fuzz_corpus;
 mod history;
 mod keys_cli;
 mod limits;
+mod lookups;
 mod metrics;
 mod packaging;
 mod snapshot;
