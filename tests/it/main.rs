@@ -11,6 +11,7 @@ mod architecture;
 mod backup;
 mod batch;
 mod batch_cli;
+mod check_order;
 mod config_example;
 mod daemon;
 mod detection_modes;

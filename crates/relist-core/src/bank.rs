@@ -513,6 +513,9 @@ impl Bank {
             self.history.suppressions(&listing.marketplace, &listing.listing_id)?
         };
         let mut matches = Vec::with_capacity(found.len());
+        // Takedowns registered from photos (not imported as bare hashes): on a tie they come
+        // first, since an analyst can see what they show.
+        let mut pictured = std::collections::HashSet::new();
         for (id, mut evidence) in found {
             if let Some(s) = suppressed.get(&id) {
                 evidence
@@ -530,6 +533,15 @@ impl Bank {
             let Some(td) = self.store.takedown(id)?.filter(|t| t.removed_at_ms.is_none()) else {
                 continue;
             };
+            if !td.fingerprints.regions.is_empty()
+                || td
+                    .fingerprints
+                    .images
+                    .iter()
+                    .any(|i| i.pdq.is_some() && i.phash.is_some())
+            {
+                pictured.insert(id);
+            }
             matches.push(Match {
                 takedown_id: id,
                 same_seller: !listing.seller_id.is_empty()
@@ -548,6 +560,11 @@ impl Bank {
             b.verdict
                 .cmp(&a.verdict)
                 .then(b.score.total_cmp(&a.score))
+                .then(
+                    pictured
+                        .contains(&b.takedown_id)
+                        .cmp(&pictured.contains(&a.takedown_id)),
+                )
                 .then(a.takedown_id.cmp(&b.takedown_id))
         });
         matches.truncate(self.thresholds.max_matches);
