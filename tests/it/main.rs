@@ -26,6 +26,7 @@ mod limits;
 mod lookups;
 mod metrics;
 mod packaging;
+mod quick_start;
 mod snapshot;
 mod tls;
 mod web;
