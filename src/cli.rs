@@ -32,6 +32,9 @@ pub enum Command {
     History(cmd::history::HistoryArgs),
     /// Match statistics over a time range (by default the last 30 days).
     Stats(cmd::history::StatsArgs),
+    /// Show a recorded match with its reviews.
+    #[command(subcommand)]
+    Match(cmd::matches::MatchCommand),
     /// Label a recorded match as confirmed or false-positive (or take a label back).
     Review(cmd::review::ReviewArgs),
     /// Re-check a whole catalog (JSON Lines or CSV) and write one result row per listing;
@@ -70,6 +73,7 @@ pub fn run() -> anyhow::Result<u8> {
             Command::Takedown(c) => cmd::takedown::run(c).await.map(ok),
             Command::History(args) => cmd::history::run(args).await.map(ok),
             Command::Stats(args) => cmd::history::run_stats(args).await.map(ok),
+            Command::Match(c) => cmd::matches::run(c).await.map(ok),
             Command::Review(args) => cmd::review::run(args).await.map(ok),
             Command::Batch(args) => cmd::batch::run(args).await.map(ok),
             Command::Keys(c) => cmd::keys::run(c).await.map(ok),

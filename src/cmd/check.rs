@@ -1,6 +1,6 @@
 //! `relist check`: is this listing a re-upload of a taken-down one?
 use clap::Args;
-use relist_core::domain::{CheckOutcome, Verdict};
+use relist_core::domain::{CheckOutcome, Match, Verdict};
 use relist_proto::api::pb;
 
 use crate::client::{Client, ClientArgs, ListingArgs};
@@ -52,16 +52,7 @@ fn print_check(c: &CheckOutcome) {
         println!("  (bank may be stale: this replica has not reached the shared store lately)");
     }
     for m in &c.matches {
-        let same = if m.same_seller { "  [same seller]" } else { "" };
-        println!(
-            "  {} takedown {}: {}/{} seller {:?}  score {:.3}{same}",
-            m.verdict.as_str(),
-            m.takedown_id,
-            m.marketplace,
-            m.listing_id,
-            m.seller_id,
-            m.score
-        );
+        print_matched_takedown(m);
         for e in &m.images {
             let kind = e.kind.name();
             let transform = e.transform.map(|t| format!(" ({})", t.name())).unwrap_or_default();
@@ -74,4 +65,18 @@ fn print_check(c: &CheckOutcome) {
             println!("    title distance {d}");
         }
     }
+}
+
+/// One matched takedown of a check or a recorded match, as a line.
+pub(crate) fn print_matched_takedown(m: &Match) {
+    let same = if m.same_seller { "  [same seller]" } else { "" };
+    println!(
+        "  {} takedown {}: {}/{} seller {:?}  score {:.3}{same}",
+        m.verdict.as_str(),
+        m.takedown_id,
+        m.marketplace,
+        m.listing_id,
+        m.seller_id,
+        m.score
+    );
 }

@@ -6,6 +6,7 @@ pub mod check;
 pub mod exchange;
 pub mod history;
 pub mod keys;
+pub mod matches;
 pub mod review;
 pub mod serve;
 pub mod takedown;

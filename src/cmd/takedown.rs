@@ -1,10 +1,12 @@
-//! `relist takedown add|remove|get`: register a taken-down listing, reverse one, show one.
+//! `relist takedown add|remove|get|list`: register a taken-down listing, reverse one, show one,
+//! list them (all, one marketplace's, or the one for a marketplace's listing id).
 use anyhow::Context;
 use clap::Subcommand;
 use relist_core::domain::{ListingFingerprints, Registered, Takedown};
+use relist_core::history::MAX_PAGE_SIZE;
 use relist_proto::api::{self, pb};
 
-use crate::client::{fmt_ms, Client, ClientArgs, ListingArgs};
+use crate::client::{fmt_ms, rpc_error, Client, ClientArgs, ListingArgs};
 
 // Parsed once per process: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -37,9 +39,27 @@ pub enum TakedownCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List stored takedowns in id order; with --marketplace and --listing-id, find the one
+    /// registered for that listing. --json prints one JSON object a line.
+    List {
+        /// Only this marketplace's takedowns.
+        #[arg(long)]
+        marketplace: Option<String>,
+        /// Only the takedown registered for this listing id (needs --marketplace).
+        #[arg(long, requires = "marketplace")]
+        listing_id: Option<String>,
+        /// Removed takedowns too (by default only live ones).
+        #[arg(long)]
+        include_removed: bool,
+        /// At most this many takedowns; 0 for all.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
-/// Runs `relist takedown add|remove|get`.
+/// Runs `relist takedown add|remove|get|list`.
 pub async fn run(cmd: TakedownCommand) -> anyhow::Result<()> {
     match cmd {
         TakedownCommand::Add {
@@ -84,8 +104,65 @@ pub async fn run(cmd: TakedownCommand) -> anyhow::Result<()> {
             let resp = client.call(|mut c| async move { c.get_takedown(req).await }).await?;
             client.print(&Takedown::from(resp.takedown.unwrap_or_default()), print_takedown)?;
         }
+        TakedownCommand::List {
+            marketplace,
+            listing_id,
+            include_removed,
+            limit,
+            client,
+        } => {
+            let mut req = pb::ListTakedownsRequest {
+                marketplace: marketplace.unwrap_or_default(),
+                listing_id: listing_id.unwrap_or_default(),
+                include_removed,
+                page_size: MAX_PAGE_SIZE as u32,
+                page_token: String::new(),
+            };
+            let mut c = client.connect().await?;
+            let mut written = 0usize;
+            // One page in memory at a time, as `history` does.
+            loop {
+                if limit > 0 {
+                    req.page_size = req.page_size.min((limit - written) as u32);
+                }
+                let page = c.list_takedowns(req.clone()).await.map_err(rpc_error)?.into_inner();
+                for t in page.takedowns {
+                    let t = Takedown::from(t);
+                    if client.json {
+                        println!("{}", serde_json::to_string(&t)?);
+                    } else {
+                        print_takedown_row(&t);
+                    }
+                    written += 1;
+                }
+                if page.next_page_token.is_empty() || (limit > 0 && written >= limit) {
+                    break;
+                }
+                req.page_token = page.next_page_token;
+            }
+            if written == 0 && !client.json {
+                eprintln!("no takedowns");
+            }
+        }
     }
     Ok(())
+}
+
+/// One line of `takedown list`.
+fn print_takedown_row(t: &Takedown) {
+    let removed = t
+        .removed_at_ms
+        .map(|at| format!("  REMOVED {}", fmt_ms(at)))
+        .unwrap_or_default();
+    println!(
+        "{:>8}  {}/{}  seller {:?}  taken down {}  {}{removed}",
+        t.id,
+        t.listing.marketplace,
+        t.listing.listing_id,
+        t.listing.seller_id,
+        fmt_ms(t.taken_down_at_ms),
+        t.listing.title
+    );
 }
 
 fn print_fingerprints(f: &ListingFingerprints) {

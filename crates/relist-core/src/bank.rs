@@ -549,6 +549,9 @@ impl Bank {
             self.history.suppressions(&listing.marketplace, &listing.listing_id)?
         };
         let mut matches = Vec::with_capacity(found.len());
+        // Takedowns registered from photos (not imported as bare hashes): on a tie they come
+        // first, since an analyst can see what they show.
+        let mut pictured = std::collections::HashSet::new();
         for (id, mut evidence) in found {
             if let Some(s) = suppressed.get(&id) {
                 evidence
@@ -566,6 +569,15 @@ impl Bank {
             let Some(td) = self.store.takedown(id)?.filter(|t| t.removed_at_ms.is_none()) else {
                 continue;
             };
+            if !td.fingerprints.regions.is_empty()
+                || td
+                    .fingerprints
+                    .images
+                    .iter()
+                    .any(|i| i.pdq.is_some() && i.phash.is_some())
+            {
+                pictured.insert(id);
+            }
             matches.push(Match {
                 takedown_id: id,
                 same_seller: !listing.seller_id.is_empty()
@@ -584,6 +596,11 @@ impl Bank {
             b.verdict
                 .cmp(&a.verdict)
                 .then(b.score.total_cmp(&a.score))
+                .then(
+                    pictured
+                        .contains(&b.takedown_id)
+                        .cmp(&pictured.contains(&a.takedown_id)),
+                )
                 .then(a.takedown_id.cmp(&b.takedown_id))
         });
         matches.truncate(self.thresholds.max_matches);
@@ -1038,6 +1055,46 @@ impl Bank {
                 }
             }
         }
+    }
+
+    /// A page of stored takedowns in id order, after the takedown `after` (0 for the first
+    /// page): `marketplace`'s only when given, the one registered for (`marketplace`,
+    /// `listing_id`) when both are, removed ones only with `include_removed`. Returns the
+    /// page and the last id examined when there may be more: a page stops at `page_size`
+    /// takedowns or after [`crate::history::SCAN_BUDGET`] records read, so a filter that
+    /// matches little never reads the whole bank in one call. Read from this replica's store
+    /// (the mirror, with a shared record), as checks are.
+    pub fn list_takedowns(
+        &self,
+        marketplace: Option<&str>,
+        listing_id: Option<&str>,
+        include_removed: bool,
+        page_size: usize,
+        after: TakedownId,
+    ) -> Result<(Vec<Takedown>, Option<TakedownId>)> {
+        let wanted = |t: &Takedown| {
+            (include_removed || t.removed_at_ms.is_none()) && marketplace.is_none_or(|m| t.listing.marketplace == m)
+        };
+        if let (Some(m), Some(l)) = (marketplace, listing_id) {
+            let found = match self.store.takedown_id_by_listing(m, l)? {
+                Some(id) if id > after => self.store.takedown(id)?,
+                _ => None,
+            };
+            return Ok((found.into_iter().filter(|t| wanted(t)).collect(), None));
+        }
+        let mut page = Vec::new();
+        let mut last = None;
+        for (examined, td) in self.store.takedowns_after(after).enumerate() {
+            if page.len() == page_size || examined == crate::history::SCAN_BUDGET {
+                return Ok((page, last));
+            }
+            let td = td?;
+            last = Some(td.id);
+            if wanted(&td) {
+                page.push(td);
+            }
+        }
+        Ok((page, None))
     }
 }
 

@@ -347,6 +347,19 @@ impl Store {
         meta.remove(MIRROR_SEQ_KEY)?;
         self.flush()
     }
+
+    /// Stored takedowns (removed ones included) with ids above `after`, in id order.
+    pub fn takedowns_after(&self, after: TakedownId) -> impl Iterator<Item = Result<Takedown>> + '_ {
+        let start = after.checked_add(1);
+        start
+            .into_iter()
+            .flat_map(move |from| self.takedowns.range(from.to_be_bytes()..))
+            .map(|kv| {
+                let (k, v) = kv?;
+                let id = decode_id(&k)?;
+                serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("takedown {id}: {e}")))
+            })
+    }
 }
 
 /// `meta` keys of a mirror: the shared bank's id (UTF-8), and the last applied change's seq

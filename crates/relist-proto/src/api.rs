@@ -696,3 +696,54 @@ pub fn create_key_from_proto(r: &pb::CreateKeyRequest) -> Result<(Role, Option<S
         r.name.clone(),
     ))
 }
+
+// ---- takedown listing ----
+
+/// A validated ListTakedowns request (see [`takedowns_query_from_proto`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TakedownsQuery {
+    /// Lowercased and trimmed, as registration stores it.
+    pub marketplace: Option<String>,
+    pub listing_id: Option<String>,
+    pub include_removed: bool,
+    /// As asked (0: the default); the daemon checks it against its maximum.
+    pub page_size: usize,
+    /// The last takedown id of the previous page (0 for the first page).
+    pub after: u64,
+}
+
+/// Validates a ListTakedowns request.
+pub fn takedowns_query_from_proto(r: &pb::ListTakedownsRequest) -> Result<TakedownsQuery, Error> {
+    let marketplace = r.marketplace.trim().to_lowercase();
+    check_len("marketplace", &marketplace, MAX_MARKETPLACE_BYTES, false)?;
+    check_len("listing_id", &r.listing_id, MAX_LISTING_ID_BYTES, false)?;
+    if !r.listing_id.is_empty() && marketplace.is_empty() {
+        return Err(Error::invalid(
+            "listing_id",
+            "needs marketplace: a listing id is unique per marketplace only",
+        ));
+    }
+    let after = if r.page_token.is_empty() {
+        0
+    } else {
+        r.page_token
+            .strip_prefix("t")
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or_else(|| Error::invalid("page_token", "is not a token this server issued"))?
+    };
+    Ok(TakedownsQuery {
+        marketplace: (!marketplace.is_empty()).then_some(marketplace),
+        listing_id: (!r.listing_id.is_empty()).then(|| r.listing_id.clone()),
+        include_removed: r.include_removed,
+        page_size: r.page_size as usize,
+        after,
+    })
+}
+
+/// A page of takedowns as ListTakedowns answers it; `last` is where the next page starts.
+pub fn takedowns_to_proto(page: &[Takedown], last: Option<u64>) -> pb::ListTakedownsResponse {
+    pb::ListTakedownsResponse {
+        takedowns: page.iter().map(takedown_to_proto).collect(),
+        next_page_token: last.map(|id| format!("t{id}")).unwrap_or_default(),
+    }
+}

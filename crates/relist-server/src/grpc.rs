@@ -577,6 +577,52 @@ impl pb::relist_server::Relist for RelistService {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
+    async fn list_takedowns(
+        &self,
+        request: Request<pb::ListTakedownsRequest>,
+    ) -> Result<Response<pb::ListTakedownsResponse>, Status> {
+        self.unary(
+            "ListTakedowns",
+            Action::WriteTakedowns,
+            request,
+            |s, caller, req| async move {
+                let mut q = api::takedowns_query_from_proto(&req)?;
+                if q.page_size > s.limits.max_page_size {
+                    return Err(Error::invalid(
+                        "page_size",
+                        format!("is {}, over the maximum of {}", q.page_size, s.limits.max_page_size),
+                    ));
+                }
+                if let Some(scope) = caller.scope() {
+                    // A scoped writer sees its marketplace's takedowns only, whatever it asks.
+                    if let Some(m) = &q.marketplace {
+                        caller.require_marketplace(m)?;
+                    }
+                    q.marketplace = Some(scope.trim().to_lowercase());
+                }
+                let page_size = if q.page_size == 0 {
+                    relist_core::history::DEFAULT_PAGE_SIZE
+                } else {
+                    q.page_size
+                };
+                let (page, last) = s
+                    .bank
+                    .run(move |bank| {
+                        bank.list_takedowns(
+                            q.marketplace.as_deref(),
+                            q.listing_id.as_deref(),
+                            q.include_removed,
+                            page_size,
+                            q.after,
+                        )
+                    })
+                    .await?;
+                Ok(api::takedowns_to_proto(&page, last))
+            },
+        )
+        .await
+    }
+
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
         self.unary("RevokeKey", Action::ManageKeys, request, |s, _caller, req| async move {
             let id = req.key_id;
