@@ -380,6 +380,15 @@ impl Bank {
         let _gate = self.backup_gate.read();
         let w = self.writer.lock();
         self.check_open()?;
+        // A replica's writes are ordered by PostgreSQL (the counter row, the unique listing
+        // key), not by this lock: holding it across the round trips would only serialise
+        // one replica's registrations.
+        let w = if self.shared.is_some() {
+            drop(w);
+            None
+        } else {
+            Some(w)
+        };
         let existing = match record.takedown_id_by_listing(&listing.marketplace, &listing.listing_id)? {
             Some(id) => Some(
                 record
