@@ -30,6 +30,7 @@ mod packaging;
 mod python_example;
 mod quick_start;
 mod reflection;
+mod reregister;
 mod snapshot;
 mod tls;
 mod web;

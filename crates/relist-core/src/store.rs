@@ -70,8 +70,13 @@ impl Store {
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| match &e {
-                // sled locks its directory: EAGAIN/EWOULDBLOCK means another process has it.
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                // sled locks its directory: EAGAIN/EWOULDBLOCK means another process has it
+                // (sled wraps it in an error of its own, so its text is checked too).
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.raw_os_error() == Some(11)
+                        || io.to_string().contains("could not acquire lock") =>
+                {
                     Error::invalid(
                         "data_dir",
                         format!(
