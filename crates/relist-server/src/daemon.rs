@@ -72,7 +72,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServerError> {
         (
             cfg.exposure.http,
             " (--http)",
-            crate::web::router_with(bank.clone(), metrics.clone()),
+            crate::web::router_with_limits(bank.clone(), metrics.clone(), cfg.requests),
         ),
         (
             cfg.exposure.metrics,
