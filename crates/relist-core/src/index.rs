@@ -1,45 +1,58 @@
 //! Exact in-memory Hamming range index (multi-index hashing, Norouzi et al.).
 //!
-//! A code of `W` 64-bit words is split into `4 * W` disjoint 16-bit substrings,
-//! one hash table per substring position. Each table has 65,536 buckets of slot
-//! numbers into a dense arena of codes and ids.
+//! A code of `b = 64 * W` bits is split into `m` disjoint contiguous substrings, one table per
+//! substring. Pigeonhole (Norouzi et al., Proposition 1): if `hamming(code, query) <= r`, then
+//! for at least one table `t` the substrings differ in at most `s_t` bits (see
+//! [`HammingIndex::sub_radius`]). A query therefore visits, in every table, the codes whose
+//! substring lies within `s_t` of the query's and verifies each with the full distance. A code
+//! found in table `t` is reported only if `t` is the first table whose substring is within its
+//! radius, which makes results duplicate-free without a visited set. When probing would cost
+//! more than a scan (large radius or a tiny index) the query scans; results are always exact.
 //!
-//! Pigeonhole: if `hamming(code, query) <= r` then for at least one table `t`
-//! the substrings differ in at most `s = floor(r / (4 * W))` bits. A query
-//! therefore probes, in every table, all keys within distance `s` of the query's
-//! substring and verifies each candidate with the full distance. A candidate
-//! found in table `t` is reported only if no earlier table `t' < t` also has
-//! substring distance `<= s`, which makes results duplicate-free without a
-//! visited set. When probing would cost more than a scan (large radius or a
-//! tiny index) the query falls back to a linear scan; results are always exact.
+//! The layout follows the index's size (chosen when the tables are built: at the first insert,
+//! when reading a snapshot, and each time the size doubles or halves):
 //!
-//! Insert and remove are O(bucket size); there are no rebuilds.
+//! - `m = 2W + 1` substrings (3 of 21-22 bits for 64-bit codes, 9 of 28-29 bits for PDQ): as
+//!   few as Norouzi's `m = b / log2 n` asks for at millions of codes, and the most whose
+//!   records cost no more memory than the codes and ids themselves (4 bytes a record).
+//! - A table is a compressed-row directory: the first `d = log2(n / 16)` bits of a substring
+//!   (19 at 10M codes) select a bucket of about 16-32 records, `dir[key]..dir[key + 1]` in one
+//!   flat array of `u32` records. No per-bucket allocation, 4 bytes of directory per 16 codes.
+//! - A record is a `u32`: the slot number in the low bits (as many as twice the slots need),
+//!   and the code's next bits after the key in the rest (7 at 10M codes). A lookup checks those
+//!   bits while it reads the bucket in sequence, so the substring is effectively `d` + 7 bits
+//!   long and most non-matching records are dropped without a random read of their code.
+//!
+//! Updates are in place and matchable at once: an insert reuses a removed record's place in
+//! its bucket or goes to a small per-table overflow hash table; a remove overwrites its records
+//! with a tombstone. When overflow or tombstones pass `len / 32` records, or the size crosses
+//! the layout's range, the tables are rebuilt from the code arena by a counting sort (O(n m),
+//! about 1-2 s at 10M PDQ codes, so an amortised ~O(32 m) record moves per update).
+//!
+//! The local-feature index keeps the fixed layout of 16-bit substrings
+//! ([`HammingIndex::new_fixed`]): its bucket cap ([`HammingIndex::range_capped`]) is defined
+//! over those buckets.
 
 use std::mem::size_of;
 
-use crate::codec::{le_u16, le_u32, le_u64, Decoder, Encoder, SnapshotError};
-
-/// Bits per substring / table key.
-const SUB_BITS: usize = 16;
-/// Buckets per table.
-const BUCKETS: usize = 1 << SUB_BITS;
-/// `CUM_BINOM[s]` = number of 16-bit masks with popcount `<= s`.
-const CUM_BINOM: [u64; 17] = {
-    let mut out = [0u64; 17];
-    let mut c = 1u64; // C(16, k)
-    let mut acc = 0u64;
-    let mut k = 0;
-    while k <= 16 {
-        acc += c;
-        out[k] = acc;
-        c = c * (16 - k as u64) / (k as u64 + 1);
-        k += 1;
-    }
-    out
-};
+use crate::codec::{le_u32, le_u64, Decoder, Encoder, SnapshotError};
 
 /// How many candidates ahead `range_probe` prefetches.
 const PREFETCH_AHEAD: usize = 16;
+/// How many buckets ahead `range_probe` prefetches a bucket's directory entry (its records
+/// are prefetched half as far ahead, once the entry is likely in cache).
+const DIR_AHEAD: usize = 16;
+/// Target mean records per bucket at the size a layout is chosen for (16-32 until the next
+/// layout): fewer directory bits mean fewer random probes, more mean fewer records read.
+const BUCKET_TARGET: usize = 16;
+/// Most directory bits (a table's directory is `4 << DIR_MAX_BITS` bytes at most).
+const DIR_MAX_BITS: u32 = 24;
+/// Pending updates (overflow records, tombstones) a table may hold before a rebuild, at
+/// least; otherwise `len / PENDING_SHARE`.
+const PENDING_MIN: usize = 1024;
+const PENDING_SHARE: usize = 32;
+/// An empty overflow cell.
+const EMPTY: u64 = u64::MAX;
 
 /// A hint to bring `x` into cache; no effect on results.
 #[inline(always)]
@@ -64,21 +77,24 @@ pub fn hamming<const W: usize>(a: &[u64; W], b: &[u64; W]) -> u32 {
     d
 }
 
-/// The `t`-th 16-bit substring of `code` (table key).
+/// `len` (<= 32) bits of `code` from bit `off` (< 64 W), wrapping around the code's end.
 #[inline]
-fn substring<const W: usize>(code: &[u64; W], t: usize) -> usize {
-    ((code[t / 4] >> ((t % 4) * SUB_BITS)) & 0xFFFF) as usize
+fn bits<const W: usize>(code: &[u64; W], off: u32, len: u32) -> u32 {
+    let (w, sh) = ((off / 64) as usize, off % 64);
+    let lo = code[w] >> sh;
+    let hi = if sh == 0 { 0 } else { code[(w + 1) % W] << (64 - sh) };
+    ((lo | hi) & ((1u64 << len) - 1)) as u32
 }
 
-/// Calls `f` with every 16-bit mask of popcount `<= max_weight`, lowest weight
+/// Calls `f` with every mask of `width` bits and popcount `<= max_weight`, lowest weight
 /// first, without allocating (Gosper's hack per weight).
 #[inline]
-fn for_each_mask(max_weight: u32, mut f: impl FnMut(usize)) {
+fn for_each_mask(width: u32, max_weight: u32, mut f: impl FnMut(u32)) {
     f(0);
-    for k in 1..=max_weight.min(SUB_BITS as u32) {
-        let mut m: u32 = (1u32 << k) - 1;
-        while m < (1u32 << SUB_BITS) {
-            f(m as usize);
+    for k in 1..=max_weight.min(width) {
+        let mut m: u64 = (1u64 << k) - 1;
+        while m < (1u64 << width) {
+            f(m as u32);
             let c = m & m.wrapping_neg();
             let r = m + c;
             m = (((r ^ m) >> 2) >> c.trailing_zeros()) | r;
@@ -86,118 +102,272 @@ fn for_each_mask(max_weight: u32, mut f: impl FnMut(usize)) {
     }
 }
 
-/// For an inline 64-bit code found in table `t`: the positions of the three substrings its
-/// record holds, in order.
-const OTHER_SUBSTRINGS: [[usize; 3]; 4] = [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]];
-
-/// Growable list of fixed-size records of `u16` words (a record is a slot number in two
-/// words, then, for inline codes, the code's other substrings). Words 0 and 1 of the boxed
-/// slice hold the record count. 16 bytes inline; an empty bucket owns no heap memory.
-#[derive(Default)]
-struct Bucket(Box<[u16]>);
-
-/// The slot number of a record.
-#[inline]
-fn rec_slot(r: &[u16]) -> u32 {
-    u32::from(r[0]) | u32::from(r[1]) << 16
+/// Number of masks of `width` bits with popcount `<= s`.
+fn masks_within(width: u32, s: u32) -> f64 {
+    let (mut c, mut acc) = (1f64, 0f64);
+    for k in 0..=s.min(width) {
+        acc += c;
+        c = c * f64::from(width - k) / f64::from(k + 1);
+    }
+    acc
 }
 
-impl Bucket {
-    #[inline]
-    fn len(&self) -> usize {
-        match self.0.get(..2) {
-            Some(h) => usize::from(h[0]) | usize::from(h[1]) << 16,
-            None => 0,
+/// Bits needed to tell `n` values apart.
+fn bits_for(n: usize) -> u32 {
+    usize::BITS - n.saturating_sub(1).leading_zeros()
+}
+
+/// How the tables cut and file the codes; a function of the index's size (and of whether the
+/// index is fixed), rebuilt as it grows.
+#[derive(Clone, Debug, PartialEq)]
+struct Layout {
+    /// Per table: first bit and width (<= 32) of its substring; together they cover the code.
+    subs: Vec<(u32, u32)>,
+    /// Directory bits: the first `dir_bits` of a substring select its bucket.
+    dir_bits: u32,
+    /// Low bits of a record holding the slot number; all ones is a tombstone.
+    slot_bits: u32,
+    /// Bits of the code stored above the slot: those following the directory key.
+    sfx_bits: u32,
+    /// Entry count the layout was chosen for.
+    planned: usize,
+}
+
+impl Layout {
+    /// The layout for `len` entries in `slots` slots. `fixed`: 16-bit substrings, each whole
+    /// substring a bucket key, whatever the size.
+    fn plan(bits: u32, fixed: bool, len: usize, slots: usize) -> Self {
+        let m = if fixed { bits / 16 } else { bits / 32 + 1 };
+        let subs = (0..m)
+            .scan(0, |off, t| {
+                let width = bits / m + u32::from(t < bits % m);
+                let s = (*off, width);
+                *off += width;
+                Some(s)
+            })
+            .collect::<Vec<_>>();
+        let narrowest = subs.iter().map(|s| s.1).min().unwrap_or(16);
+        let dir_bits = if fixed {
+            16
+        } else {
+            (usize::BITS - 1 - (len / BUCKET_TARGET).max(1).leading_zeros()).clamp(4, narrowest.min(DIR_MAX_BITS))
+        };
+        // Twice the slots in use, and the tombstone: room to grow before the next layout.
+        let slot_bits = bits_for(2 * slots.max(len).max(64) + 2).min(31);
+        let sfx_bits = (32 - slot_bits).min(bits - dir_bits);
+        Layout {
+            subs,
+            dir_bits,
+            slot_bits,
+            sfx_bits,
+            planned: len,
         }
     }
 
     #[inline]
-    fn set_len(&mut self, n: usize) {
-        self.0[0] = n as u16;
-        self.0[1] = (n >> 16) as u16;
+    fn slot_mask(&self) -> u32 {
+        (1u32 << self.slot_bits) - 1
     }
 
-    /// The records, `stride` words each, back to back.
+    /// Mask of the record's code bits that lie inside table `t`'s substring.
     #[inline]
-    fn records(&self, stride: usize) -> &[u16] {
-        match self.len() {
-            0 => &[],
-            n => &self.0[2..2 + n * stride],
+    fn inner_mask(&self, t: usize) -> u32 {
+        let inside = self.subs[t].1 - self.dir_bits;
+        let k = inside.min(self.sfx_bits);
+        ((1u64 << k) - 1) as u32
+    }
+
+    /// Table `t`'s bucket key for `code`.
+    #[inline]
+    fn key<const W: usize>(&self, code: &[u64; W], t: usize) -> usize {
+        bits(code, self.subs[t].0, self.dir_bits) as usize
+    }
+
+    /// The code bits a record of table `t` carries.
+    #[inline]
+    fn sfx<const W: usize>(&self, code: &[u64; W], t: usize) -> u32 {
+        if self.sfx_bits == 0 {
+            return 0;
         }
+        bits(code, (self.subs[t].0 + self.dir_bits) % (64 * W as u32), self.sfx_bits)
+    }
+
+    /// The record of `code` in `slot` for table `t`.
+    #[inline]
+    fn record<const W: usize>(&self, code: &[u64; W], t: usize, slot: u32) -> u32 {
+        if self.sfx_bits == 0 {
+            return slot;
+        }
+        self.sfx(code, t) << self.slot_bits | slot
+    }
+
+    /// Table `t`'s substring of `x`.
+    #[inline]
+    fn sub<const W: usize>(&self, x: &[u64; W], t: usize) -> u32 {
+        bits(x, self.subs[t].0, self.subs[t].1)
+    }
+}
+
+/// Records inserted since the last rebuild whose bucket had no free place: an open-addressing
+/// hash table of `key << 32 | record` cells (linear probing; one key may fill several cells),
+/// with a bitmap of the keys present so that a lookup skips it for every other bucket.
+#[derive(Default)]
+struct Overflow {
+    cells: Vec<u64>,
+    len: usize,
+    keys: Vec<u64>,
+}
+
+impl Overflow {
+    #[inline]
+    fn home(&self, key: usize) -> usize {
+        let shift = 64 - self.cells.len().trailing_zeros();
+        ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
     }
 
     #[inline]
-    fn capacity(&self, stride: usize) -> usize {
-        self.0.len().saturating_sub(2) / stride
+    fn has_key(&self, key: usize) -> bool {
+        self.keys.get(key / 64).is_some_and(|w| w >> (key % 64) & 1 == 1)
     }
 
-    /// Heap words (u16) currently held.
+    /// Calls `f` with every record filed under `key`.
     #[inline]
-    fn heap_words(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Re-allocates to exactly `cap` records (`cap >= len`).
-    fn set_capacity(&mut self, cap: usize, stride: usize) {
-        let n = self.len();
-        debug_assert!(cap >= n);
-        if cap == 0 {
-            self.0 = Box::default();
+    fn for_each(&self, key: usize, mut f: impl FnMut(u32)) {
+        if self.len == 0 || !self.has_key(key) {
             return;
         }
-        let mut v = Vec::with_capacity(2 + cap * stride);
-        if n == 0 {
-            v.extend_from_slice(&[0, 0]);
-        } else {
-            v.extend_from_slice(&self.0[..2 + n * stride]);
+        let mask = self.cells.len() - 1;
+        let mut i = self.home(key);
+        while self.cells[i] != EMPTY {
+            if (self.cells[i] >> 32) as usize == key {
+                f(self.cells[i] as u32);
+            }
+            i = (i + 1) & mask;
         }
-        v.resize(2 + cap * stride, 0);
-        self.0 = v.into_boxed_slice();
     }
 
-    /// Appends a record. Growth is by max(4, cap/8) records: O(bucket size) per insert at
-    /// worst, with little unused capacity.
-    #[inline]
-    fn push(&mut self, rec: &[u16]) {
-        let stride = rec.len();
-        let (n, cap) = (self.len(), self.capacity(stride));
-        if n == cap {
-            self.set_capacity(cap + 4.max(cap / 8), stride);
+    fn insert(&mut self, key: usize, rec: u32, dir_bits: u32) {
+        if (self.len + 1) * 3 > self.cells.len() * 2 {
+            let cap = (self.cells.len() * 2).max(64);
+            let old = std::mem::replace(&mut self.cells, vec![EMPTY; cap]);
+            self.len = 0;
+            for c in old.into_iter().filter(|&c| c != EMPTY) {
+                self.put(c);
+            }
         }
-        self.0[2 + n * stride..2 + (n + 1) * stride].copy_from_slice(rec);
-        self.set_len(n + 1);
+        if self.keys.is_empty() {
+            self.keys = vec![0; (1usize << dir_bits).div_ceil(64)];
+        }
+        self.keys[key / 64] |= 1 << (key % 64);
+        self.put((key as u64) << 32 | u64::from(rec));
     }
 
-    /// Swap-removes the record of `slot`; shrinks when mostly empty.
-    fn remove_slot(&mut self, slot: u32, stride: usize) -> bool {
-        let n = self.len();
-        let Some(pos) = self
-            .records(stride)
-            .chunks_exact(stride)
-            .position(|r| rec_slot(r) == slot)
-        else {
+    fn put(&mut self, cell: u64) {
+        let mask = self.cells.len() - 1;
+        let mut i = self.home((cell >> 32) as usize);
+        while self.cells[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.cells[i] = cell;
+        self.len += 1;
+    }
+
+    /// Removes one cell of `(key, rec)`, closing the gap by backward shifting.
+    fn remove(&mut self, key: usize, rec: u32) -> bool {
+        if self.len == 0 {
             return false;
-        };
-        let last = 2 + (n - 1) * stride;
-        self.0.copy_within(last..last + stride, 2 + pos * stride);
-        let n = n - 1;
-        if n == 0 {
-            self.0 = Box::default();
-            return true;
         }
-        self.set_len(n);
-        let cap = self.capacity(stride);
-        if cap > 8 && n * 2 < cap {
-            self.set_capacity(n + n / 8, stride);
+        let cell = (key as u64) << 32 | u64::from(rec);
+        let mask = self.cells.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            match self.cells[i] {
+                EMPTY => return false,
+                c if c == cell => break,
+                _ => i = (i + 1) & mask,
+            }
         }
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let c = self.cells[j];
+            if c == EMPTY {
+                break;
+            }
+            let h = self.home((c >> 32) as usize);
+            // The cell at j may move to the gap at i unless its home lies cyclically in (i, j].
+            let stays = if i <= j { i < h && h <= j } else { h > i || h <= j };
+            if !stays {
+                self.cells[i] = c;
+                i = j;
+            }
+        }
+        self.cells[i] = EMPTY;
+        self.len -= 1;
         true
+    }
+
+    fn count(&self, key: usize) -> usize {
+        let mut n = 0;
+        self.for_each(key, |_| n += 1);
+        n
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.cells.capacity() * 8 + self.keys.capacity() * 8
+    }
+}
+
+/// One table: bucket `k`'s records are `recs[dir[k]..dir[k + 1]]`, then its overflow.
+#[derive(Default)]
+struct Table {
+    dir: Vec<u32>,
+    recs: Vec<u32>,
+    over: Overflow,
+    /// Records of `recs` that are tombstones.
+    tombs: usize,
+}
+
+impl Table {
+    #[inline]
+    fn bucket(&self, key: usize) -> &[u32] {
+        &self.recs[self.dir[key] as usize..self.dir[key + 1] as usize]
+    }
+
+    /// Merges the overflow into the buckets and drops the tombstones.
+    fn merge(&mut self, tomb: u32, buckets: usize) {
+        let mut over: Vec<u64> = self.over.cells.iter().copied().filter(|&c| c != EMPTY).collect();
+        // A cell's key is its high half: sorting cells sorts them by bucket.
+        over.sort_unstable();
+        let mut over = over.into_iter().peekable();
+        let mut recs = Vec::with_capacity(self.recs.len() - self.tombs + self.over.len);
+        let mut dir = Vec::with_capacity(buckets + 1);
+        dir.push(0);
+        for k in 0..buckets {
+            recs.extend(self.bucket(k).iter().filter(|&&r| r & tomb != tomb));
+            while let Some(c) = over.next_if(|&c| (c >> 32) as usize == k) {
+                recs.push(c as u32);
+            }
+            dir.push(recs.len() as u32);
+        }
+        *self = Table {
+            dir,
+            recs,
+            over: Overflow::default(),
+            tombs: 0,
+        };
+    }
+
+    #[inline]
+    fn bucket_mut(&mut self, key: usize) -> &mut [u32] {
+        let (lo, hi) = (self.dir[key] as usize, self.dir[key + 1] as usize);
+        &mut self.recs[lo..hi]
     }
 }
 
 /// Exact Hamming-radius index over W-word (64*W-bit) codes.
 pub struct HammingIndex<const W: usize> {
-    /// Slot arena: code per slot (stale for free slots). Empty for 64-bit codes, which live
-    /// inline in the tables.
+    /// Slot arena: code per slot (stale for free slots).
     codes: Vec<[u64; W]>,
     /// Slot arena: id per slot (stale for free slots).
     ids: Vec<u64>,
@@ -207,11 +377,13 @@ pub struct HammingIndex<const W: usize> {
     free: Vec<u32>,
     /// Number of live entries.
     len: usize,
-    /// `4 * W` tables of `BUCKETS` buckets each, flattened; empty until the
-    /// first insert.
-    tables: Vec<Bucket>,
-    /// Sum of `heap_words()` over all buckets.
-    bucket_words: usize,
+    /// 16-bit substrings whatever the size (see [`HammingIndex::new_fixed`]).
+    fixed: bool,
+    layout: Layout,
+    /// One per substring; empty while the index has never held an entry or holds none.
+    tables: Vec<Table>,
+    /// Pending updates a table may hold before a rebuild (tests lower it).
+    pending_min: usize,
 }
 
 impl<const W: usize> Default for HammingIndex<W> {
@@ -221,18 +393,20 @@ impl<const W: usize> Default for HammingIndex<W> {
 }
 
 impl<const W: usize> HammingIndex<W> {
-    /// Number of tables (16-bit substrings per code).
-    const TABLES: usize = 4 * W;
-    /// 64-bit codes are kept inline in every table (the three substrings the bucket key does
-    /// not give: 6 bytes), so that verifying a candidate reads the bucket sequentially instead
-    /// of jumping into the arena; candidates outnumber results by orders of magnitude, and
-    /// those jumps were most of a query's time. Wider codes would cost too much memory inline.
-    const INLINE: bool = W == 1;
-    /// Words per record: the slot, then the inline substrings.
-    const STRIDE: usize = if Self::INLINE { 5 } else { 2 };
+    const BITS: u32 = 64 * W as u32;
 
-    /// Creates an empty index. Tables are allocated lazily on first insert.
+    /// Creates an empty index whose layout follows its size. Tables are built on first insert.
     pub fn new() -> Self {
+        Self::with_fixed(false)
+    }
+
+    /// Creates an empty index of 16-bit substrings whatever its size, each whole substring a
+    /// bucket: for [`range_capped`](Self::range_capped), whose cap is over those buckets.
+    pub fn new_fixed() -> Self {
+        Self::with_fixed(true)
+    }
+
+    fn with_fixed(fixed: bool) -> Self {
         assert!(W > 0, "HammingIndex requires W >= 1");
         Self {
             codes: Vec::new(),
@@ -240,8 +414,10 @@ impl<const W: usize> HammingIndex<W> {
             live: Vec::new(),
             free: Vec::new(),
             len: 0,
+            fixed,
+            layout: Layout::plan(Self::BITS, fixed, 0, 0),
             tables: Vec::new(),
-            bucket_words: 0,
+            pending_min: PENDING_MIN,
         }
     }
 
@@ -260,51 +436,89 @@ impl<const W: usize> HammingIndex<W> {
         self.live[slot / 64] >> (slot % 64) & 1 == 1
     }
 
-    #[inline]
-    fn bucket(&self, t: usize, key: usize) -> &Bucket {
-        &self.tables[t * BUCKETS + key]
-    }
-
-    /// The record of `(code, slot)` in table `t`.
-    #[inline]
-    fn record(code: &[u64; W], t: usize, slot: u32) -> [u16; 5] {
-        let mut r = [slot as u16, (slot >> 16) as u16, 0, 0, 0];
-        if Self::INLINE {
-            for (k, &j) in OTHER_SUBSTRINGS[t].iter().enumerate() {
-                r[2 + k] = substring(code, j) as u16;
+    /// Calls `f` with every live slot, in order.
+    fn for_each_live(live: &[u64], mut f: impl FnMut(usize)) {
+        for (i, &word) in live.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                f(i * 64 + w.trailing_zeros() as usize);
+                w &= w - 1;
             }
         }
-        r
     }
 
-    /// The code of a record found under `key` in table `t`.
-    #[inline]
-    fn code_of(&self, rec: &[u16], t: usize, key: usize) -> [u64; W] {
-        if Self::INLINE {
-            let [a, b, c2] = OTHER_SUBSTRINGS[t];
-            let c = (key as u64) << (t * SUB_BITS)
-                | u64::from(rec[2]) << (a * SUB_BITS)
-                | u64::from(rec[3]) << (b * SUB_BITS)
-                | u64::from(rec[4]) << (c2 * SUB_BITS);
-            let mut out = [0u64; W];
-            out[0] = c;
-            out
-        } else {
-            self.codes[rec_slot(rec) as usize]
+    /// Rebuilds every table for the layout of the current size: by merging each table's
+    /// overflow into its buckets when the layout stays (a sequential pass, ~0.1 s at 10M PDQ
+    /// codes), else from the arena by a counting sort.
+    fn rebuild(&mut self) {
+        let lay = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+        if self.len == 0 {
+            self.layout = lay;
+            self.tables = Vec::new();
+            return;
         }
+        let same = |a: &Layout, b: &Layout| (&a.subs, a.dir_bits, a.slot_bits) == (&b.subs, b.dir_bits, b.slot_bits);
+        if !self.tables.is_empty() && same(&lay, &self.layout) {
+            let (tomb, buckets) = (lay.slot_mask(), 1usize << lay.dir_bits);
+            self.tables.iter_mut().for_each(|t| t.merge(tomb, buckets));
+            self.layout.planned = self.len;
+            return;
+        }
+        self.layout = lay;
+        let lay = &self.layout;
+        let (codes, live) = (&self.codes, &self.live);
+        self.tables = (0..lay.subs.len())
+            .map(|t| {
+                let buckets = 1usize << lay.dir_bits;
+                let mut dir = vec![0u32; buckets + 1];
+                Self::for_each_live(live, |s| dir[lay.key(&codes[s], t) + 1] += 1);
+                for k in 0..buckets {
+                    dir[k + 1] += dir[k];
+                }
+                let mut at = dir[..buckets].to_vec();
+                let mut recs = vec![0u32; self.len];
+                Self::for_each_live(live, |s| {
+                    let code = &codes[s];
+                    let k = lay.key(code, t);
+                    recs[at[k] as usize] = lay.record(code, t, s as u32);
+                    at[k] += 1;
+                });
+                Table {
+                    dir,
+                    recs,
+                    over: Overflow::default(),
+                    tombs: 0,
+                }
+            })
+            .collect();
+    }
+
+    /// Whether the tables should be rebuilt: too many pending updates, or a size outside
+    /// the layout's range.
+    fn needs_rebuild(&self) -> bool {
+        let limit = self.pending_min.max(self.len / PENDING_SHARE);
+        let planned = self.layout.planned;
+        self.tables.iter().any(|t| t.over.len > limit || t.tombs > limit)
+            || (!self.fixed && (self.len > 2 * planned.max(64) || (planned > 4096 && self.len * 2 < planned)))
     }
 
     /// Slot holding exactly `(code, id)`, if any.
     fn find_slot(&self, code: &[u64; W], id: u64) -> Option<u32> {
-        if self.tables.is_empty() {
-            return None;
+        let table = self.tables.first()?;
+        let lay = &self.layout;
+        let (key, rec) = (lay.key(code, 0), lay.record(code, 0, 0));
+        let mask = lay.slot_mask();
+        let hit = |r: u32| {
+            let s = r & mask;
+            (s != mask && r & !mask == rec && self.codes[s as usize] == *code && self.ids[s as usize] == id)
+                .then_some(s)
+        };
+        if let Some(s) = table.bucket(key).iter().find_map(|&r| hit(r)) {
+            return Some(s);
         }
-        let key = substring(code, 0);
-        self.bucket(0, key)
-            .records(Self::STRIDE)
-            .chunks_exact(Self::STRIDE)
-            .find(|r| self.code_of(r, 0, key) == *code && self.ids[rec_slot(r) as usize] == id)
-            .map(rec_slot)
+        let mut found = None;
+        table.over.for_each(key, |r| found = found.or(hit(r)));
+        found
     }
 
     /// Grows a Vec by ~1/8 when full (bounded slack instead of doubling).
@@ -327,26 +541,19 @@ impl<const W: usize> HammingIndex<W> {
     /// whose keys are unique): skips the duplicate check, a bucket scan of random reads.
     pub fn insert_unique(&mut self, code: [u64; W], id: u64) {
         debug_assert!(self.find_slot(&code, id).is_none(), "insert_unique of a present entry");
-        if self.tables.is_empty() {
-            self.tables = (0..Self::TABLES * BUCKETS).map(|_| Bucket::default()).collect();
-        }
         let slot = match self.free.pop() {
             Some(s) => {
-                if !Self::INLINE {
-                    self.codes[s as usize] = code;
-                }
+                self.codes[s as usize] = code;
                 self.ids[s as usize] = id;
                 s
             }
             None => {
                 let s = u32::try_from(self.ids.len())
                     .ok()
-                    .filter(|&s| s != u32::MAX)
+                    .filter(|&s| s < (1 << 31) - 1)
                     .expect("HammingIndex: too many slots");
-                if !Self::INLINE {
-                    Self::reserve_small(&mut self.codes);
-                    self.codes.push(code);
-                }
+                Self::reserve_small(&mut self.codes);
+                self.codes.push(code);
                 Self::reserve_small(&mut self.ids);
                 self.ids.push(id);
                 if self.live.len() * 64 < self.ids.len() {
@@ -357,13 +564,24 @@ impl<const W: usize> HammingIndex<W> {
         };
         let su = slot as usize;
         self.live[su / 64] |= 1 << (su % 64);
-        for t in 0..Self::TABLES {
-            let b = &mut self.tables[t * BUCKETS + substring(&code, t)];
-            let before = b.heap_words();
-            b.push(&Self::record(&code, t, slot)[..Self::STRIDE]);
-            self.bucket_words = self.bucket_words + b.heap_words() - before;
-        }
         self.len += 1;
+        if self.tables.is_empty() || slot >= self.layout.slot_mask() {
+            return self.rebuild();
+        }
+        let lay = &self.layout;
+        let tomb = lay.slot_mask();
+        for (t, table) in self.tables.iter_mut().enumerate() {
+            let (key, rec) = (lay.key(&code, t), lay.record(&code, t, slot));
+            if let Some(r) = table.bucket_mut(key).iter_mut().find(|r| **r & tomb == tomb) {
+                *r = rec;
+                table.tombs -= 1;
+            } else {
+                table.over.insert(key, rec, lay.dir_bits);
+            }
+        }
+        if self.needs_rebuild() {
+            self.rebuild();
+        }
     }
 
     /// Removes the entry `(code, id)`; returns whether it was present.
@@ -371,30 +589,37 @@ impl<const W: usize> HammingIndex<W> {
         let Some(slot) = self.find_slot(code, id) else {
             return false;
         };
-        for t in 0..Self::TABLES {
-            let b = &mut self.tables[t * BUCKETS + substring(code, t)];
-            let before = b.heap_words();
-            let found = b.remove_slot(slot, Self::STRIDE);
-            debug_assert!(found, "slot missing from table {t}");
-            self.bucket_words = self.bucket_words + b.heap_words() - before;
+        let lay = &self.layout;
+        let tomb = lay.slot_mask();
+        for (t, table) in self.tables.iter_mut().enumerate() {
+            let (key, rec) = (lay.key(code, t), lay.record(code, t, slot));
+            if let Some(r) = table.bucket_mut(key).iter_mut().find(|r| **r == rec) {
+                *r = tomb;
+                table.tombs += 1;
+            } else {
+                let found = table.over.remove(key, rec);
+                debug_assert!(found, "slot missing from table {t}");
+            }
         }
         let su = slot as usize;
         self.live[su / 64] &= !(1 << (su % 64));
         self.free.push(slot);
         self.len -= 1;
+        if self.len == 0 || self.needs_rebuild() {
+            self.rebuild();
+        }
         true
     }
 
     /// The substring radius table `t` is probed within for a query of `radius` (Norouzi et
-    /// al., Proposition 1): with `q = radius / TABLES` and `a = radius % TABLES`, the first
-    /// `a + 1` tables within `q`, the others within `q - 1` (not at all when `q` is 0). Exact:
-    /// a code no table finds differs in at least `s_t + 1` bits in every substring, which sums
-    /// to `(a + 1)(q + 1) + (TABLES - a - 1) q = radius + 1`. Against `q` everywhere this
-    /// probes up to 3x fewer buckets (64-bit radius 8: 188 instead of 548).
+    /// al., Proposition 1): with `q = radius / m` and `a = radius % m`, the first `a + 1`
+    /// tables within `q`, the others within `q - 1` (not at all when `q` is 0). Exact: a code
+    /// no table finds differs in at least `s_t + 1` bits in every substring, which sums to
+    /// `(a + 1)(q + 1) + (m - a - 1) q = radius + 1`. The first tables are the widest.
     #[inline]
-    fn sub_radius(radius: u32, t: usize) -> Option<u32> {
-        let tables = Self::TABLES as u32;
-        let (q, a) = (radius / tables, radius % tables);
+    fn sub_radius(&self, radius: u32, t: usize) -> Option<u32> {
+        let m = self.layout.subs.len() as u32;
+        let (q, a) = (radius / m, radius % m);
         if t as u32 <= a {
             Some(q)
         } else {
@@ -404,30 +629,26 @@ impl<const W: usize> HammingIndex<W> {
 
     /// Whether a linear scan is expected to be cheaper than probing for `radius`.
     fn prefer_linear(&self, radius: u32) -> bool {
-        if radius / Self::TABLES as u32 >= SUB_BITS as u32 {
+        let lay = &self.layout;
+        if self.tables.is_empty() {
             return true;
         }
-        let n = self.len as u64;
-        let probes: u64 = (0..Self::TABLES)
-            .filter_map(|t| Self::sub_radius(radius, t))
-            .map(|s| CUM_BINOM[s as usize])
-            .sum();
-        // Expected candidates (with the usual uniformity assumption).
-        let cands = n.saturating_mul(probes) / BUCKETS as u64;
-        // In units of one code of a sequential scan. Random bucket probes cost several scan
-        // steps each, and so do candidate verifications that jump into the arena; inline
-        // candidates are read in sequence. An inline scan walks every bucket of table 0.
-        // Wide codes: a profile of hash-only checks (PDQ radius 40, so 2,192 probes, on an
-        // index of 11,000 codes) put a probe at ~31 ns and a scanned code at ~2.5 ns.
-        let (probe_cost, cand_cost, scan_cost) = if Self::INLINE {
-            (2, 1, n + BUCKETS as u64)
-        } else {
-            (12, 12, n)
-        };
-        probes
-            .saturating_mul(probe_cost)
-            .saturating_add(cands.saturating_mul(cand_cost))
-            >= scan_cost
+        let n = self.len as f64;
+        let d = lay.dir_bits;
+        let per_bucket = n / (1u64 << d) as f64;
+        let (mut probes, mut cands) = (0f64, 0f64);
+        for t in 0..lay.subs.len() {
+            if let Some(s) = self.sub_radius(radius, t) {
+                probes += masks_within(d, s);
+                let width = d + lay.inner_mask(t).count_ones();
+                cands += n * masks_within(width, s) / (1u64 << width) as f64;
+            }
+        }
+        // In units of one code of a linear scan (PDQ: ~2.5 ns; 64-bit: ~0.6 ns). A bucket
+        // probe is a random read or two, a candidate a random read of its code, a record
+        // read in sequence about a scanned code's work.
+        let (probe, rec, cand) = if W == 1 { (60.0, 2.0, 40.0) } else { (12.0, 0.5, 12.0) };
+        probes * (probe + rec * per_bucket) + cands * cand >= n
     }
 
     /// Every `(id, distance)` with `hamming(code, query) <= radius`, appended
@@ -449,7 +670,8 @@ impl<const W: usize> HammingIndex<W> {
     /// edge gives one of a few bit patterns, and 0.1% of the buckets then hold a fifth of the
     /// entries), this bounds a query's work; a code close to the query shares several
     /// substrings with it, so it is still found unless all of them are that common. Always
-    /// probes, never scans.
+    /// probes, never scans. With [`new_fixed`](Self::new_fixed), a bucket is a 16-bit
+    /// substring value.
     pub fn range_capped(&self, query: &[u64; W], radius: u32, max_bucket: usize, out: &mut Vec<(u64, u32)>) {
         if self.len == 0 {
             return;
@@ -457,14 +679,16 @@ impl<const W: usize> HammingIndex<W> {
         self.range_probe(query, radius, max_bucket, out);
     }
 
-    /// Records in the bucket of table `t` where `code` is filed.
-    fn bucket_len_of(&self, code: &[u64; W], t: usize) -> usize {
-        self.bucket(t, substring(code, t)).len()
+    /// Live records in table `t`'s bucket `key`.
+    fn bucket_len(&self, t: usize, key: usize) -> usize {
+        let table = &self.tables[t];
+        let tomb = self.layout.slot_mask();
+        table.bucket(key).iter().filter(|&&r| r & tomb != tomb).count() + table.over.count(key)
     }
 
-    /// Verifies one candidate found in table `t` and reports it unless an earlier table
-    /// (whose substring is also within that table's radius) has reported it already. With a
-    /// bucket cap, an earlier table only counts if its bucket for the code was read.
+    /// Verifies one candidate found in table `t` and reports it if `t` is the first table
+    /// whose substring is within its radius. With a bucket cap, an earlier table only counts
+    /// if its bucket for the code was read.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     fn verify(
@@ -474,6 +698,7 @@ impl<const W: usize> HammingIndex<W> {
         query: &[u64; W],
         radius: u32,
         t: usize,
+        s: u32,
         max_bucket: usize,
         out: &mut Vec<(u64, u32)>,
     ) {
@@ -483,12 +708,15 @@ impl<const W: usize> HammingIndex<W> {
             x[i] = code[i] ^ query[i];
             d += x[i].count_ones();
         }
-        if d > radius {
+        let lay = &self.layout;
+        // The record's bits cover only part of a wide substring: the rest is checked here.
+        if d > radius || lay.sub(&x, t).count_ones() > s {
             return;
         }
         let earlier = (0..t).any(|t2| {
-            Self::sub_radius(radius, t2).is_some_and(|s2| (substring(&x, t2) as u32).count_ones() <= s2)
-                && (max_bucket == usize::MAX || self.bucket_len_of(code, t2) <= max_bucket)
+            self.sub_radius(radius, t2)
+                .is_some_and(|s2| lay.sub(&x, t2).count_ones() <= s2)
+                && (max_bucket == usize::MAX || self.bucket_len(t2, lay.key(code, t2)) <= max_bucket)
         });
         if !earlier {
             out.push((self.ids[slot as usize], d));
@@ -497,79 +725,56 @@ impl<const W: usize> HammingIndex<W> {
 
     /// The multi-index probe path (requires non-empty tables).
     fn range_probe(&self, query: &[u64; W], radius: u32, max_bucket: usize, out: &mut Vec<(u64, u32)>) {
+        let lay = &self.layout;
+        let (slot_bits, tomb) = (lay.slot_bits, lay.slot_mask());
+        let mut keys: Vec<u32> = Vec::new();
         let mut candidates: Vec<u32> = Vec::new();
-        if !Self::INLINE {
-            // A probe reads a bucket's header in the table, then its records on the heap: two
-            // dependent cache misses. The tables probed at substring radius 0 (every table
-            // for local descriptors) are known up front, so both reads are started for all of
-            // them before any is needed, and their latencies overlap.
-            let single =
-                |t: usize| (Self::sub_radius(radius, t) == Some(0)).then(|| self.bucket(t, substring(query, t)));
-            (0..Self::TABLES).filter_map(single).for_each(prefetch);
-            (0..Self::TABLES)
-                .filter_map(single)
-                .filter_map(|b| b.0.first())
-                .for_each(prefetch);
-        }
-        for t in 0..Self::TABLES {
-            let Some(s) = Self::sub_radius(radius, t) else {
+        for (t, table) in self.tables.iter().enumerate() {
+            let Some(s) = self.sub_radius(radius, t) else {
                 continue;
             };
-            let q = substring(query, t);
-            let table = &self.tables[t * BUCKETS..(t + 1) * BUCKETS];
-            if Self::INLINE {
-                for_each_mask(s, |mask| {
-                    let key = q ^ mask;
-                    if table[key].len() > max_bucket {
-                        return;
-                    }
-                    for rec in table[key].records(Self::STRIDE).chunks_exact(Self::STRIDE) {
-                        self.verify(
-                            &self.code_of(rec, t, key),
-                            rec_slot(rec),
-                            query,
-                            radius,
-                            t,
-                            max_bucket,
-                            out,
-                        );
-                    }
-                });
-                continue;
-            }
-            // Gather the table's candidates first: verifying them means random reads into the
-            // code arena, and a flat list lets those reads be prefetched well ahead, so that
-            // their memory latencies overlap instead of adding up.
+            let (qk, qs) = (lay.key(query, t) as u32, lay.sfx(query, t));
+            let inner = lay.inner_mask(t);
+            // The buckets to read, listed first so that their directory entries and records
+            // can be prefetched ahead: their cache misses then overlap instead of adding up.
+            keys.clear();
+            for_each_mask(lay.dir_bits, s, |mask| keys.push(qk ^ mask));
             candidates.clear();
-            for_each_mask(s, |mask| {
-                let bucket = &table[q ^ mask];
-                if bucket.len() <= max_bucket {
-                    candidates.extend(bucket.records(Self::STRIDE).chunks_exact(Self::STRIDE).map(rec_slot));
+            for (i, &key) in keys.iter().enumerate() {
+                if let Some(&k) = keys.get(i + DIR_AHEAD) {
+                    prefetch(&table.dir[k as usize]);
                 }
-            });
+                if let Some(&k) = keys.get(i + DIR_AHEAD / 2) {
+                    if let Some(r) = table.recs.get(table.dir[k as usize] as usize) {
+                        prefetch(r);
+                    }
+                }
+                let key = key as usize;
+                if max_bucket != usize::MAX && self.bucket_len(t, key) > max_bucket {
+                    continue;
+                }
+                let w = (key as u32 ^ qk).count_ones();
+                let mut check = |r: u32| {
+                    let x = (r >> slot_bits) ^ qs;
+                    if r & tomb != tomb && w + (x & inner).count_ones() <= s && w + x.count_ones() <= radius {
+                        candidates.push(r & tomb);
+                    }
+                };
+                table.bucket(key).iter().for_each(|&r| check(r));
+                table.over.for_each(key, &mut check);
+            }
+            // Verifying means random reads into the code arena: prefetched well ahead.
             for (i, &slot) in candidates.iter().enumerate() {
                 if let Some(&ahead) = candidates.get(i + PREFETCH_AHEAD) {
                     prefetch(&self.codes[ahead as usize]);
                 }
-                self.verify(&self.codes[slot as usize], slot, query, radius, t, max_bucket, out);
+                self.verify(&self.codes[slot as usize], slot, query, radius, t, s, max_bucket, out);
             }
         }
     }
 
     /// Brute-force scan with the same contract as [`range`](Self::range).
     pub fn range_linear(&self, query: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
-        if Self::INLINE {
-            // Table 0 holds every live entry once.
-            for (key, b) in self.tables.iter().take(BUCKETS).enumerate() {
-                for rec in b.records(Self::STRIDE).chunks_exact(Self::STRIDE) {
-                    let d = hamming(&self.code_of(rec, 0, key), query);
-                    if d <= radius {
-                        out.push((self.ids[rec_slot(rec) as usize], d));
-                    }
-                }
-            }
-            return;
-        }
         for (slot, (code, &id)) in self.codes.iter().zip(&self.ids).enumerate() {
             let d = hamming(code, query);
             if d <= radius && self.is_live(slot) {
@@ -578,62 +783,53 @@ impl<const W: usize> HammingIndex<W> {
         }
     }
 
-    /// Writes the index for a snapshot (see [`crate::snapshot`]): the arena as it is (free
-    /// slots included, so slot numbers stay valid), then per table the record count of every
-    /// bucket and the records back to back. Loading is then a copy per bucket, with none of
-    /// the hashing and growth of inserting.
+    /// Writes the index for a snapshot (see [`crate::snapshot`]): whether it is fixed, then
+    /// the arena as it is (free slots included, so slot numbers stay valid). The tables are
+    /// not written: reading rebuilds them by a counting sort, in the layout for the size
+    /// read, which takes less time than reading them would (they are larger than the codes).
     pub(crate) fn write_snapshot<O: std::io::Write>(&self, e: &mut Encoder<O>) -> std::io::Result<()> {
         e.u32(W as u32)?;
+        e.u8(u8::from(self.fixed))?;
         e.u64(self.len as u64)?;
         e.u64(self.ids.len() as u64)?;
         e.words(&self.ids, u64::to_le_bytes)?;
-        if !Self::INLINE {
-            for c in &self.codes {
-                e.words(c, u64::to_le_bytes)?;
-            }
+        for c in &self.codes {
+            e.words(c, u64::to_le_bytes)?;
         }
         e.u64(self.live.len() as u64)?;
         e.words(&self.live, u64::to_le_bytes)?;
         e.u64(self.free.len() as u64)?;
         e.words(&self.free, u32::to_le_bytes)?;
-        e.u8(u8::from(!self.tables.is_empty()))?;
-        for table in self.tables.chunks(BUCKETS) {
-            for b in table {
-                e.u32(b.len() as u32)?;
-            }
-            for b in table {
-                e.words(b.records(Self::STRIDE), u16::to_le_bytes)?;
-            }
-        }
         Ok(())
     }
 
     /// Reads what [`write_snapshot`](Self::write_snapshot) wrote. Checks every count against
-    /// the bytes left and the arena's invariants, and every record's slot against the arena,
-    /// so that no input can make a later query or update index out of bounds.
+    /// the bytes left and the arena's invariants, so that no input can make a later query or
+    /// update index out of bounds.
     pub(crate) fn read_snapshot<I: std::io::Read>(d: &mut Decoder<I>) -> Result<Self, SnapshotError> {
         let bad = |what: &str| SnapshotError::Invalid(format!("index of {W}-word codes: {what}"));
         if d.u32()? != W as u32 {
             return Err(bad("code width differs"));
         }
+        let fixed = match d.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(bad("layout flag")),
+        };
         let len = usize::try_from(d.u64()?).map_err(|_| bad("length too large"))?;
-        let slot_bytes = 8 + if Self::INLINE { 0 } else { 8 * W as u64 };
-        let slots = d.count(slot_bytes)?;
-        if slots >= u32::MAX as usize {
+        let slots = d.count(8 + 8 * W as u64)?;
+        if slots >= (1 << 31) - 1 {
             return Err(bad("too many slots"));
         }
         let ids = d.array(slots, 8, le_u64)?;
-        let mut codes = Vec::new();
-        if !Self::INLINE {
-            codes.reserve_exact(slots);
-            d.records(slots, 8 * W, |b| {
-                let mut c = [0u64; W];
-                for (w, x) in c.iter_mut().zip(b.chunks_exact(8)) {
-                    *w = le_u64(x);
-                }
-                codes.push(c);
-            })?;
-        }
+        let mut codes = Vec::with_capacity(slots);
+        d.records(slots, 8 * W, |b| {
+            let mut c = [0u64; W];
+            for (w, x) in c.iter_mut().zip(b.chunks_exact(8)) {
+                *w = le_u64(x);
+            }
+            codes.push(c);
+        })?;
         let n = d.count(8)?;
         if n != slots.div_ceil(64) {
             return Err(bad("liveness bitset length"));
@@ -660,51 +856,9 @@ impl<const W: usize> HammingIndex<W> {
             live,
             free,
             len,
-            tables: Vec::new(),
-            bucket_words: 0,
+            ..Self::with_fixed(fixed)
         };
-        match d.u8()? {
-            0 if slots == 0 => return Ok(ix),
-            1 => {}
-            _ => return Err(bad("table flag")),
-        }
-        ix.tables.reserve_exact(Self::TABLES * BUCKETS);
-        // Buckets are read in groups of about this many words.
-        const GROUP_WORDS: usize = 1 << 20;
-        for _ in 0..Self::TABLES {
-            let counts = d.array(BUCKETS, 4, |b| le_u32(b) as usize)?;
-            if counts.iter().sum::<usize>() != len {
-                return Err(bad("a table's record count is not the index length"));
-            }
-            if !d.fits(len as u64, 2 * Self::STRIDE as u64) {
-                return Err(bad("records truncated"));
-            }
-            let mut k = 0;
-            while k < BUCKETS {
-                let (start, mut words) = (k, 0);
-                while k < BUCKETS && (k == start || words + counts[k] * Self::STRIDE <= GROUP_WORDS) {
-                    words += counts[k] * Self::STRIDE;
-                    k += 1;
-                }
-                let mut bytes = d.take(2 * words)?;
-                for &n in &counts[start..k] {
-                    if n == 0 {
-                        ix.tables.push(Bucket::default());
-                        continue;
-                    }
-                    let (recs, rest) = bytes.split_at(2 * n * Self::STRIDE);
-                    bytes = rest;
-                    let mut v = Vec::with_capacity(2 + n * Self::STRIDE);
-                    v.extend_from_slice(&[n as u16, (n >> 16) as u16]);
-                    v.extend(recs.chunks_exact(2).map(le_u16));
-                    if v[2..].chunks_exact(Self::STRIDE).any(|r| rec_slot(r) as usize >= slots) {
-                        return Err(bad("a record's slot is out of range"));
-                    }
-                    ix.bucket_words += v.len();
-                    ix.tables.push(Bucket(v.into_boxed_slice()));
-                }
-            }
-        }
+        ix.rebuild();
         Ok(ix)
     }
 
@@ -714,8 +868,12 @@ impl<const W: usize> HammingIndex<W> {
             + self.ids.capacity() * size_of::<u64>()
             + self.live.capacity() * size_of::<u64>()
             + self.free.capacity() * size_of::<u32>()
-            + self.tables.capacity() * size_of::<Bucket>()
-            + self.bucket_words * size_of::<u16>()
+            + self.tables.capacity() * size_of::<Table>()
+            + self
+                .tables
+                .iter()
+                .map(|t| (t.dir.capacity() + t.recs.capacity()) * 4 + t.over.heap_bytes())
+                .sum::<usize>()
     }
 }
 
@@ -756,24 +914,22 @@ mod tests {
         ix.range_probe_for_test(q, r, &mut probed);
         probed.sort_unstable();
         assert_eq!(probed, expect, "probe path mismatch r={r}");
-        if r / HammingIndex::<W>::TABLES as u32 >= 3 {
+        let lay = &ix.layout;
+        if ix.tables.is_empty() || r / lay.subs.len() as u32 >= 3 {
             return;
         }
         // Capped: what brute force finds through some table whose bucket is small enough.
         for cap in [0, 1, 2, 5] {
-            let bucket_len = |t: usize, code: &[u64; W]| {
-                model
-                    .iter()
-                    .filter(|(c, _)| substring(c, t) == substring(code, t))
-                    .count()
-            };
+            let bucket_len =
+                |t: usize, code: &[u64; W]| model.iter().filter(|(c, _)| lay.key(c, t) == lay.key(code, t)).count();
             let mut want: Vec<(u64, u32)> = model
                 .iter()
                 .filter(|(code, _)| {
                     hamming(code, q) <= r
-                        && (0..HammingIndex::<W>::TABLES).any(|t| {
-                            let within = HammingIndex::<W>::sub_radius(r, t)
-                                .is_some_and(|s| (substring(code, t) ^ substring(q, t)).count_ones() <= s);
+                        && (0..lay.subs.len()).any(|t| {
+                            let within = ix
+                                .sub_radius(r, t)
+                                .is_some_and(|s| (lay.sub(code, t) ^ lay.sub(q, t)).count_ones() <= s);
                             within && bucket_len(t, code) <= cap
                         })
                 })
@@ -790,7 +946,7 @@ mod tests {
     impl<const W: usize> HammingIndex<W> {
         /// The MIH probe path without the linear fallback (test only).
         fn range_probe_for_test(&self, query: &[u64; W], radius: u32, out: &mut Vec<(u64, u32)>) {
-            if self.tables.is_empty() || radius / Self::TABLES as u32 >= 3 {
+            if self.tables.is_empty() || radius / self.layout.subs.len() as u32 >= 5 {
                 // Probing is exact for any radius but slow in debug tests.
                 return self.range_linear(query, radius, out);
             }
@@ -798,23 +954,38 @@ mod tests {
         }
 
         fn check_invariants(&self) {
-            let mut total = 0;
-            for (i, b) in self.tables.iter().enumerate() {
-                let t = i / BUCKETS;
-                let key = i % BUCKETS;
-                for rec in b.records(Self::STRIDE).chunks_exact(Self::STRIDE) {
-                    let s = rec_slot(rec);
-                    assert!(self.is_live(s as usize));
-                    let code = self.code_of(rec, t, key);
-                    assert_eq!(substring(&code, t), key);
-                    // Every table holds the same code for the slot.
-                    assert_eq!(self.find_slot(&code, self.ids[s as usize]), Some(s));
+            let lay = &self.layout;
+            let tomb = lay.slot_mask();
+            assert_eq!(self.tables.is_empty(), self.len == 0);
+            for (t, table) in self.tables.iter().enumerate() {
+                assert_eq!(table.dir.len(), (1 << lay.dir_bits) + 1);
+                assert_eq!(table.dir.last().copied(), Some(table.recs.len() as u32));
+                let mut seen = vec![false; self.ids.len()];
+                let mut tombs = 0;
+                for key in 0..1usize << lay.dir_bits {
+                    let mut recs: Vec<u32> = table.bucket(key).to_vec();
+                    table.over.for_each(key, |r| recs.push(r));
+                    for r in recs {
+                        if r & tomb == tomb {
+                            tombs += 1;
+                            continue;
+                        }
+                        let s = (r & tomb) as usize;
+                        assert!(self.is_live(s) && !seen[s], "slot {s} twice or dead in table {t}");
+                        seen[s] = true;
+                        let code = &self.codes[s];
+                        assert_eq!(lay.key(code, t), key);
+                        assert_eq!(lay.record(code, t, s as u32), r);
+                    }
                 }
-                total += b.len();
+                assert_eq!(tombs, table.tombs);
+                assert_eq!(seen.iter().filter(|&&x| x).count(), self.len, "table {t}");
             }
-            assert_eq!(total, self.len * Self::TABLES);
-            let words: usize = self.tables.iter().map(|b| b.heap_words()).sum();
-            assert_eq!(words, self.bucket_words);
+            for s in 0..self.ids.len() {
+                if self.is_live(s) {
+                    assert_eq!(self.find_slot(&self.codes[s], self.ids[s]), Some(s as u32));
+                }
+            }
             assert_eq!(self.ids.len(), self.len + self.free.len());
         }
     }
@@ -848,8 +1019,13 @@ mod tests {
         ]
     }
 
-    fn run_ops<const W: usize>(ops: Vec<Op<W>>) {
-        let mut ix = HammingIndex::<W>::new();
+    fn run_ops<const W: usize>(ops: Vec<Op<W>>, fixed: bool, pending: usize) {
+        let mut ix = if fixed {
+            HammingIndex::<W>::new_fixed()
+        } else {
+            HammingIndex::<W>::new()
+        };
+        ix.pending_min = pending;
         let mut model: Vec<([u64; W], u64)> = Vec::new();
         for op in ops {
             match op {
@@ -900,30 +1076,68 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         #[test]
-        fn prop_matches_brute_force_w1(ops in prop::collection::vec(op_strategy::<1>((0..=16).collect()), 1..200)) {
-            run_ops(ops);
+        fn prop_matches_brute_force_w1(
+            ops in prop::collection::vec(op_strategy::<1>((0..=16).collect()), 1..300),
+            fixed in any::<bool>(),
+            pending in 1usize..40,
+        ) {
+            run_ops(ops, fixed, pending);
         }
 
         #[test]
-        fn prop_matches_brute_force_w4(ops in prop::collection::vec(op_strategy::<4>(vec![0, 1, 4, 8, 12, 31]), 1..200)) {
-            run_ops(ops);
+        fn prop_matches_brute_force_w4(
+            ops in prop::collection::vec(op_strategy::<4>(vec![0, 1, 4, 8, 12, 15, 31, 40]), 1..300),
+            fixed in any::<bool>(),
+            pending in 1usize..40,
+        ) {
+            run_ops(ops, fixed, pending);
         }
     }
 
     #[test]
     fn mask_enumeration_counts() {
-        for s in 0..=16u32 {
-            let mut n = 0u64;
-            let mut seen = std::collections::HashSet::new();
-            for_each_mask(s, |m| {
-                assert!(m < BUCKETS);
-                assert!((m as u32).count_ones() <= s);
-                assert!(seen.insert(m));
-                n += 1;
-            });
-            assert_eq!(n, CUM_BINOM[s as usize], "s={s}");
+        for width in [1, 4, 16, 19] {
+            for s in 0..=width.min(4) {
+                let mut n = 0u64;
+                let mut seen = std::collections::HashSet::new();
+                for_each_mask(width, s, |m| {
+                    assert!(u64::from(m) < 1 << width);
+                    assert!(m.count_ones() <= s);
+                    assert!(seen.insert(m));
+                    n += 1;
+                });
+                assert_eq!(n as f64, masks_within(width, s), "width={width} s={s}");
+            }
         }
-        assert_eq!(CUM_BINOM[16], 65536);
+        assert_eq!(masks_within(16, 16), 65536.0);
+    }
+
+    /// The layouts the docs describe: 16-bit buckets for a fixed index; at 10M codes, 3 and 9
+    /// substrings, 19 directory bits, 25-bit slots and 7 filter bits a record.
+    #[test]
+    fn layout_follows_size() {
+        let fixed = Layout::plan(256, true, 10_000_000, 10_000_000);
+        assert_eq!((fixed.subs.len(), fixed.dir_bits), (16, 16));
+        assert!(fixed.subs.iter().all(|s| s.1 == 16));
+        for (bits, m) in [(64, 3), (256, 9)] {
+            let lay = Layout::plan(bits, false, 10_000_000, 10_000_000);
+            assert_eq!(lay.subs.len(), m);
+            assert_eq!(lay.subs.iter().map(|s| s.1).sum::<u32>(), bits);
+            assert!(lay
+                .subs
+                .windows(2)
+                .all(|w| w[0].0 + w[0].1 == w[1].0 && w[0].1 >= w[1].1));
+            assert_eq!((lay.dir_bits, lay.slot_bits, lay.sfx_bits), (19, 25, 7));
+        }
+        let small = Layout::plan(64, false, 1000, 1000);
+        assert_eq!((small.dir_bits, small.slot_bits), (5, 11));
+        // Wrapping bit extraction: the record bits after the last substring's key come from
+        // the start of the code.
+        let code = [0x8000_0000_0000_0001u64];
+        assert_eq!(bits(&code, 63, 2), 0b11);
+        let wide = [1u64 << 63, 1, 0, 1 << 63];
+        assert_eq!(bits(&wide, 63, 2), 0b11);
+        assert_eq!(bits(&wide, 255, 2), 0b01);
     }
 
     /// Large random index: exercises the MIH path through `range` itself
@@ -947,8 +1161,7 @@ mod tests {
                 q[b / 64] ^= 1 << (b % 64);
             }
             for &r in radii {
-                let s = r / (4 * W as u32);
-                if W == 1 && n >= 20_000 && s <= 2 {
+                if W == 1 && n >= 20_000 && r <= 8 {
                     assert!(!ix.prefer_linear(r), "expected probe path r={r}");
                 }
                 check_all(&ix, &model, &q, r);
@@ -1010,7 +1223,7 @@ mod tests {
             assert_eq!(ids.len(), got.len(), "duplicates at r={r}");
         }
         // W=1 cluster as well.
-        let mut ix1 = HammingIndex::<1>::new();
+        let mut ix1 = HammingIndex::<1>::new_fixed();
         let mut m1 = Vec::new();
         for id in 0..5000u64 {
             let c = [0xffff_0000_aaaa_5555u64 ^ (1u64 << (id % 64)) ^ (id & 0xf)];
@@ -1046,6 +1259,7 @@ mod tests {
         assert_eq!(ix.len(), 2);
         let slots = ix.ids.len();
         ix.insert([9], 9);
+        ix.check_invariants();
         assert_eq!(ix.ids.len(), slots, "free slot reused");
         assert_eq!(ix.len(), 3);
         out.clear();
@@ -1056,7 +1270,7 @@ mod tests {
             assert!(ix.remove(&c, id));
         }
         assert!(ix.is_empty());
-        assert_eq!(ix.bucket_words, 0);
+        assert!(ix.tables.is_empty(), "an empty index holds no tables");
         ix.check_invariants();
         out.clear();
         ix.range(&[1], 64, &mut out);
@@ -1111,14 +1325,8 @@ mod tests {
             (back.len(), back.ids.len(), back.free.len()),
             (ix.len(), ix.ids.len(), ix.free.len())
         );
-        assert_eq!(
-            back.bucket_words,
-            ix.tables
-                .iter()
-                .map(|b| 2 + b.len() * HammingIndex::<W>::STRIDE)
-                .filter(|&w| w > 2)
-                .sum::<usize>()
-        );
+        assert_eq!(back.layout.subs, ix.layout.subs);
+        assert_eq!(back.fixed, ix.fixed);
         let queries: Vec<[u64; W]> = (0..60)
             .map(|i| {
                 if i % 3 == 0 {
@@ -1205,7 +1413,7 @@ mod tests {
         }
         // Huge counts are refused before anything is allocated for them.
         let mut huge = buf.clone();
-        huge[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+        huge[13..21].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(read(&huge), Err(SnapshotError::Invalid(_))));
     }
 

@@ -33,7 +33,6 @@ pub struct Evidence {
 }
 
 /// Exact Hamming indexes over every live takedown; updated in place on every change.
-#[derive(Default)]
 pub struct LiveIndex {
     pdq: HammingIndex<4>,
     phash: HammingIndex<1>,
@@ -46,6 +45,22 @@ pub struct LiveIndex {
     appearances: HashMap<u64, Appearance>,
     /// Where each stored region lies in its picture, by region entry id.
     region_rects: HashMap<u64, RegionRect>,
+}
+
+impl Default for LiveIndex {
+    /// The local-feature index keeps 16-bit substrings whatever its size: its bucket cap
+    /// ([`LiveIndex::local_bucket_cap`]) is over those buckets.
+    fn default() -> Self {
+        LiveIndex {
+            pdq: HammingIndex::new(),
+            phash: HammingIndex::new(),
+            title: HammingIndex::new(),
+            local: HammingIndex::new_fixed(),
+            local_at: HashMap::new(),
+            appearances: HashMap::new(),
+            region_rects: HashMap::new(),
+        }
+    }
 }
 
 /// Most local features kept per image: feature numbers must fit 15 bits of an entry id.

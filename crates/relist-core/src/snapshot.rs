@@ -50,7 +50,9 @@ const MAGIC: &[u8; 8] = b"RLSTSNAP";
 /// - 3: region entry ids mark regions that are only a part of their picture.
 /// - 4: stored pictures' appearances and region rects (the colour check) follow the local
 ///   features' positions.
-pub const FORMAT: u32 = 4;
+/// - 5: an index's tables are no longer written (reading rebuilds them, in the layout for the
+///   size read: it follows the bank's size); each index says whether its layout is fixed.
+pub const FORMAT: u32 = 5;
 /// Longest relist version string accepted in a header.
 const MAX_VERSION_LEN: usize = 64;
 
