@@ -23,11 +23,21 @@
 //!   bits while it reads the bucket in sequence, so the substring is effectively `d` + 7 bits
 //!   long and most non-matching records are dropped without a random read of their code.
 //!
+//! A lookup reads a table's buckets in chunks of [`PROBE_CHUNK`], in three passes (prefetch
+//! the directory entries, then the records, then read them), so that the cache misses of a
+//! chunk overlap: a bucket read in one go waits for two misses in a row, and that wait was
+//! most of a PDQ lookup's time at 10M codes.
+//!
 //! Updates are in place and matchable at once: an insert reuses a removed record's place in
 //! its bucket or goes to a small per-table overflow hash table; a remove overwrites its records
-//! with a tombstone. When overflow or tombstones pass `len / 32` records, or the size crosses
-//! the layout's range, the tables are rebuilt from the code arena by a counting sort (O(n m),
-//! about 1-2 s at 10M PDQ codes, so an amortised ~O(32 m) record moves per update).
+//! with a tombstone. Each update then does at most one table's upkeep ([`HammingIndex`]'s
+//! `maintain`): a table whose overflow or tombstones passed its limit (`len / 128` to about
+//! twice that, different per table so that tables come due at different updates) is merged in
+//! one sequential pass; when the size leaves the layout's range, the tables move to the new
+//! layout one per update (a counting sort of the arena, ~0.3 s for one table of 10M PDQ
+//! codes). A lookup reads each table in its own layout, so results stay exact meanwhile. No
+//! update rebuilds the whole index, which at 10M PDQ codes would hold the index (and the
+//! lookups waiting for it) for 2.5-3.7 s.
 //!
 //! The local-feature index keeps the fixed layout of 16-bit substrings
 //! ([`HammingIndex::new_fixed`]): its bucket cap ([`HammingIndex::range_capped`]) is defined
@@ -39,9 +49,9 @@ use crate::codec::{le_u32, le_u64, Decoder, Encoder, SnapshotError};
 
 /// How many candidates ahead `range_probe` prefetches.
 const PREFETCH_AHEAD: usize = 16;
-/// How many buckets ahead `range_probe` prefetches a bucket's directory entry (its records
-/// are prefetched half as far ahead, once the entry is likely in cache).
-const DIR_AHEAD: usize = 16;
+/// Buckets `range_probe` handles per pass: enough misses in flight to fill the memory
+/// pipeline, few enough that what the first pass fetched is still in L1 for the second.
+const PROBE_CHUNK: usize = 64;
 /// Target mean records per bucket at the size a layout is chosen for (16-32 until the next
 /// layout): fewer directory bits mean fewer random probes, more mean fewer records read.
 const BUCKET_TARGET: usize = 16;
@@ -50,7 +60,7 @@ const DIR_MAX_BITS: u32 = 24;
 /// Pending updates (overflow records, tombstones) a table may hold before a rebuild, at
 /// least; otherwise `len / PENDING_SHARE`.
 const PENDING_MIN: usize = 1024;
-const PENDING_SHARE: usize = 32;
+const PENDING_SHARE: usize = 128;
 /// An empty overflow cell.
 const EMPTY: u64 = u64::MAX;
 
@@ -65,6 +75,31 @@ fn prefetch<T>(x: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = x;
+}
+
+/// Asks the kernel to back `v`'s buffer with transparent huge pages where it can: lookups
+/// read these arrays at random, and with 4 KiB pages nearly every read also misses the TLB
+/// (a page walk costs as much as the read itself, more in a VM). Only a hint: with huge pages
+/// off or unavailable nothing changes, and results never do. Call it before the buffer is
+/// written, so that its pages are faulted in huge.
+pub(crate) fn advise_huge_pages<T>(v: &Vec<T>) {
+    const HUGE: usize = 2 << 20;
+    let bytes = v.capacity() * size_of::<T>();
+    if bytes < 2 * HUGE {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let start = v.as_ptr() as usize;
+        let (lo, hi) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
+        if hi > lo {
+            // SAFETY: madvise with MADV_HUGEPAGE changes no contents and no mapping; the range
+            // lies inside `v`'s live allocation. A failure (EINVAL without THP) is ignored.
+            unsafe {
+                libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
 }
 
 /// Hamming distance between two `W`-word codes.
@@ -164,6 +199,11 @@ impl Layout {
         }
     }
 
+    /// Whether records and buckets mean the same in both layouts.
+    fn same_cut(&self, other: &Layout) -> bool {
+        (&self.subs, self.dir_bits, self.slot_bits) == (&other.subs, other.dir_bits, other.slot_bits)
+    }
+
     #[inline]
     fn slot_mask(&self) -> u32 {
         (1u32 << self.slot_bits) - 1
@@ -228,6 +268,14 @@ impl Overflow {
     #[inline]
     fn has_key(&self, key: usize) -> bool {
         self.keys.get(key / 64).is_some_and(|w| w >> (key % 64) & 1 == 1)
+    }
+
+    /// Brings the first cell `key` would be read from into cache, if it has records.
+    #[inline]
+    fn prefetch(&self, key: usize) {
+        if self.len != 0 && self.has_key(key) {
+            prefetch(&self.cells[self.home(key)]);
+        }
     }
 
     /// Calls `f` with every record filed under `key`.
@@ -319,8 +367,9 @@ impl Overflow {
 }
 
 /// One table: bucket `k`'s records are `recs[dir[k]..dir[k + 1]]`, then its overflow.
-#[derive(Default)]
 struct Table {
+    /// The layout this table was built in: tables move to a new layout one at a time.
+    lay: Layout,
     dir: Vec<u32>,
     recs: Vec<u32>,
     over: Overflow,
@@ -335,13 +384,16 @@ impl Table {
     }
 
     /// Merges the overflow into the buckets and drops the tombstones.
-    fn merge(&mut self, tomb: u32, buckets: usize) {
+    fn merge(&mut self) {
+        let (tomb, buckets) = (self.lay.slot_mask(), 1usize << self.lay.dir_bits);
         let mut over: Vec<u64> = self.over.cells.iter().copied().filter(|&c| c != EMPTY).collect();
         // A cell's key is its high half: sorting cells sorts them by bucket.
         over.sort_unstable();
         let mut over = over.into_iter().peekable();
         let mut recs = Vec::with_capacity(self.recs.len() - self.tombs + self.over.len);
         let mut dir = Vec::with_capacity(buckets + 1);
+        advise_huge_pages(&recs);
+        advise_huge_pages(&dir);
         dir.push(0);
         for k in 0..buckets {
             recs.extend(self.bucket(k).iter().filter(|&&r| r & tomb != tomb));
@@ -350,12 +402,10 @@ impl Table {
             }
             dir.push(recs.len() as u32);
         }
-        *self = Table {
-            dir,
-            recs,
-            over: Overflow::default(),
-            tombs: 0,
-        };
+        self.dir = dir;
+        self.recs = recs;
+        self.over = Overflow::default();
+        self.tombs = 0;
     }
 
     #[inline]
@@ -447,65 +497,79 @@ impl<const W: usize> HammingIndex<W> {
         }
     }
 
-    /// Rebuilds every table for the layout of the current size: by merging each table's
-    /// overflow into its buckets when the layout stays (a sequential pass, ~0.1 s at 10M PDQ
-    /// codes), else from the arena by a counting sort.
+    /// Builds every table in the layout for the current size, from the arena (on the first
+    /// insert and when reading a snapshot).
     fn rebuild(&mut self) {
-        let lay = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
-        if self.len == 0 {
-            self.layout = lay;
-            self.tables = Vec::new();
-            return;
-        }
-        let same = |a: &Layout, b: &Layout| (&a.subs, a.dir_bits, a.slot_bits) == (&b.subs, b.dir_bits, b.slot_bits);
-        if !self.tables.is_empty() && same(&lay, &self.layout) {
-            let (tomb, buckets) = (lay.slot_mask(), 1usize << lay.dir_bits);
-            self.tables.iter_mut().for_each(|t| t.merge(tomb, buckets));
-            self.layout.planned = self.len;
-            return;
-        }
-        self.layout = lay;
-        let lay = &self.layout;
-        let (codes, live) = (&self.codes, &self.live);
-        self.tables = (0..lay.subs.len())
-            .map(|t| {
-                let buckets = 1usize << lay.dir_bits;
-                let mut dir = vec![0u32; buckets + 1];
-                Self::for_each_live(live, |s| dir[lay.key(&codes[s], t) + 1] += 1);
-                for k in 0..buckets {
-                    dir[k + 1] += dir[k];
-                }
-                let mut at = dir[..buckets].to_vec();
-                let mut recs = vec![0u32; self.len];
-                Self::for_each_live(live, |s| {
-                    let code = &codes[s];
-                    let k = lay.key(code, t);
-                    recs[at[k] as usize] = lay.record(code, t, s as u32);
-                    at[k] += 1;
-                });
-                Table {
-                    dir,
-                    recs,
-                    over: Overflow::default(),
-                    tombs: 0,
-                }
-            })
-            .collect();
+        self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+        self.tables = if self.len == 0 {
+            Vec::new()
+        } else {
+            (0..self.layout.subs.len()).map(|t| self.build_table(t)).collect()
+        };
     }
 
-    /// Whether the tables should be rebuilt: too many pending updates, or a size outside
-    /// the layout's range.
-    fn needs_rebuild(&self) -> bool {
-        let limit = self.pending_min.max(self.len / PENDING_SHARE);
+    /// Table `t` in the current layout, from the arena by a counting sort (O(n); ~0.3 s for
+    /// one table of 10M PDQ codes).
+    fn build_table(&self, t: usize) -> Table {
+        let lay = &self.layout;
+        let (codes, live) = (&self.codes, &self.live);
+        let buckets = 1usize << lay.dir_bits;
+        let mut dir = vec![0u32; buckets + 1];
+        advise_huge_pages(&dir);
+        Self::for_each_live(live, |s| dir[lay.key(&codes[s], t) + 1] += 1);
+        for k in 0..buckets {
+            dir[k + 1] += dir[k];
+        }
+        let mut at = dir[..buckets].to_vec();
+        let mut recs = vec![0u32; self.len];
+        advise_huge_pages(&recs);
+        Self::for_each_live(live, |s| {
+            let code = &codes[s];
+            let k = lay.key(code, t);
+            recs[at[k] as usize] = lay.record(code, t, s as u32);
+            at[k] += 1;
+        });
+        Table {
+            lay: lay.clone(),
+            dir,
+            recs,
+            over: Overflow::default(),
+            tombs: 0,
+        }
+    }
+
+    /// Keeps the tables fast after an update, doing at most one table's work so that no
+    /// update holds the index (and the lookups waiting on it) for long: when the size has
+    /// left the layout's range a new layout is planned, then one table is moved to it (a
+    /// counting sort), or else one table whose pending updates passed its limit is merged
+    /// (a sequential pass). Limits differ per table, from `len / 32` to about twice that, so
+    /// tables come due at different updates. Lookups are exact whatever mix of layouts the
+    /// tables are in: each table is read in its own.
+    fn maintain(&mut self) {
+        if self.len == 0 {
+            return self.rebuild();
+        }
         let planned = self.layout.planned;
-        self.tables.iter().any(|t| t.over.len > limit || t.tombs > limit)
-            || (!self.fixed && (self.len > 2 * planned.max(64) || (planned > 4096 && self.len * 2 < planned)))
+        if !self.fixed && (self.len > 2 * planned.max(64) || (planned > 4096 && self.len * 2 < planned)) {
+            self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+        }
+        let m = self.tables.len();
+        let base = self.pending_min.max(self.len / PENDING_SHARE);
+        let stale = self.tables.iter().position(|table| !table.lay.same_cut(&self.layout));
+        if let Some(t) = stale {
+            self.tables[t] = self.build_table(t);
+        } else if let Some(table) = self.tables.iter_mut().enumerate().find_map(|(t, table)| {
+            let limit = base * (m + t) / m;
+            (table.over.len > limit || table.tombs > limit).then_some(table)
+        }) {
+            table.merge();
+        }
     }
 
     /// Slot holding exactly `(code, id)`, if any.
     fn find_slot(&self, code: &[u64; W], id: u64) -> Option<u32> {
         let table = self.tables.first()?;
-        let lay = &self.layout;
+        let lay = &table.lay;
         let (key, rec) = (lay.key(code, 0), lay.record(code, 0, 0));
         let mask = lay.slot_mask();
         let hit = |r: u32| {
@@ -526,6 +590,7 @@ impl<const W: usize> HammingIndex<W> {
     fn reserve_small<T>(v: &mut Vec<T>) {
         if v.len() == v.capacity() {
             v.reserve_exact(v.capacity() / 8 + 64);
+            advise_huge_pages(v);
         }
     }
 
@@ -565,23 +630,36 @@ impl<const W: usize> HammingIndex<W> {
         let su = slot as usize;
         self.live[su / 64] |= 1 << (su % 64);
         self.len += 1;
-        if self.tables.is_empty() || slot >= self.layout.slot_mask() {
+        if self.tables.is_empty() {
             return self.rebuild();
         }
-        let lay = &self.layout;
-        let tomb = lay.slot_mask();
-        for (t, table) in self.tables.iter_mut().enumerate() {
-            let (key, rec) = (lay.key(&code, t), lay.record(&code, t, slot));
+        for t in 0..self.tables.len() {
+            if slot >= self.tables[t].lay.slot_mask() {
+                // The table's records cannot name this slot: rebuild it now, in a layout with
+                // room (the arena already holds the new entry). Rare: a layout leaves room
+                // for twice the slots it was planned at, and is replaced before that.
+                if slot >= self.layout.slot_mask() {
+                    self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+                }
+                self.tables[t] = self.build_table(t);
+                continue;
+            }
+            let table = &mut self.tables[t];
+            let lay = &table.lay;
+            let (key, rec, tomb, dir_bits) = (
+                lay.key(&code, t),
+                lay.record(&code, t, slot),
+                lay.slot_mask(),
+                lay.dir_bits,
+            );
             if let Some(r) = table.bucket_mut(key).iter_mut().find(|r| **r & tomb == tomb) {
                 *r = rec;
                 table.tombs -= 1;
             } else {
-                table.over.insert(key, rec, lay.dir_bits);
+                table.over.insert(key, rec, dir_bits);
             }
         }
-        if self.needs_rebuild() {
-            self.rebuild();
-        }
+        self.maintain();
     }
 
     /// Removes the entry `(code, id)`; returns whether it was present.
@@ -589,10 +667,9 @@ impl<const W: usize> HammingIndex<W> {
         let Some(slot) = self.find_slot(code, id) else {
             return false;
         };
-        let lay = &self.layout;
-        let tomb = lay.slot_mask();
         for (t, table) in self.tables.iter_mut().enumerate() {
-            let (key, rec) = (lay.key(code, t), lay.record(code, t, slot));
+            let lay = &table.lay;
+            let (key, rec, tomb) = (lay.key(code, t), lay.record(code, t, slot), lay.slot_mask());
             if let Some(r) = table.bucket_mut(key).iter_mut().find(|r| **r == rec) {
                 *r = tomb;
                 table.tombs += 1;
@@ -605,9 +682,7 @@ impl<const W: usize> HammingIndex<W> {
         self.live[su / 64] &= !(1 << (su % 64));
         self.free.push(slot);
         self.len -= 1;
-        if self.len == 0 || self.needs_rebuild() {
-            self.rebuild();
-        }
+        self.maintain();
         true
     }
 
@@ -682,7 +757,7 @@ impl<const W: usize> HammingIndex<W> {
     /// Live records in table `t`'s bucket `key`.
     fn bucket_len(&self, t: usize, key: usize) -> usize {
         let table = &self.tables[t];
-        let tomb = self.layout.slot_mask();
+        let tomb = table.lay.slot_mask();
         table.bucket(key).iter().filter(|&&r| r & tomb != tomb).count() + table.over.count(key)
     }
 
@@ -708,6 +783,7 @@ impl<const W: usize> HammingIndex<W> {
             x[i] = code[i] ^ query[i];
             d += x[i].count_ones();
         }
+        // Substring positions are the same in every table's layout.
         let lay = &self.layout;
         // The record's bits cover only part of a wide substring: the rest is checked here.
         if d > radius || lay.sub(&x, t).count_ones() > s {
@@ -716,7 +792,7 @@ impl<const W: usize> HammingIndex<W> {
         let earlier = (0..t).any(|t2| {
             self.sub_radius(radius, t2)
                 .is_some_and(|s2| lay.sub(&x, t2).count_ones() <= s2)
-                && (max_bucket == usize::MAX || self.bucket_len(t2, lay.key(code, t2)) <= max_bucket)
+                && (max_bucket == usize::MAX || self.bucket_len(t2, self.tables[t2].lay.key(code, t2)) <= max_bucket)
         });
         if !earlier {
             out.push((self.ids[slot as usize], d));
@@ -725,14 +801,15 @@ impl<const W: usize> HammingIndex<W> {
 
     /// The multi-index probe path (requires non-empty tables).
     fn range_probe(&self, query: &[u64; W], radius: u32, max_bucket: usize, out: &mut Vec<(u64, u32)>) {
-        let lay = &self.layout;
-        let (slot_bits, tomb) = (lay.slot_bits, lay.slot_mask());
         let mut keys: Vec<u32> = Vec::new();
         let mut candidates: Vec<u32> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(PROBE_CHUNK);
         for (t, table) in self.tables.iter().enumerate() {
             let Some(s) = self.sub_radius(radius, t) else {
                 continue;
             };
+            let lay = &table.lay;
+            let (slot_bits, tomb) = (lay.slot_bits, lay.slot_mask());
             let (qk, qs) = (lay.key(query, t) as u32, lay.sfx(query, t));
             let inner = lay.inner_mask(t);
             // The buckets to read, listed first so that their directory entries and records
@@ -740,28 +817,42 @@ impl<const W: usize> HammingIndex<W> {
             keys.clear();
             for_each_mask(lay.dir_bits, s, |mask| keys.push(qk ^ mask));
             candidates.clear();
-            for (i, &key) in keys.iter().enumerate() {
-                if let Some(&k) = keys.get(i + DIR_AHEAD) {
+            // In chunks, in three passes: fetch the chunk's directory entries, then its
+            // buckets' records, then read them. Each pass's cache misses are independent, so
+            // they overlap (a probe read in one go waits for two misses in a row).
+            for chunk in keys.chunks(PROBE_CHUNK) {
+                for &k in chunk {
                     prefetch(&table.dir[k as usize]);
                 }
-                if let Some(&k) = keys.get(i + DIR_AHEAD / 2) {
-                    if let Some(r) = table.recs.get(table.dir[k as usize] as usize) {
-                        prefetch(r);
+                spans.clear();
+                for &k in chunk {
+                    let (lo, hi) = (table.dir[k as usize] as usize, table.dir[k as usize + 1] as usize);
+                    let mut at = lo;
+                    while at < hi {
+                        prefetch(&table.recs[at]);
+                        at += 64 / size_of::<u32>();
                     }
-                }
-                let key = key as usize;
-                if max_bucket != usize::MAX && self.bucket_len(t, key) > max_bucket {
-                    continue;
-                }
-                let w = (key as u32 ^ qk).count_ones();
-                let mut check = |r: u32| {
-                    let x = (r >> slot_bits) ^ qs;
-                    if r & tomb != tomb && w + (x & inner).count_ones() <= s && w + x.count_ones() <= radius {
-                        candidates.push(r & tomb);
+                    if hi > lo {
+                        prefetch(&table.recs[hi - 1]);
                     }
-                };
-                table.bucket(key).iter().for_each(|&r| check(r));
-                table.over.for_each(key, &mut check);
+                    table.over.prefetch(k as usize);
+                    spans.push((lo, hi));
+                }
+                for (&key, &(lo, hi)) in chunk.iter().zip(&spans) {
+                    let key = key as usize;
+                    if max_bucket != usize::MAX && self.bucket_len(t, key) > max_bucket {
+                        continue;
+                    }
+                    let w = (key as u32 ^ qk).count_ones();
+                    let mut check = |r: u32| {
+                        let x = (r >> slot_bits) ^ qs;
+                        if r & tomb != tomb && w + (x & inner).count_ones() <= s && w + x.count_ones() <= radius {
+                            candidates.push(r & tomb);
+                        }
+                    };
+                    table.recs[lo..hi].iter().for_each(|&r| check(r));
+                    table.over.for_each(key, &mut check);
+                }
             }
             // Verifying means random reads into the code arena: prefetched well ahead.
             for (i, &slot) in candidates.iter().enumerate() {
@@ -823,6 +914,7 @@ impl<const W: usize> HammingIndex<W> {
         }
         let ids = d.array(slots, 8, le_u64)?;
         let mut codes = Vec::with_capacity(slots);
+        advise_huge_pages(&codes);
         d.records(slots, 8 * W, |b| {
             let mut c = [0u64; W];
             for (w, x) in c.iter_mut().zip(b.chunks_exact(8)) {
@@ -920,8 +1012,10 @@ mod tests {
         }
         // Capped: what brute force finds through some table whose bucket is small enough.
         for cap in [0, 1, 2, 5] {
-            let bucket_len =
-                |t: usize, code: &[u64; W]| model.iter().filter(|(c, _)| lay.key(c, t) == lay.key(code, t)).count();
+            let bucket_len = |t: usize, code: &[u64; W]| {
+                let tl = &ix.tables[t].lay;
+                model.iter().filter(|(c, _)| tl.key(c, t) == tl.key(code, t)).count()
+            };
             let mut want: Vec<(u64, u32)> = model
                 .iter()
                 .filter(|(code, _)| {
@@ -954,10 +1048,10 @@ mod tests {
         }
 
         fn check_invariants(&self) {
-            let lay = &self.layout;
-            let tomb = lay.slot_mask();
             assert_eq!(self.tables.is_empty(), self.len == 0);
             for (t, table) in self.tables.iter().enumerate() {
+                let lay = &table.lay;
+                let tomb = lay.slot_mask();
                 assert_eq!(table.dir.len(), (1 << lay.dir_bits) + 1);
                 assert_eq!(table.dir.last().copied(), Some(table.recs.len() as u32));
                 let mut seen = vec![false; self.ids.len()];
@@ -1138,6 +1232,39 @@ mod tests {
         let wide = [1u64 << 63, 1, 0, 1 << 63];
         assert_eq!(bits(&wide, 63, 2), 0b11);
         assert_eq!(bits(&wide, 255, 2), 0b01);
+    }
+
+    /// Growing through layouts moves one table per update (no update rebuilds the whole
+    /// index), and lookups stay exact while tables are in different layouts.
+    #[test]
+    fn relayout_moves_one_table_per_update_and_stays_exact() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+        let mut ix = HammingIndex::<4>::new();
+        let mut model = Vec::new();
+        let (mut mixed_states, mut moved_max) = (0, 0);
+        for id in 0..3000u64 {
+            let c: [u64; 4] = std::array::from_fn(|_| rng.gen());
+            let before: Vec<Layout> = ix.tables.iter().map(|t| t.lay.clone()).collect();
+            ix.insert(c, id);
+            model.push((c, id));
+            if before.len() == ix.tables.len() {
+                let moved = before
+                    .iter()
+                    .zip(&ix.tables)
+                    .filter(|(a, b)| !a.same_cut(&b.lay))
+                    .count();
+                moved_max = moved_max.max(moved);
+            }
+            if ix.tables.iter().any(|t| !t.lay.same_cut(&ix.tables[0].lay)) {
+                mixed_states += 1;
+                let mut q = model[rng.gen_range(0..model.len())].0;
+                q[0] ^= 0b1011;
+                check_all(&ix, &model, &q, 31);
+                ix.check_invariants();
+            }
+        }
+        assert!(mixed_states > 0, "no update left the tables in mixed layouts");
+        assert_eq!(moved_max, 1, "an update moved more than one table to a new layout");
     }
 
     /// Large random index: exercises the MIH path through `range` itself
