@@ -11,11 +11,15 @@
 # registered with `relist takedown add`). The requests are built by hand from
 # proto/relist/v1/relist.proto (a gRPC frame: 1 byte uncompressed flag, u32 BE length, then
 # the protobuf of CheckListingRequest):
-#   1. hash-only: a listing with a title, one PDQ and one pHash (one of the takedowns' PDQ
-#      with 6 bits flipped, so it matches); `-c 8 -m 32`;
-#   2. one JPEG: a re-encoded copy (quality 80) of a registered photo; `-c 8 -m 4`.
+#   1. hash-only, CLEAR: a listing with a title, one PDQ and one pHash matching nothing (most
+#      uploads); `-c 8 -m 32`;
+#   2. hash-only, REUPLOAD: the same with one of the takedowns' PDQ, 6 bits flipped, so it
+#      matches and every check writes a match record to the history; `-c 8 -m 32`;
+#   3. one JPEG, CLEAR: a photo drawn like the others but never registered; `-c 8 -m 4`;
+#   4. one JPEG, REUPLOAD: a re-encoded copy (quality 80) of a registered photo (recorded,
+#      with its thumbnail); `-c 8 -m 4`.
 # h2load counts HTTP 200s; gRPC errors travel in trailers, so each body is first sent once
-# with `relist check` to see that the daemon answers it with a verdict.
+# with curl (HTTP/2, prior knowledge) and its grpc-status trailer printed: it must be 0.
 # Installs nghttp2-client with apt-get when h2load is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,21 +109,23 @@ def check_request(listing_id, title, image):
     listing += field(6, image)
     return field(1, listing)  # CheckListingRequest.listing = 1
 
-# A near copy of takedown 17's PDQ (6 bits flipped) and some pHash.
+def write(name, body):
+    with open(os.path.join(work, name), "wb") as f:
+        f.write(body)
+
+# A near copy of takedown 17's PDQ (6 bits flipped), a PDQ matching nothing, and some pHash.
 near = int(pdqs[17], 16)
 for b in (3, 40, 77, 130, 201, 250):
     near ^= 1 << b
-near_hex, phash_hex = "%064x" % near, "%016x" % rng.getrandbits(64)
-image = field(2, near_hex) + field(3, phash_hex)  # Image: pdq 2, phash 3
-with open(os.path.join(work, "hash.bin"), "wb") as f:
-    f.write(grpc_frame(check_request("h2load-hash", "Kaos polos katun combed 30s hitam", image)))
-with open(os.path.join(work, "hash.args"), "w") as f:
-    f.write("%s %s\n" % (near_hex, phash_hex))
+near_hex, clear_hex = "%064x" % near, "%064x" % rng.getrandbits(256)
+phash_hex = "%016x" % rng.getrandbits(64)
+title = "Kaos polos katun combed 30s hitam"
+for name, pdq in (("hash-reupload", near_hex), ("hash-clear", clear_hex)):
+    image = field(2, pdq) + field(3, phash_hex)  # Image: pdq 2, phash 3
+    write(name + ".bin", grpc_frame(check_request("h2load-" + name, title, image)))
 copy = jpeg(photo(7), 80)
-with open(os.path.join(work, "copy.jpg"), "wb") as f:
-    f.write(copy)
-with open(os.path.join(work, "jpeg.bin"), "wb") as f:
-    f.write(grpc_frame(check_request("h2load-jpeg", "Sepatu lari pria", field(1, copy))))
+write("jpeg-reupload.bin", grpc_frame(check_request("h2load-jpeg", "Sepatu lari pria", field(1, copy))))
+write("jpeg-clear.bin", grpc_frame(check_request("h2load-jpeg-clear", "Sepatu lari pria", field(1, jpeg(photo(100_000), 80)))))
 EOF
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -138,25 +144,33 @@ for ((i = 0; i < photos; i++)); do
 done
 echo "registered $takedowns hash-only and $photos photo takedowns in $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }") s"
 
-read -r near phash <"$work/hash.args"
-echo "sanity: hash-only body's listing -> $("$bin" check --marketplace tokopedia --listing-id s1 --title 'Kaos polos katun combed 30s hitam' --pdq "$near" --phash "$phash" --addr "$addr" --json | head -c 120 || true)"
-echo "sanity: JPEG body's listing -> $("$bin" check --marketplace tokopedia --listing-id s2 --image "$work/copy.jpg" --addr "$addr" --json | head -c 120 || true)"
-
 url=http://$addr/relist.v1.Relist/CheckListing
 grpc_headers=(-H 'content-type: application/grpc' -H 'te: trailers')
+for body in hash-clear hash-reupload jpeg-clear jpeg-reupload; do
+    # The answer's verdict is field 1 of CheckListingResponse: bytes 5-6 of the frame are
+    # 0x08 and the enum (1 CLEAR, 2 REVIEW, 3 REUPLOAD).
+    status=$(curl -s --http2-prior-knowledge "${grpc_headers[@]}" --data-binary "@$work/$body.bin" \
+        -D "$work/headers" -o "$work/answer" "$url" && grep -i '^grpc-status' "$work/headers" | tr -d '\r')
+    verdict=$(od -An -tu1 -j6 -N1 "$work/answer" | tr -d ' ')
+    echo "sanity: $body body -> ${status:-no grpc-status}, verdict enum ${verdict:-none}"
+    case "$status" in *": 0") ;; *) echo "the $body body is not answered with a verdict" >&2; exit 1 ;; esac
+done
 run() {
     # $1: label; then h2load's arguments. Prints req/s and h2load's summary lines, then the
     # latency percentiles from its per-request log (third column: microseconds).
     local label=$1 log=$work/lat.log
     shift
+    rm -f "$log"
     echo "h2load, $label ($*):"
     h2load "$@" -t 1 "${grpc_headers[@]}" --log-file "$log" "$url" |
         grep -E '^finished in|^requests:|^status codes:|time for request:' | sed 's/^/    /'
     sort -n -k3 "$log" | awk '{ t[NR] = $3 } END { printf "    latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%d requests)\n", t[int(NR * 0.5)] / 1000, t[int(NR * 0.9)] / 1000, t[int(NR * 0.99)] / 1000, t[NR] / 1000, NR }'
 }
 echo
-run "hash-only CheckListing" -n "$n_hash" -c 8 -m 32 -d "$work/hash.bin"
-run "one-JPEG CheckListing" -n "$n_jpeg" -c 8 -m 4 -d "$work/jpeg.bin"
+run "hash-only CheckListing, CLEAR" -n "$n_hash" -c 8 -m 32 -d "$work/hash-clear.bin"
+run "hash-only CheckListing, REUPLOAD (recorded)" -n "$n_hash" -c 8 -m 32 -d "$work/hash-reupload.bin"
+run "one-JPEG CheckListing, CLEAR" -n "$n_jpeg" -c 8 -m 4 -d "$work/jpeg-clear.bin"
+run "one-JPEG CheckListing, REUPLOAD (recorded)" -n "$n_jpeg" -c 8 -m 4 -d "$work/jpeg-reupload.bin"
 
 kill "$pid"
 wait "$pid" 2>/dev/null || true

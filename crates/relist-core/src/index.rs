@@ -55,6 +55,9 @@ const PROBE_CHUNK: usize = 64;
 /// Target mean records per bucket at the size a layout is chosen for (16-32 until the next
 /// layout): fewer directory bits mean fewer random probes, more mean fewer records read.
 const BUCKET_TARGET: usize = 16;
+/// Codes from which a size-following layout uses its fewest tables (see
+/// [`Layout::tables_for`]): 4M.
+const COMPACT_FROM: usize = 1 << 22;
 /// Most directory bits (a table's directory is `4 << DIR_MAX_BITS` bytes at most).
 const DIR_MAX_BITS: u32 = 24;
 /// Pending updates (overflow records, tombstones) a table may hold before a rebuild, at
@@ -172,7 +175,7 @@ impl Layout {
     /// The layout for `len` entries in `slots` slots. `fixed`: 16-bit substrings, each whole
     /// substring a bucket key, whatever the size.
     fn plan(bits: u32, fixed: bool, len: usize, slots: usize) -> Self {
-        let m = if fixed { bits / 16 } else { bits / 32 + 1 };
+        let m = if fixed { bits / 16 } else { Self::tables_for(bits, len) };
         let subs = (0..m)
             .scan(0, |off, t| {
                 let width = bits / m + u32::from(t < bits % m);
@@ -197,6 +200,23 @@ impl Layout {
             sfx_bits,
             planned: len,
         }
+    }
+
+    /// How many substrings a size-following layout cuts `bits`-bit codes into at `len` codes:
+    /// Norouzi's `m = b / log2 n` (the substring as long as the bits needed to tell the codes
+    /// apart, which balances buckets probed against candidates verified), between `2W + 1`
+    /// and `b / 16` tables. From [`COMPACT_FROM`] codes on, `2W + 1` whatever Norouzi says:
+    /// records cost 4 bytes a table, and `2W + 1` tables keep a code at or under 80 bytes (PDQ)
+    /// and 48 (64-bit) with its id, which matters once a bank holds millions of codes; below
+    /// that, speed matters more than bytes (PDQ at 1M codes: 13 tables, ~0.6 ms for a lookup
+    /// of 8 variants at radius 31 against ~2 ms with 9).
+    fn tables_for(bits: u32, len: usize) -> u32 {
+        let fewest = bits / 32 + 1;
+        if len >= COMPACT_FROM {
+            return fewest;
+        }
+        let norouzi = f64::from(bits) / (len.max(2) as f64).log2();
+        (norouzi.round() as u32).clamp(fewest, bits / 16)
     }
 
     /// Whether records and buckets mean the same in both layouts.
@@ -553,6 +573,12 @@ impl<const W: usize> HammingIndex<W> {
         if !self.fixed && (self.len > 2 * planned.max(64) || (planned > 4096 && self.len * 2 < planned)) {
             self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
         }
+        if self.layout.subs.len() != self.tables.len() {
+            // Another number of tables: the radius split changes for all of them at once, so
+            // they are rebuilt together. Happens at COMPACT_FROM and at most once per size
+            // doubling below it.
+            return self.rebuild();
+        }
         let m = self.tables.len();
         let base = self.pending_min.max(self.len / PENDING_SHARE);
         let stale = self.tables.iter().position(|table| !table.lay.same_cut(&self.layout));
@@ -640,6 +666,9 @@ impl<const W: usize> HammingIndex<W> {
                 // for twice the slots it was planned at, and is replaced before that.
                 if slot >= self.layout.slot_mask() {
                     self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+                    if self.layout.subs.len() != self.tables.len() {
+                        return self.rebuild();
+                    }
                 }
                 self.tables[t] = self.build_table(t);
                 continue;
@@ -1223,6 +1252,13 @@ mod tests {
                 .all(|w| w[0].0 + w[0].1 == w[1].0 && w[0].1 >= w[1].1));
             assert_eq!((lay.dir_bits, lay.slot_bits, lay.sfx_bits), (19, 25, 7));
         }
+        // Below COMPACT_FROM, Norouzi's m = b / log2 n, within [2W + 1, b / 16].
+        assert_eq!(Layout::tables_for(256, 1_000_000), 13);
+        assert_eq!(Layout::tables_for(256, 100_000), 15);
+        assert_eq!(Layout::tables_for(256, 1000), 16);
+        assert_eq!(Layout::tables_for(256, COMPACT_FROM), 9);
+        assert_eq!(Layout::tables_for(64, 1_000_000), 3);
+        assert_eq!(Layout::tables_for(64, 100_000), 4);
         let small = Layout::plan(64, false, 1000, 1000);
         assert_eq!((small.dir_bits, small.slot_bits), (5, 11));
         // Wrapping bit extraction: the record bits after the last substring's key come from
