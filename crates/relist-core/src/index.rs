@@ -58,6 +58,8 @@ const BUCKET_TARGET: usize = 16;
 /// Codes from which a size-following layout uses its fewest tables (see
 /// [`Layout::tables_for`]): 4M.
 const COMPACT_FROM: usize = 1 << 22;
+/// Entries from which [`HammingIndex::build_tables`] uses more than one core.
+const PARALLEL_BUILD_FROM: usize = 1 << 18;
 /// Most directory bits (a table's directory is `4 << DIR_MAX_BITS` bytes at most).
 const DIR_MAX_BITS: u32 = 24;
 /// Pending updates (overflow records, tombstones) a table may hold before a rebuild, at
@@ -521,11 +523,56 @@ impl<const W: usize> HammingIndex<W> {
     /// insert and when reading a snapshot).
     fn rebuild(&mut self) {
         self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
-        self.tables = if self.len == 0 {
-            Vec::new()
-        } else {
-            (0..self.layout.subs.len()).map(|t| self.build_table(t)).collect()
-        };
+        self.tables = if self.len == 0 { Vec::new() } else { self.build_tables() };
+    }
+
+    /// Every table in the current layout. On a large index (a start from the snapshot, a
+    /// change in table count) the tables are built on all cores: each is an independent
+    /// counting sort over the shared, read-only arena (10M PDQ codes: ~2.7 s on one core).
+    fn build_tables(&self) -> Vec<Table> {
+        let m = self.layout.subs.len();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(m);
+        if self.len < PARALLEL_BUILD_FROM || threads < 2 {
+            return (0..m).map(|t| self.build_table(t)).collect();
+        }
+        let mut built: Vec<Option<Table>> = (0..m).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (1..threads)
+                .filter_map(|k| {
+                    std::thread::Builder::new()
+                        .name("index-build".into())
+                        .spawn_scoped(scope, move || {
+                            (k..m)
+                                .step_by(threads)
+                                .map(|t| (t, self.build_table(t)))
+                                .collect::<Vec<_>>()
+                        })
+                        .ok()
+                        .map(|h| (k, h))
+                })
+                .collect();
+            // This thread builds its own share, and any share whose thread could not start.
+            let mut mine: Vec<usize> = (0..m).step_by(threads).collect();
+            for k in 1..threads {
+                if !workers.iter().any(|(w, _)| *w == k) {
+                    mine.extend((k..m).step_by(threads));
+                }
+            }
+            for t in mine {
+                built[t] = Some(self.build_table(t));
+            }
+            for (_, h) in workers {
+                // A worker only panics if build_table does, which would panic here too.
+                for (t, table) in h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                    built[t] = Some(table);
+                }
+            }
+        });
+        built
+            .into_iter()
+            .enumerate()
+            .map(|(t, table)| table.unwrap_or_else(|| self.build_table(t)))
+            .collect()
     }
 
     /// Table `t` in the current layout, from the arena by a counting sort (O(n); ~0.3 s for
@@ -1268,6 +1315,22 @@ mod tests {
         let wide = [1u64 << 63, 1, 0, 1 << 63];
         assert_eq!(bits(&wide, 63, 2), 0b11);
         assert_eq!(bits(&wide, 255, 2), 0b01);
+    }
+
+    /// Tables built on several cores are the tables built on one.
+    #[test]
+    fn parallel_table_build_equals_sequential() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut ix = HammingIndex::<1>::new();
+        for id in 0..(PARALLEL_BUILD_FROM as u64 + 1000) {
+            ix.insert_unique([rng.gen()], id);
+        }
+        let parallel = ix.build_tables();
+        assert_eq!(parallel.len(), ix.layout.subs.len());
+        for (t, table) in parallel.iter().enumerate() {
+            let one = ix.build_table(t);
+            assert!(table.dir == one.dir && table.recs == one.recs, "table {t} differs");
+        }
     }
 
     /// Growing through layouts moves one table per update (no update rebuilds the whole
