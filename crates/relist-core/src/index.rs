@@ -522,8 +522,13 @@ impl<const W: usize> HammingIndex<W> {
     /// Builds every table in the layout for the current size, from the arena (on the first
     /// insert and when reading a snapshot).
     fn rebuild(&mut self) {
-        self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+        self.layout = self.plan_now();
         self.tables = if self.len == 0 { Vec::new() } else { self.build_tables() };
+    }
+
+    /// The layout for the index's current size and slots.
+    fn plan_now(&self) -> Layout {
+        Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len())
     }
 
     /// Every table in the current layout. On a large index (a start from the snapshot, a
@@ -537,6 +542,7 @@ impl<const W: usize> HammingIndex<W> {
         }
         let mut built: Vec<Option<Table>> = (0..m).map(|_| None).collect();
         std::thread::scope(|scope| {
+            // A share whose thread cannot start is built below, like any table still missing.
             let workers: Vec<_> = (1..threads)
                 .filter_map(|k| {
                     std::thread::Builder::new()
@@ -548,20 +554,12 @@ impl<const W: usize> HammingIndex<W> {
                                 .collect::<Vec<_>>()
                         })
                         .ok()
-                        .map(|h| (k, h))
                 })
                 .collect();
-            // This thread builds its own share, and any share whose thread could not start.
-            let mut mine: Vec<usize> = (0..m).step_by(threads).collect();
-            for k in 1..threads {
-                if !workers.iter().any(|(w, _)| *w == k) {
-                    mine.extend((k..m).step_by(threads));
-                }
-            }
-            for t in mine {
+            for t in (0..m).step_by(threads) {
                 built[t] = Some(self.build_table(t));
             }
-            for (_, h) in workers {
+            for h in workers {
                 // A worker only panics if build_table does, which would panic here too.
                 for (t, table) in h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
                     built[t] = Some(table);
@@ -618,7 +616,7 @@ impl<const W: usize> HammingIndex<W> {
         }
         let planned = self.layout.planned;
         if !self.fixed && (self.len > 2 * planned.max(64) || (planned > 4096 && self.len * 2 < planned)) {
-            self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+            self.layout = self.plan_now();
         }
         if self.layout.subs.len() != self.tables.len() {
             // Another number of tables: the radius split changes for all of them at once, so
@@ -712,7 +710,7 @@ impl<const W: usize> HammingIndex<W> {
                 // room (the arena already holds the new entry). Rare: a layout leaves room
                 // for twice the slots it was planned at, and is replaced before that.
                 if slot >= self.layout.slot_mask() {
-                    self.layout = Layout::plan(Self::BITS, self.fixed, self.len, self.ids.len());
+                    self.layout = self.plan_now();
                     if self.layout.subs.len() != self.tables.len() {
                         return self.rebuild();
                     }
