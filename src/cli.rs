@@ -59,10 +59,9 @@ pub enum Command {
     Import(cmd::exchange::ImportArgs),
 }
 
-/// Parses the command line and runs it; the exit status on success is 0 except for `check`,
+/// Runs a parsed command line; the exit status on success is 0 except for `check`,
 /// whose status tells the verdict.
-pub fn run() -> anyhow::Result<u8> {
-    let cli = Cli::parse();
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

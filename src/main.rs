@@ -1,9 +1,18 @@
 //! The `relist` binary: tunes the allocator, then runs the command line ([`relist::cli`]).
 
+use clap::Parser;
+use relist::cli::{Cli, Command};
+
 fn main() -> std::process::ExitCode {
     keep_freed_buffers();
-    die_quietly_on_closed_pipe();
-    match relist::cli::run() {
+    let cli = Cli::parse();
+    // Not for the daemon: it writes to clients' sockets, and with SIGPIPE's default action a
+    // client hanging up mid-answer would kill it (Rust's runtime ignores SIGPIPE, so the
+    // write fails with EPIPE and only that connection ends).
+    if !matches!(cli.command, Command::Serve(_)) {
+        die_quietly_on_closed_pipe();
+    }
+    match relist::cli::run(cli) {
         Ok(status) => std::process::ExitCode::from(status),
         Err(e) => {
             eprintln!("relist: {e:#}");
@@ -17,7 +26,8 @@ fn main() -> std::process::ExitCode {
 /// panicking on EPIPE (exit 101).
 fn die_quietly_on_closed_pipe() {
     #[cfg(unix)]
-    // SAFETY: only resets a signal disposition, before any other thread exists.
+    // SAFETY: only resets a signal disposition, before any other thread exists (the command
+    // line is parsed, no runtime is started).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -124,16 +124,24 @@ pub async fn connect_with(addr: &str, conn: &Connection) -> KeyedClient {
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {
-    // Bounded: the server is already listening, so a few tries at most.
-    for _ in 0..50 {
+    connect_within(addr, 50)
+        .await
+        .unwrap_or_else(|| panic!("cannot connect to {addr}"))
+}
+
+/// A client of `addr` within `tries` tries 100 ms apart (bounded: the server is already
+/// listening, so a few tries at most).
+async fn connect_within(addr: SocketAddr, tries: usize) -> Option<Client> {
+    for _ in 0..tries {
         if let Ok(c) = Client::connect(format!("http://{addr}")).await {
-            return c
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20);
+            return Some(
+                c.max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("cannot connect to {addr}");
+    None
 }
 
 /// A deterministic photo-like image: smooth multi-scale noise plus coloured shapes, distinct
@@ -340,9 +348,13 @@ impl Daemon {
         format!("http://{}", self.addr)
     }
 
-    /// A gRPC client of this daemon.
+    /// A gRPC client of this daemon; on failure, prints the daemon's log, so a crash is not
+    /// reported as a network problem.
     pub async fn client(&self) -> Client {
-        connect(self.addr.parse().expect("daemon address")).await
+        let addr: SocketAddr = self.addr.parse().expect("daemon address");
+        connect_within(addr, 100)
+            .await
+            .unwrap_or_else(|| panic!("cannot connect to the daemon at {addr}; its log:\n{}", self.log()))
     }
 
     /// Runs a client command against this daemon with `--json`; asserts success and returns

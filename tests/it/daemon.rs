@@ -1,6 +1,7 @@
 //! The real `relist` binary: `serve` on 127.0.0.1:0, the client commands with `--json`,
 //! kill -9 after an acknowledged takedown, restart on the same data dir, SIGTERM shutdown.
 use crate::common::{jpeg, photo, relist_cli, Daemon};
+use relist_proto::api::pb;
 
 #[test]
 fn cli_round_trip_survives_kill_9_and_restarts() {
@@ -102,4 +103,33 @@ fn cli_round_trip_survives_kill_9_and_restarts() {
 
     // SIGTERM: graceful shutdown with a zero exit.
     d.terminate();
+}
+
+/// A marketplace's client that gives up (a deadline, a restart, a reset connection) while the
+/// daemon is still writing to it must not stop the daemon. The CLI restores SIGPIPE's default
+/// action so that `relist ... | head` ends quietly; `serve` must not inherit it, or its first
+/// write to a reset socket kills it without a word in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_do_not_stop_the_daemon() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = Daemon::serve(&tmp.path().join("data"), &[]);
+    for _ in 0..30 {
+        // A gRPC client connects (the server sends its settings) and goes away at once.
+        drop(d.client().await);
+        // A raw HTTP/2 client sends its preface and settings and closes without reading the
+        // server's settings: unread data makes the close a reset.
+        let mut s = std::net::TcpStream::connect(&d.addr).unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        drop(s);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    if let Some(status) = d.child.try_wait().unwrap() {
+        panic!("the daemon stopped ({status}) after clients hung up:\n{}", d.log());
+    }
+    let mut c = d.client().await;
+    let answer = c.get_takedown(pb::GetTakedownRequest { takedown_id: 1 }).await;
+    assert_eq!(answer.map(|_| ()).unwrap_err().code(), tonic::Code::NotFound);
 }
