@@ -4,7 +4,9 @@
 //! store with RECORDS match records spread over a year (10,000 takedowns, 50,000 sellers,
 //! 5 marketplaces), then times the first page (50 records) of a query by takedown, by seller,
 //! by time range and by marketplace + verdict, each repeated on different keys; prints
-//! p50/p99/max in milliseconds.
+//! p50/p99/max in milliseconds. Then records new matches from 1, 8 and 64 threads at once
+//! (as concurrent upload checks do, all bumping the same day's counters) and prints
+//! records/s and the p50/p99 of a single write.
 use std::time::Instant;
 
 use relist_core::domain::{HashKind, ImageEvidence, ListingInfo, Match, MatchRecord, Source, Verdict};
@@ -140,5 +142,40 @@ fn main() {
     println!("|---|---|---|---|---|");
     for row in table {
         println!("{row}");
+    }
+
+    // Concurrent writes: today's records, so every one bumps the same counters.
+    let per_round = 12_800u64;
+    let today = relist_core::domain::now_ms();
+    let mut next = n;
+    println!("\nrecording {per_round} new matches on top, from T threads at once:\n");
+    println!("| threads | records/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for threads in [1u64, 8, 64] {
+        let each = per_round / threads;
+        let t = Instant::now();
+        let ms: Vec<f64> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|w| {
+                    let h = &h;
+                    s.spawn(move || {
+                        (0..each)
+                            .map(|i| {
+                                let mut r = record(next + w * each + i, today, 1, 1);
+                                r.match_id = (today as u64) * 1000 + next + w * each + i;
+                                let t = Instant::now();
+                                h.insert(&r).expect("insert");
+                                t.elapsed().as_secs_f64() * 1000.0
+                            })
+                            .collect::<Vec<f64>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().expect("writer")).collect()
+        });
+        let rate = (threads * each) as f64 / t.elapsed().as_secs_f64();
+        next += threads * each;
+        let (p50, p99, _) = percentiles(ms);
+        println!("| {threads} | {rate:.0} | {p50:.3} | {p99:.3} |");
     }
 }

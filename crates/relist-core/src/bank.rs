@@ -546,6 +546,17 @@ impl Bank {
     /// [`Bank::check`] that records nothing when `source` is `None` (a dry run: the same
     /// verdict, no history entry, no match id).
     pub fn check_with(&self, listing: &Listing, source: Option<Source>) -> Result<CheckOutcome> {
+        let outcome = self.evaluate(listing)?;
+        match source {
+            Some(source) => self.record_outcome(listing, source, outcome),
+            None => Ok(outcome),
+        }
+    }
+
+    /// The verdict on a listing, recorded nowhere: index lookups and reads only, so a caller
+    /// that must not wait on disk writes (an async runtime's worker) can run it in place and
+    /// hand [`Bank::record_outcome`] to a thread that may block.
+    pub fn evaluate(&self, listing: &Listing) -> Result<CheckOutcome> {
         let (images, fingerprints) = self.fingerprint(listing, Side::Checked)?;
         let found = self
             .index
@@ -614,40 +625,42 @@ impl Bank {
         });
         matches.truncate(self.thresholds.max_matches);
         let (verdict, score) = matches.first().map_or((Verdict::Clear, 0.0), |m| (m.verdict, m.score));
-        let match_id = if verdict == Verdict::Clear {
-            None
-        } else if let Some(source) = source {
-            let _gate = self.backup_gate.read();
-            // On a full disk the verdict still goes out, unrecorded: the upload path must keep
-            // its answers, and the history is the record of them, not the evidence itself.
-            let recorded = self
-                .disk
-                .check()
-                .and_then(|()| self.history.record(source, listing, verdict, score, &matches));
-            match recorded {
-                Ok(id) => {
-                    if let Err(e) = self.history.put_thumbnails(id, &self.fingerprinter.thumbnails(listing)) {
-                        tracing::warn!(match_id = id, error = %e, "thumbnails not kept");
-                    }
-                    Some(id)
-                }
-                Err(Error::DiskFull(e)) => {
-                    tracing::warn!(error = %e, "check answered but not recorded in the history");
-                    None
-                }
-                Err(e) => return Err(e),
-            }
-        } else {
-            None
-        };
         Ok(CheckOutcome {
             verdict,
             score,
             matches,
-            match_id,
+            match_id: None,
             fingerprints,
             bank_stale: self.bank_stale(),
         })
+    }
+
+    /// Records a non-clear [`Bank::evaluate`] outcome of `listing` in the match history, as
+    /// coming from `source`, and sets its match id; a clear one is returned as it is.
+    pub fn record_outcome(&self, listing: &Listing, source: Source, mut outcome: CheckOutcome) -> Result<CheckOutcome> {
+        if outcome.verdict == Verdict::Clear || outcome.match_id.is_some() {
+            return Ok(outcome);
+        }
+        let _gate = self.backup_gate.read();
+        // On a full disk the verdict still goes out, unrecorded: the upload path must keep
+        // its answers, and the history is the record of them, not the evidence itself.
+        let recorded = self.disk.check().and_then(|()| {
+            self.history
+                .record(source, listing, outcome.verdict, outcome.score, &outcome.matches)
+        });
+        match recorded {
+            Ok(id) => {
+                if let Err(e) = self.history.put_thumbnails(id, &self.fingerprinter.thumbnails(listing)) {
+                    tracing::warn!(match_id = id, error = %e, "thumbnails not kept");
+                }
+                outcome.match_id = Some(id);
+            }
+            Err(Error::DiskFull(e)) => {
+                tracing::warn!(error = %e, "check answered but not recorded in the history");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(outcome)
     }
 
     /// A recorded match with its reviews.

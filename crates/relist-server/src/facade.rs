@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use relist_core::bank::{Bank, ThumbnailOf};
-use relist_core::domain::{CheckOutcome, ImageInput, Listing, Registered, Source, Takedown, TakedownId};
+use relist_core::domain::{CheckOutcome, ImageInput, Listing, Registered, Source, Takedown, TakedownId, Verdict};
 use relist_core::error::{Error, Result};
 use relist_core::history::{Label, MatchView, Page, Query, Stats};
 
@@ -40,16 +40,23 @@ impl AsyncBank {
             .map_err(|e| Error::Internal(format!("worker failed: {e}")))?
     }
 
-    /// Checks a listing. A hash-only listing costs microseconds (index lookups, a history
-    /// write when it matches): handing it to the blocking pool cost more than the work and
-    /// capped hash-only throughput, so it runs in place. Images are decoded and hashed on the
-    /// blocking pool.
+    /// Checks a listing. Evaluating a hash-only listing costs microseconds (index lookups):
+    /// handing it to the blocking pool cost more than the work and capped hash-only
+    /// throughput, so it runs in place. Recording a match writes to disk, and a runtime
+    /// worker waiting on sled stalls every connection it serves, so that goes to the blocking
+    /// pool, as do listings with images (decoded and hashed there).
     /// `source: None` is a dry run: nothing is recorded.
     pub async fn check(&self, listing: Listing, source: Option<Source>) -> Result<CheckOutcome> {
-        if listing.images.iter().all(|i| matches!(i, ImageInput::Hashes { .. })) {
-            self.bank.check_with(&listing, source)
-        } else {
-            self.run(move |bank| bank.check_with(&listing, source)).await
+        if !listing.images.iter().all(|i| matches!(i, ImageInput::Hashes { .. })) {
+            return self.run(move |bank| bank.check_with(&listing, source)).await;
+        }
+        let outcome = self.bank.evaluate(&listing)?;
+        match source {
+            Some(source) if outcome.verdict != Verdict::Clear => {
+                self.run(move |bank| bank.record_outcome(&listing, source, outcome))
+                    .await
+            }
+            _ => Ok(outcome),
         }
     }
 
