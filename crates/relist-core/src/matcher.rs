@@ -385,6 +385,9 @@ impl LiveIndex {
                 }
             }
         }
+        // A check depends on the pictures only (checked image, what of it was seen, stored
+        // entry), and the same pair comes up under several hash kinds (PDQ and pHash).
+        let mut colours: Vec<((u32, Seen, u64), Colour)> = Vec::new();
         for ((_, ci, _, kind), mut candidates) in global {
             let img = &images[ci as usize];
             candidates.sort_by_key(|h| (h.distance, h.entry));
@@ -392,7 +395,16 @@ impl LiveIndex {
             // closest, with the check that failed it, for the policy to discard.
             let mut chosen: Option<(Hit, Option<ColourCheck>)> = None;
             for hit in candidates.iter().take(MAX_COLOUR_CHECKS) {
-                let check = match self.colour_check(img, hit) {
+                let pair = (ci, hit.seen, hit.entry);
+                let colour = match colours.iter().find(|(p, _)| *p == pair) {
+                    Some(&(_, c)) => c,
+                    None => {
+                        let c = self.colour_check(img, hit);
+                        colours.push((pair, c));
+                        c
+                    }
+                };
+                let check = match colour {
                     Colour::TooSmall => continue,
                     Colour::Unknown => None,
                     Colour::Checked(c) => Some(c),

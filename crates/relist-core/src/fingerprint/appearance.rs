@@ -430,9 +430,14 @@ pub fn compare(checked: &Grid, stored: &Grid) -> Option<Agreement> {
     let mut at = (6usize, 7usize);
     for round in 0..3 {
         // Coarse to fine over (saturation, gamma): a few spread points the first time,
-        // then the neighbours of the best twice.
+        // then the neighbours of the best twice. Within a round the weights are fixed, so a
+        // point's fit is computed once (the neighbourhoods overlap; most of a compare's time).
         let mut best = (f32::INFINITY, at, Fit::default());
-        let try_at = |ki: usize, gi: usize, best: &mut (f32, (usize, usize), Fit)| {
+        let mut tried = [[false; GAMMAS.len()]; SATURATIONS.len()];
+        let mut try_at = |ki: usize, gi: usize, best: &mut (f32, (usize, usize), Fit)| {
+            if std::mem::replace(&mut tried[ki][gi], true) {
+                return;
+            }
             let f = coarse.fit(&weights, SATURATIONS[ki], gi);
             if f.error < best.0 {
                 *best = (f.error, (ki, gi), f);
