@@ -974,7 +974,7 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_writers_share_commits_and_every_record_and_count_lands() {
+    fn concurrent_writers_each_get_their_own_outcome_and_every_record_and_count_lands() {
         let (_d, h) = open();
         let t0: i64 = 1_680_000_000_000;
         let (threads, each) = (8u64, 150u64);
